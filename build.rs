@@ -1,0 +1,29 @@
+//! Generates the gRPC server and client code from `proto/remote.proto`, and
+//! the file descriptor set that server reflection serves.
+//!
+//! protoc comes from `protoc-bin-vendored`, so a machine with only the Rust
+//! toolchain builds the package.
+
+use std::{env, error::Error, path::PathBuf};
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    println!("cargo:rerun-if-changed=proto/remote.proto");
+
+    let mut config = prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    // Output chunks decode as `bytes::Bytes`, which slices the received
+    // buffer instead of copying every chunk into a new Vec.
+    config.bytes([".vigie.v1.Output.data", ".vigie.v1.ExecuteRequest.stdin"]);
+
+    let include = protoc_bin_vendored::include_path()?;
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("vigie_descriptor.bin"))
+        .compile_with_config(
+            config,
+            &[PathBuf::from("proto/remote.proto")],
+            &[PathBuf::from("proto"), include],
+        )?;
+
+    Ok(())
+}

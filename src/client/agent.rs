@@ -1,0 +1,252 @@
+//! A typed client for one agent: the generated client behind a session id,
+//! returning domain types and [`Error`] instead of proto types.
+
+use std::{pin::Pin, time::Duration};
+
+use futures::{Stream, StreamExt};
+use tonic::{
+    Request, Status,
+    metadata::MetadataValue,
+    service::interceptor::InterceptedService,
+    transport::{Channel, Endpoint},
+};
+
+use super::Error;
+use crate::{
+    command::{Event, ExecRequest},
+    proto::{self, remote_agent_client::RemoteAgentClient},
+    server::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW, session::SESSION_HEADER},
+    types::{ConnectionInfo, MetricsSample, ProcessInfo, ProcessSignal, SystemInfo},
+};
+
+/// Adds the session header (and, later, credentials) to every call.
+#[derive(Debug, Clone)]
+pub struct CallMetadata {
+    session: MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl tonic::service::Interceptor for CallMetadata {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert(SESSION_HEADER, self.session.clone());
+        Ok(request)
+    }
+}
+
+type Inner = RemoteAgentClient<InterceptedService<Channel, CallMetadata>>;
+
+/// A stream of events of one running command.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Error>> + Send>>;
+/// A stream of metric samples.
+pub type MetricsStream = Pin<Box<dyn Stream<Item = Result<MetricsSample, Error>> + Send>>;
+
+/// A connection to one agent, in one session.
+#[derive(Debug, Clone)]
+pub struct AgentClient {
+    inner: Inner,
+    session_id: String,
+}
+
+/// HTTP/2 settings shared with the agent; see `server::STREAM_WINDOW`.
+pub fn endpoint(url: &str) -> Result<Endpoint, Error> {
+    Ok(Endpoint::from_shared(url.to_owned())
+        .map_err(|e| Error::InvalidAddress {
+            address: url.to_owned(),
+            reason: e.to_string(),
+        })?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(false)
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW))
+        .max_frame_size(Some(MAX_FRAME)))
+}
+
+impl AgentClient {
+    /// Connects to the agent at `url` (e.g. `http://127.0.0.1:7421`) with a
+    /// new random session id.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        let channel = endpoint(url)?
+            .connect()
+            .await
+            .map_err(|e| Error::connect(url, &e))?;
+        Self::with_channel(channel, uuid::Uuid::new_v4().to_string())
+    }
+
+    /// A client over an existing channel, in the session `session_id`.
+    pub fn with_channel(channel: Channel, session_id: String) -> Result<Self, Error> {
+        let session =
+            MetadataValue::try_from(session_id.as_str()).map_err(|_| Error::InvalidAddress {
+                address: session_id.clone(),
+                reason: "a session id must be printable ASCII".into(),
+            })?;
+        let inner = RemoteAgentClient::with_interceptor(channel, CallMetadata { session })
+            .max_decoding_message_size(64 << 20);
+        Ok(Self { inner, session_id })
+    }
+
+    /// The session id this client sends.
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    /// The host's description.
+    pub async fn system_info(&self) -> Result<SystemInfo, Error> {
+        let response = self
+            .inner
+            .clone()
+            .get_system_info(proto::GetSystemInfoRequest {})
+            .await?;
+        Ok(response.into_inner().into())
+    }
+
+    /// Starts a command; its events arrive on the returned stream. Dropping
+    /// the stream cancels the command on the agent.
+    pub async fn execute(&self, request: ExecRequest) -> Result<EventStream, Error> {
+        let stream = self
+            .inner
+            .clone()
+            .execute(proto::ExecuteRequest::from(request))
+            .await?
+            .into_inner();
+        Ok(Box::pin(stream.map(|item| {
+            let response = item?;
+            Event::try_from(response).map_err(|e| Error::Protocol(e.to_string()))
+        })))
+    }
+
+    /// Runs a command to its end and collects everything it wrote.
+    pub async fn run(&self, request: ExecRequest) -> Result<Collected, Error> {
+        let mut events = self.execute(request).await?;
+        let mut collected = Collected::default();
+        while let Some(event) = events.next().await {
+            match event? {
+                Event::Started { pid, .. } => collected.pid = Some(pid),
+                Event::Output { stream, data } => match stream {
+                    crate::command::OutputStream::Stdout => {
+                        collected.stdout.extend_from_slice(&data)
+                    }
+                    crate::command::OutputStream::Stderr => {
+                        collected.stderr.extend_from_slice(&data)
+                    }
+                },
+                Event::Exited(exit) => {
+                    collected.exit = Some(exit);
+                }
+            }
+        }
+        if collected.exit.is_none() {
+            return Err(Error::Protocol(
+                "the command's stream ended without an exit event".into(),
+            ));
+        }
+        Ok(collected)
+    }
+
+    /// Streams CPU and memory samples every `interval`.
+    pub async fn watch_metrics(
+        &self,
+        interval: Duration,
+        per_core: bool,
+    ) -> Result<MetricsStream, Error> {
+        let stream = self
+            .inner
+            .clone()
+            .watch_metrics(proto::WatchMetricsRequest {
+                interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
+                per_core,
+            })
+            .await?
+            .into_inner();
+        Ok(Box::pin(stream.map(|item| Ok(item?.into()))))
+    }
+
+    /// The process list, filtered by name when `filter` is not empty.
+    pub async fn list_processes(&self, filter: &str) -> Result<Vec<ProcessInfo>, Error> {
+        let response = self
+            .inner
+            .clone()
+            .list_processes(proto::ListProcessesRequest {
+                name_filter: filter.to_owned(),
+            })
+            .await?;
+        Ok(response
+            .into_inner()
+            .processes
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// Sends a signal to one process.
+    pub async fn signal_process(&self, pid: i32, signal: ProcessSignal) -> Result<(), Error> {
+        self.inner
+            .clone()
+            .signal_process(proto::SignalProcessRequest {
+                pid,
+                signal: proto::Signal::from(signal).into(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// What the agent sees of this connection.
+    pub async fn connection_info(&self) -> Result<ConnectionInfo, Error> {
+        let response = self
+            .inner
+            .clone()
+            .get_connection_info(proto::GetConnectionInfoRequest {})
+            .await?;
+        Ok(response.into_inner().into())
+    }
+
+    /// Ends this session on the agent; returns how many commands it cancelled.
+    pub async fn disconnect(&self) -> Result<u32, Error> {
+        let response = self
+            .inner
+            .clone()
+            .disconnect(proto::DisconnectRequest {})
+            .await?;
+        Ok(response.into_inner().cancelled_commands)
+    }
+
+    /// Asks the agent to stop; returns the boot id of the stopping agent.
+    pub async fn shutdown(&self, reason: &str) -> Result<String, Error> {
+        let response = self
+            .inner
+            .clone()
+            .shutdown(proto::ShutdownRequest {
+                reason: reason.to_owned(),
+            })
+            .await?;
+        Ok(response.into_inner().boot_id)
+    }
+
+    /// Asks the agent to restart; returns the boot id of the restarting agent.
+    pub async fn restart(&self, reason: &str) -> Result<String, Error> {
+        let response = self
+            .inner
+            .clone()
+            .restart(proto::RestartRequest {
+                reason: reason.to_owned(),
+            })
+            .await?;
+        Ok(response.into_inner().boot_id)
+    }
+}
+
+/// Everything a command wrote, and how it ended.
+#[derive(Debug, Clone, Default)]
+pub struct Collected {
+    /// Its pid.
+    pub pid: Option<i32>,
+    /// Everything written to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything written to stderr.
+    pub stderr: Vec<u8>,
+    /// How it ended.
+    pub exit: Option<crate::command::Exit>,
+}

@@ -1,0 +1,14 @@
+//! vigie: remote management of many hosts over gRPC.
+//!
+//! - [`server`]: the agent that runs on every managed host.
+//! - [`client`]: the library that drives agents; the `vigie` CLI and the
+//!   desktop client are built on it.
+//! - [`command`], [`types`]: the domain vocabulary both sides share;
+//!   [`convert`] maps it to and from the wire types in [`proto`].
+
+pub mod client;
+pub mod command;
+pub mod convert;
+pub mod proto;
+pub mod server;
+pub mod types;

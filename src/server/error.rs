@@ -1,0 +1,90 @@
+//! The agent's errors and their gRPC status codes.
+//!
+//! Every core error converts into [`Error`], and every variant maps to a
+//! status code on purpose. Internal failures are logged with their detail
+//! and reach the client only as a short message.
+
+use tonic::{Code, Status};
+
+use super::{exec::ExecError, processes::SignalError, session::SessionError, system::ProbeError};
+
+/// Any error an rpc can end with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Planning or spawning a command failed.
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    /// Signalling a process failed.
+    #[error(transparent)]
+    Signal(#[from] SignalError),
+    /// The session cannot be joined or has no room.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// The system could not be read.
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    /// A request field is out of range.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The agent is stopping or restarting.
+    #[error("the agent is {0}")]
+    Stopping(&'static str),
+    /// A blocking task died (a bug).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        let code = match &error {
+            Error::Exec(e) => match e {
+                ExecError::EmptyCommand | ExecError::InvalidArgument(_) => Code::InvalidArgument,
+                ExecError::Incompatible(_)
+                | ExecError::WorkingDirectory { .. }
+                | ExecError::NotExecutable { .. } => Code::FailedPrecondition,
+                ExecError::ProgramNotFound(_) => Code::NotFound,
+                ExecError::Spawn(_) => Code::ResourceExhausted,
+            },
+            Error::Signal(e) => match e {
+                SignalError::InvalidPid(_) => Code::InvalidArgument,
+                SignalError::IsAgent(_) => Code::FailedPrecondition,
+                SignalError::NotFound(_) => Code::NotFound,
+                SignalError::NotPermitted(_) => Code::PermissionDenied,
+                SignalError::Other { .. } => Code::Internal,
+            },
+            Error::Session(e) => match e {
+                SessionError::InvalidId => Code::InvalidArgument,
+                SessionError::TooMany(_)
+                | SessionError::TooManyCommands(_)
+                | SessionError::TooManyCommandsTotal(_) => Code::ResourceExhausted,
+            },
+            Error::Probe(_) | Error::Internal(_) => Code::Internal,
+            Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::Stopping(_) => Code::Unavailable,
+        };
+        if code == Code::Internal {
+            tracing::error!(error = %error, "internal error");
+            return Status::new(code, "internal error in the agent (see its log)");
+        }
+        Status::new(code, error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_details_stay_in_the_log() {
+        let status = Status::from(Error::Internal("a secret path /etc/x".into()));
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("/etc/x"));
+    }
+
+    #[test]
+    fn client_errors_keep_their_message() {
+        let status = Status::from(Error::Signal(SignalError::NotFound(77)));
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), "no process with pid 77");
+    }
+}

@@ -1,0 +1,973 @@
+//! Running one command: planning it from a request, spawning it in its own
+//! process group, streaming its output through a bounded channel, and ending
+//! it, group and all, when it exits, times out, is cancelled or its client
+//! goes away.
+//!
+//! The rules this module keeps:
+//! - Every command is the leader of a new process group, so one signal
+//!   reaches everything it started (unless a process left the group on
+//!   purpose with `setsid`).
+//! - The leader's exit is observed without reaping it (`waitid` with
+//!   `WNOWAIT`). While the zombie leader exists, its pid, which is also the
+//!   group id, cannot be reused, so signalling the group can never hit an
+//!   unrelated process. The leader is reaped only once its output is done.
+//! - Output is read only when the channel to the client has room (a permit
+//!   is held), so a slow client slows the command through the pipe instead
+//!   of growing memory. Cancellation, timeouts and exit are still seen while
+//!   waiting for room.
+//! - After a normal exit, output is read until every writer has closed the
+//!   pipes (as `ssh host cmd` does). Whatever is left in the group after
+//!   that is terminated, so no command leaves anything behind.
+
+use std::{
+    ffi::OsString,
+    io,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant, SystemTime},
+};
+
+use std::os::fd::AsFd;
+
+use bytes::{Bytes, BytesMut};
+use rustix::process::{Pid, Signal};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::unix::pipe,
+    sync::mpsc,
+    time::sleep_until,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::command::{self, EndReason, Exit, OsFamily, OutputStream, Shell};
+pub use crate::command::{Event, ExecRequest};
+
+/// The environment variable through which a restarting agent hands its
+/// listening socket to its successor; commands never inherit it.
+pub const LISTEN_FD_ENV: &str = "VIGIE_LISTEN_FD";
+
+/// Why a command could not be planned or started.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// Neither a command line nor an argv was given.
+    #[error("the command is empty")]
+    EmptyCommand,
+    /// A string of the request cannot be passed to a process.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The host's OS or shells do not fit the command.
+    #[error("{0}")]
+    Incompatible(String),
+    /// The working directory is missing or not a directory.
+    #[error("working directory {path}: {reason}")]
+    WorkingDirectory {
+        /// The directory asked for.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A program to run directly (no shell) is not on the PATH.
+    #[error("program `{0}` not found")]
+    ProgramNotFound(String),
+    /// The program exists but cannot be executed.
+    #[error("cannot execute `{program}`: {source}")]
+    NotExecutable {
+        /// The program.
+        program: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Spawning failed for another reason (out of processes, memory...).
+    #[error("cannot start the command: {0}")]
+    Spawn(#[source] io::Error),
+}
+
+/// A command ready to spawn.
+#[derive(Debug, Clone)]
+pub struct CommandSpec {
+    /// The program, as an absolute path when it was looked up.
+    pub program: PathBuf,
+    /// Arguments after the program.
+    pub args: Vec<OsString>,
+    /// Working directory.
+    pub working_directory: Option<PathBuf>,
+    /// Environment additions.
+    pub environment: Vec<(String, String)>,
+    /// Bytes for standard input.
+    pub stdin: Bytes,
+    /// Time limit.
+    pub timeout: Option<Duration>,
+    /// Most output bytes to forward.
+    pub output_limit: u64,
+}
+
+impl CommandSpec {
+    /// The program and its arguments, as text for logs and the `started` event.
+    pub fn display_argv(&self) -> Vec<String> {
+        std::iter::once(self.program.to_string_lossy().into_owned())
+            .chain(self.args.iter().map(|a| a.to_string_lossy().into_owned()))
+            .collect()
+    }
+}
+
+/// Facts about the host that planning needs.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// The host's OS family.
+    pub os: OsFamily,
+    /// A readable description for error messages, e.g. "Linux (Debian GNU/Linux 12)".
+    pub description: String,
+    /// The agent's output cap per command.
+    pub output_cap: u64,
+}
+
+/// Turns a request into a command to spawn: resolves the OS prefix and the
+/// shell, and checks everything that can be checked before spawning.
+pub fn plan(request: &ExecRequest, host: &Host) -> Result<CommandSpec, ExecError> {
+    check_text("command", &request.command)?;
+    for arg in &request.argv {
+        check_text("argument", arg)?;
+    }
+    // The prefixed form is honoured whenever no shell was named, so that a
+    // grpcurl user typing "DOS:dir" gets what the CLI user gets.
+    let (shell, prefix_os, text) = if request.shell == Shell::Default {
+        let parsed = command::parse(&request.command);
+        (parsed.shell, parsed.required_os, parsed.command)
+    } else {
+        (request.shell, None, request.command.as_str())
+    };
+    // The prefix's requirement first, so that "DOS:dir" on Linux says the
+    // command needs Windows rather than that cmd is missing.
+    for (required, origin) in [
+        (prefix_os, " (the command's OS prefix)"),
+        (request.required_os, ""),
+    ] {
+        command::check_compatible(host.os, shell, required).map_err(|e| {
+            ExecError::Incompatible(match e {
+                command::Incompatible::Os { needed, .. } => format!(
+                    "this host runs {}; the command needs {needed}{origin}",
+                    host.description
+                ),
+                command::Incompatible::Shell { shell, .. } => format!(
+                    "this host runs {}; {shell} exists only on Windows",
+                    host.description
+                ),
+            })
+        })?;
+    }
+    let text = text.trim();
+
+    let (program, args): (PathBuf, Vec<OsString>) = match shell {
+        Shell::Default | Shell::Sh if host.os != OsFamily::Windows => {
+            if text.is_empty() {
+                return Err(ExecError::EmptyCommand);
+            }
+            (
+                find_shell(&["sh"]).ok_or_else(|| {
+                    ExecError::Incompatible(format!("this host ({}) has no sh", host.description))
+                })?,
+                vec!["-c".into(), text.into()],
+            )
+        }
+        Shell::Default | Shell::Sh | Shell::Cmd => {
+            if shell == Shell::Sh {
+                return Err(ExecError::Incompatible(format!(
+                    "this host runs {}; sh is not available",
+                    host.description
+                )));
+            }
+            if text.is_empty() {
+                return Err(ExecError::EmptyCommand);
+            }
+            (
+                find_shell(&["cmd"]).unwrap_or_else(|| "cmd.exe".into()),
+                vec!["/C".into(), text.into()],
+            )
+        }
+        Shell::PowerShell => {
+            if text.is_empty() {
+                return Err(ExecError::EmptyCommand);
+            }
+            let program = find_shell(&["pwsh", "powershell"]).ok_or_else(|| {
+                ExecError::Incompatible(format!(
+                    "PowerShell is not installed on this host ({}): neither pwsh nor powershell is on the PATH",
+                    host.description
+                ))
+            })?;
+            (
+                program,
+                ["-NoLogo", "-NoProfile", "-NonInteractive", "-Command", text]
+                    .map(OsString::from)
+                    .to_vec(),
+            )
+        }
+        Shell::None => {
+            let words = if request.argv.is_empty() {
+                shell_words::split(text).map_err(|e| {
+                    ExecError::InvalidArgument(format!("cannot split the command into words: {e}"))
+                })?
+            } else {
+                request.argv.clone()
+            };
+            let Some((first, rest)) = words.split_first() else {
+                return Err(ExecError::EmptyCommand);
+            };
+            let program = if first.contains('/') {
+                PathBuf::from(first)
+            } else {
+                which::which(first).map_err(|_| ExecError::ProgramNotFound(first.clone()))?
+            };
+            (program, rest.iter().map(OsString::from).collect())
+        }
+    };
+
+    let working_directory = match request.working_directory.as_deref() {
+        None | Some("") => None,
+        Some(dir) => {
+            check_text("working directory", dir)?;
+            Some(check_directory(dir)?)
+        }
+    };
+    for (key, value) in &request.environment {
+        if key.is_empty() || key.contains('=') {
+            return Err(ExecError::InvalidArgument(format!(
+                "environment variable name {key:?} is empty or contains '='"
+            )));
+        }
+        check_text("environment variable name", key)?;
+        check_text("environment variable value", value)?;
+    }
+    let output_limit = match request.output_limit {
+        None | Some(0) => host.output_cap,
+        Some(limit) => limit.min(host.output_cap),
+    };
+    Ok(CommandSpec {
+        program,
+        args,
+        working_directory,
+        environment: request.environment.clone(),
+        stdin: request.stdin.clone(),
+        timeout: request.timeout.filter(|t| !t.is_zero()),
+        output_limit,
+    })
+}
+
+fn check_text(what: &str, text: &str) -> Result<(), ExecError> {
+    if text.contains('\0') {
+        return Err(ExecError::InvalidArgument(format!(
+            "the {what} contains a NUL byte"
+        )));
+    }
+    Ok(())
+}
+
+fn check_directory(dir: &str) -> Result<PathBuf, ExecError> {
+    let problem = |reason: &str| ExecError::WorkingDirectory {
+        path: dir.to_owned(),
+        reason: reason.to_owned(),
+    };
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(PathBuf::from(dir)),
+        Ok(_) => Err(problem("not a directory")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(problem("no such directory")),
+        Err(e) => Err(problem(&e.to_string())),
+    }
+}
+
+/// Finds the first of these shells, trying the usual absolute paths before
+/// the PATH, so that a request's environment cannot change which shell runs.
+fn find_shell(names: &[&str]) -> Option<PathBuf> {
+    names.iter().find_map(|name| {
+        ["/bin", "/usr/bin"]
+            .iter()
+            .map(|dir| Path::new(dir).join(name))
+            .find(|path| path.is_file())
+            .or_else(|| which::which(name).ok())
+    })
+}
+
+/// Tunables for running commands.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecTuning {
+    /// Time between TERM and KILL when the agent ends a command.
+    pub kill_grace: Duration,
+    /// Events the channel to the client holds before the command waits.
+    pub channel_capacity: usize,
+    /// Largest output chunk read at once.
+    pub max_chunk: usize,
+}
+
+impl Default for ExecTuning {
+    fn default() -> Self {
+        Self {
+            kill_grace: Duration::from_secs(2),
+            channel_capacity: 4,
+            max_chunk: 256 * 1024,
+        }
+    }
+}
+
+/// What can end a command early, besides its time limit.
+#[derive(Debug, Clone)]
+pub struct Stops {
+    /// Fires when the command's session ends.
+    pub session: CancellationToken,
+    /// Fires when the agent stops or restarts.
+    pub agent: CancellationToken,
+}
+
+/// A spawned command, not yet driven.
+#[derive(Debug)]
+pub struct Spawned {
+    pid: Pid,
+    exit: ExitWatcher,
+    stdin: Option<pipe::Sender>,
+    stdout: pipe::Receiver,
+    stderr: pipe::Receiver,
+    spec: CommandSpec,
+    started: Instant,
+    started_at: SystemTime,
+}
+
+impl Spawned {
+    /// The command's pid, also its process-group id.
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw_nonzero().get()
+    }
+}
+
+/// Spawns the command as the leader of a new process group, with piped
+/// output (and input when there are stdin bytes).
+pub fn spawn(spec: CommandSpec) -> Result<Spawned, ExecError> {
+    let mut command = std::process::Command::new(&spec.program);
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    command
+        .args(&spec.args)
+        .env_remove(LISTEN_FD_ENV)
+        .envs(spec.environment.iter().map(|(k, v)| (k, v)))
+        .stdin(if spec.stdin.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(dir) = &spec.working_directory {
+        command.current_dir(dir);
+    }
+    let program = spec.program.to_string_lossy().into_owned();
+    let mut child = command.spawn().map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => ExecError::ProgramNotFound(program.clone()),
+        io::ErrorKind::PermissionDenied => ExecError::NotExecutable {
+            program: program.clone(),
+            source: e,
+        },
+        _ => ExecError::Spawn(e),
+    })?;
+    let started = Instant::now();
+    let started_at = SystemTime::now();
+    let raw_pid = i32::try_from(child.id()).expect("pids fit in i32");
+    let pid = Pid::from_raw(raw_pid).expect("a spawned child has a positive pid");
+
+    // From here on the child exists: any failure must still kill and reap it.
+    let mut setup = || -> io::Result<(ExitWatcher, Option<pipe::Sender>, pipe::Receiver, pipe::Receiver)> {
+        let exit = ExitWatcher::new(pid)?;
+        let stdin = child
+            .stdin
+            .take()
+            .map(|s| pipe::Sender::from_owned_fd(s.into()))
+            .transpose()?;
+        let stdout = child.stdout.take().map(OwnedPipe::from).expect("stdout is piped");
+        let stderr = child.stderr.take().map(OwnedPipe::from).expect("stderr is piped");
+        Ok((exit, stdin, stdout.into_receiver()?, stderr.into_receiver()?))
+    };
+    match setup() {
+        Ok((exit, stdin, stdout, stderr)) => Ok(Spawned {
+            pid,
+            exit,
+            stdin,
+            stdout,
+            stderr,
+            spec,
+            started,
+            started_at,
+        }),
+        Err(e) => {
+            let _ = rustix::process::kill_process_group(pid, Signal::KILL);
+            let _ = child.wait();
+            Err(ExecError::Spawn(e))
+        }
+    }
+}
+
+/// A pipe's read end on its way to the async runtime.
+struct OwnedPipe(std::os::fd::OwnedFd);
+
+impl<T: Into<std::os::fd::OwnedFd>> From<T> for OwnedPipe {
+    fn from(fd: T) -> Self {
+        Self(fd.into())
+    }
+}
+
+impl OwnedPipe {
+    fn into_receiver(self) -> io::Result<pipe::Receiver> {
+        // A larger pipe means fewer wake-ups per megabyte for bulk output.
+        // The kernel may refuse (per-user pipe limits); the default then stays.
+        #[cfg(target_os = "linux")]
+        let _ = rustix::pipe::fcntl_setpipe_size(&self.0, 1 << 20);
+        pipe::Receiver::from_owned_fd(self.0)
+    }
+}
+
+/// Runs a spawned command to its end, sending its events on `events`.
+///
+/// Returns how it ended, also when the client is gone and nothing could be
+/// sent. When this returns, the command's process group is empty and its
+/// leader reaped.
+pub async fn drive(
+    spawned: Spawned,
+    events: mpsc::Sender<Event>,
+    stops: Stops,
+    tuning: ExecTuning,
+) -> Exit {
+    let Spawned {
+        pid,
+        exit,
+        stdin,
+        stdout,
+        stderr,
+        spec,
+        started,
+        started_at,
+    } = spawned;
+    // If this future is dropped before the end (the runtime shuts down, the
+    // task is aborted), the guard still kills and reaps the command.
+    let mut guard = DropGuard { pid, armed: true };
+    let mut client_gone = events
+        .send(Event::Started {
+            pid: pid.as_raw_nonzero().get(),
+            argv: spec.display_argv(),
+            started_at,
+        })
+        .await
+        .is_err();
+
+    let mut stdout = Some(Reader::new(stdout, OutputStream::Stdout));
+    let mut stderr = Some(Reader::new(stderr, OutputStream::Stderr));
+    let mut stdin = stdin.map(|pipe| (pipe, spec.stdin.clone()));
+    let mut budget = Budget::new(spec.output_limit);
+    let deadline = spec
+        .timeout
+        .map(|t| tokio::time::Instant::from_std(started + t));
+    let mut ending: Option<EndReason> = None;
+    let mut leader_exited = false;
+    let mut status = None;
+    let mut kill_at: Option<tokio::time::Instant> = None;
+    let mut abandon_at: Option<tokio::time::Instant> = None;
+    let mut permit: Option<mpsc::Permit<'_, Event>> = None;
+
+    // Begins ending the command: TERM to the group now, KILL after the grace.
+    let terminate = |reason: EndReason,
+                     ending: &mut Option<EndReason>,
+                     kill_at: &mut Option<tokio::time::Instant>| {
+        if ending.is_none() {
+            *ending = Some(reason);
+            signal_group(pid, Signal::TERM);
+            *kill_at = Some(tokio::time::Instant::now() + tuning.kill_grace);
+        }
+    };
+
+    while !(leader_exited && stdout.is_none() && stderr.is_none()) {
+        let discarding = budget.exhausted() || client_gone;
+        let may_read = permit.is_some() || discarding;
+        let reading = stdout.is_some() || stderr.is_some();
+        tokio::select! {
+            biased;
+            () = stops.session.cancelled(), if ending.is_none() => {
+                terminate(EndReason::SessionEnded, &mut ending, &mut kill_at);
+            }
+            () = stops.agent.cancelled(), if ending.is_none() => {
+                terminate(EndReason::AgentStopping, &mut ending, &mut kill_at);
+            }
+            () = events.closed(), if !client_gone => {
+                client_gone = true;
+                permit = None;
+                terminate(EndReason::ClientGone, &mut ending, &mut kill_at);
+            }
+            () = sleep_until_some(deadline), if ending.is_none() => {
+                terminate(EndReason::TimedOut, &mut ending, &mut kill_at);
+            }
+            () = sleep_until_some(kill_at) => {
+                signal_group(pid, Signal::KILL);
+                kill_at = None;
+                // A process that left the group (setsid) may still hold the
+                // pipes; stop waiting for it after a while.
+                abandon_at = Some(tokio::time::Instant::now() + tuning.kill_grace);
+            }
+            () = sleep_until_some(abandon_at) => {
+                stdout = None;
+                stderr = None;
+                abandon_at = None;
+            }
+            result = exit.wait(), if !leader_exited => {
+                leader_exited = true;
+                match result {
+                    Ok(s) => status = Some(s),
+                    Err(e) => tracing::warn!(pid = pid.as_raw_nonzero().get(), error = %e, "cannot read exit status"),
+                }
+            }
+            done = write_stdin(&mut stdin) => {
+                // Whether all bytes went in or the command closed its input
+                // early (EPIPE), the pipe is closed and the command sees EOF.
+                let _ = done;
+                stdin = None;
+            }
+            reserved = events.reserve(), if permit.is_none() && !discarding && reading => {
+                match reserved {
+                    Ok(p) => permit = Some(p),
+                    Err(_) => {
+                        client_gone = true;
+                        terminate(EndReason::ClientGone, &mut ending, &mut kill_at);
+                    }
+                }
+            }
+            chunk = read_some(&mut stdout, tuning.max_chunk), if may_read => {
+                forward(chunk, &mut stdout, &mut budget, &mut permit);
+            }
+            chunk = read_some(&mut stderr, tuning.max_chunk), if may_read => {
+                forward(chunk, &mut stderr, &mut budget, &mut permit);
+            }
+        }
+    }
+    drop(permit);
+
+    // The leader is a zombie and the pipes are closed: reap it, then make
+    // sure nothing it started is left in its group.
+    if status.is_none() {
+        // The exit status could not be read, so the leader may still run:
+        // make sure it is dead before the blocking reap.
+        signal_group(pid, Signal::KILL);
+    }
+    let status = exit.reap().ok().flatten().or(status);
+    guard.armed = false;
+    clean_group(pid, tuning.kill_grace).await;
+
+    let (exit_code, signal, core_dumped) = match status {
+        Some(s) => match (s.exit_status(), s.terminating_signal()) {
+            (Some(code), _) => (code, None, false),
+            (None, Some(sig)) => (128 + sig, Some(sig), s.dumped()),
+            (None, None) => (-1, None, false),
+        },
+        None => (-1, None, false),
+    };
+    let exit = Exit {
+        exit_code,
+        signal,
+        core_dumped,
+        timed_out: ending == Some(EndReason::TimedOut),
+        truncated: budget.truncated,
+        duration: started.elapsed(),
+        stdout_bytes: budget.counted(OutputStream::Stdout),
+        stderr_bytes: budget.counted(OutputStream::Stderr),
+        reason: ending.unwrap_or(EndReason::Exited),
+    };
+    if !client_gone {
+        let _ = events.send(Event::Exited(exit.clone())).await;
+    }
+    exit
+}
+
+/// Kills and reaps a command whose driver was dropped before the end.
+struct DropGuard {
+    pid: Pid,
+    armed: bool,
+}
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            signal_group(self.pid, Signal::KILL);
+            // SIGKILL cannot be caught, so this wait is short.
+            let _ = rustix::process::waitid(
+                rustix::process::WaitId::Pid(self.pid),
+                rustix::process::WaitIdOptions::EXITED,
+            );
+        }
+    }
+}
+
+/// Sends a signal to the whole group; a group that is already gone is fine.
+fn signal_group(pid: Pid, signal: Signal) {
+    match rustix::process::kill_process_group(pid, signal) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+        Err(e) => {
+            tracing::warn!(pgid = pid.as_raw_nonzero().get(), error = %e, "cannot signal process group")
+        }
+    }
+}
+
+/// Ends whatever is left in the group of a reaped leader: TERM, then KILL
+/// after the grace if anything survives.
+///
+/// The leader is reaped by now, but a group that still has members keeps
+/// its id reserved, so a successful signal always reaches our own group.
+/// The bounded wait below runs only when something is left.
+async fn clean_group(pid: Pid, grace: Duration) {
+    match rustix::process::kill_process_group(pid, Signal::TERM) {
+        Err(rustix::io::Errno::SRCH) => return,
+        Err(e) => {
+            tracing::warn!(pgid = pid.as_raw_nonzero().get(), error = %e, "cannot signal process group");
+            return;
+        }
+        Ok(()) => {}
+    }
+    let give_up = Instant::now() + grace;
+    while Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if rustix::process::test_kill_process_group(pid) == Err(rustix::io::Errno::SRCH) {
+            return;
+        }
+    }
+    signal_group(pid, Signal::KILL);
+}
+
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn write_stdin(stdin: &mut Option<(pipe::Sender, Bytes)>) -> io::Result<()> {
+    let Some((pipe, data)) = stdin else {
+        return std::future::pending().await;
+    };
+    while !data.is_empty() {
+        // `write` is cancel-safe: bytes count as written only once it returns.
+        let n = pipe.write(data).await?;
+        let _ = data.split_to(n);
+    }
+    Ok(())
+}
+
+/// One output pipe and the buffer it is read into.
+struct Reader {
+    pipe: pipe::Receiver,
+    stream: OutputStream,
+    buffer: BytesMut,
+    /// How much the next read asks for: it grows while reads fill it, so bulk
+    /// output travels in large chunks, and shrinks back for chatty commands,
+    /// so many idle commands hold little memory.
+    want: usize,
+}
+
+const MIN_CHUNK: usize = 16 * 1024;
+
+impl Reader {
+    fn new(pipe: pipe::Receiver, stream: OutputStream) -> Self {
+        Self {
+            pipe,
+            stream,
+            buffer: BytesMut::new(),
+            want: MIN_CHUNK,
+        }
+    }
+}
+
+/// Reads what the pipe has, up to the current chunk size. `Ok(None)` is EOF.
+async fn read_some(
+    reader: &mut Option<Reader>,
+    max_chunk: usize,
+) -> io::Result<Option<(OutputStream, Bytes)>> {
+    let Some(reader) = reader else {
+        return std::future::pending().await;
+    };
+    reader.buffer.reserve(reader.want);
+    // `read_buf` is cancel-safe: no bytes are lost when another branch wins.
+    let n = reader.pipe.read_buf(&mut reader.buffer).await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if n >= reader.want {
+        reader.want = (reader.want * 2).min(max_chunk);
+    } else if n < reader.want / 4 {
+        reader.want = (reader.want / 2).max(MIN_CHUNK);
+    }
+    let data = if n < reader.buffer.capacity() / 8 {
+        // A small read would pin the whole large allocation until the
+        // client has the chunk; copy it out and keep the buffer.
+        let data = Bytes::copy_from_slice(&reader.buffer);
+        reader.buffer.clear();
+        data
+    } else {
+        reader.buffer.split().freeze()
+    };
+    Ok(Some((reader.stream, data)))
+}
+
+fn forward(
+    chunk: io::Result<Option<(OutputStream, Bytes)>>,
+    reader: &mut Option<Reader>,
+    budget: &mut Budget,
+    permit: &mut Option<mpsc::Permit<'_, Event>>,
+) {
+    match chunk {
+        Ok(Some((stream, data))) => {
+            if let Some(data) = budget.take(stream, data)
+                && let Some(permit) = permit.take()
+            {
+                permit.send(Event::Output { stream, data });
+            }
+        }
+        Ok(None) => *reader = None,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read command output");
+            *reader = None;
+        }
+    }
+}
+
+/// Counts output and enforces the cap.
+struct Budget {
+    limit: u64,
+    sent: u64,
+    stdout: u64,
+    stderr: u64,
+    truncated: bool,
+}
+
+impl Budget {
+    fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            sent: 0,
+            stdout: 0,
+            stderr: 0,
+            truncated: false,
+        }
+    }
+
+    fn exhausted(&self) -> bool {
+        self.sent >= self.limit
+    }
+
+    fn counted(&self, stream: OutputStream) -> u64 {
+        match stream {
+            OutputStream::Stdout => self.stdout,
+            OutputStream::Stderr => self.stderr,
+        }
+    }
+
+    /// Counts a chunk and returns the part of it that may still be sent.
+    fn take(&mut self, stream: OutputStream, mut data: Bytes) -> Option<Bytes> {
+        let len = data.len() as u64;
+        match stream {
+            OutputStream::Stdout => self.stdout += len,
+            OutputStream::Stderr => self.stderr += len,
+        }
+        let room = self.limit.saturating_sub(self.sent);
+        if len > room {
+            self.truncated = true;
+            data.truncate(usize::try_from(room).unwrap_or(usize::MAX));
+        }
+        self.sent += data.len() as u64;
+        (!data.is_empty()).then_some(data)
+    }
+}
+
+/// Observes the leader's exit without reaping it, and reaps it later.
+#[derive(Debug)]
+struct ExitWatcher {
+    #[cfg(target_os = "linux")]
+    pidfd: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+    #[cfg(not(target_os = "linux"))]
+    pid: Pid,
+}
+
+#[cfg(target_os = "linux")]
+impl ExitWatcher {
+    fn new(pid: Pid) -> io::Result<Self> {
+        let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK)?;
+        // SAFETY: an OwnedFd is a valid descriptor that stays open, and
+        // the same, for as long as the AsyncFd owns it.
+        let pidfd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        }
+        .map_err(io::Error::from)?;
+        Ok(Self { pidfd })
+    }
+
+    /// Waits until the leader has exited; it stays a zombie.
+    async fn wait(&self) -> io::Result<rustix::process::WaitIdStatus> {
+        use rustix::process::{WaitId, WaitIdOptions, waitid};
+        loop {
+            let mut ready = self.pidfd.readable().await?;
+            let options = WaitIdOptions::EXITED | WaitIdOptions::NOWAIT | WaitIdOptions::NOHANG;
+            match waitid(WaitId::PidFd(self.pidfd.get_ref().as_fd()), options)? {
+                Some(status) => return Ok(status),
+                None => ready.clear_ready(),
+            }
+        }
+    }
+
+    /// Reaps the leader, which must have exited.
+    fn reap(&self) -> io::Result<Option<rustix::process::WaitIdStatus>> {
+        use rustix::process::{WaitId, WaitIdOptions, waitid};
+        Ok(waitid(
+            WaitId::PidFd(self.pidfd.get_ref().as_fd()),
+            WaitIdOptions::EXITED,
+        )?)
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+impl ExitWatcher {
+    fn new(pid: Pid) -> io::Result<Self> {
+        Ok(Self { pid })
+    }
+
+    /// Waits on a blocking thread, since only Linux has pollable pidfds.
+    async fn wait(&self) -> io::Result<rustix::process::WaitIdStatus> {
+        use rustix::process::{WaitId, WaitIdOptions, waitid};
+        let pid = self.pid;
+        tokio::task::spawn_blocking(move || {
+            loop {
+                if let Some(status) = waitid(
+                    WaitId::Pid(pid),
+                    WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+                )? {
+                    return Ok(status);
+                }
+            }
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    fn reap(&self) -> io::Result<Option<rustix::process::WaitIdStatus>> {
+        use rustix::process::{WaitId, WaitIdOptions, waitid};
+        Ok(waitid(WaitId::Pid(self.pid), WaitIdOptions::EXITED)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> Host {
+        Host {
+            os: OsFamily::Linux,
+            description: "Linux (test)".into(),
+            output_cap: 1000,
+        }
+    }
+
+    fn request(command: &str) -> ExecRequest {
+        ExecRequest {
+            command: command.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_default_shell_is_sh() {
+        let spec = plan(&request("echo hi"), &host()).unwrap();
+        assert!(spec.program.ends_with("sh"), "{:?}", spec.program);
+        assert_eq!(spec.args, vec![OsString::from("-c"), "echo hi".into()]);
+    }
+
+    #[test]
+    fn prefixes_are_checked_against_the_host() {
+        let spec = plan(&request("Linux:ls -la"), &host()).unwrap();
+        assert_eq!(spec.args[1], OsString::from("ls -la"));
+        let err = plan(&request("DOS:dir"), &host()).unwrap_err();
+        assert!(matches!(err, ExecError::Incompatible(_)));
+        assert_eq!(
+            err.to_string(),
+            "this host runs Linux (test); the command needs Windows (the command's OS prefix)"
+        );
+    }
+
+    #[test]
+    fn direct_argv_is_looked_up_on_the_path() {
+        let spec = plan(
+            &ExecRequest {
+                command: "printf '%s' 'a b'".into(),
+                shell: Shell::None,
+                ..Default::default()
+            },
+            &host(),
+        )
+        .unwrap();
+        assert!(spec.program.is_absolute());
+        assert_eq!(spec.args, vec![OsString::from("%s"), "a b".into()]);
+        let err = plan(
+            &ExecRequest {
+                command: "no-such-program-here".into(),
+                shell: Shell::None,
+                ..Default::default()
+            },
+            &host(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ExecError::ProgramNotFound(_)));
+    }
+
+    #[test]
+    fn bad_requests_are_refused() {
+        assert!(matches!(
+            plan(&request("   "), &host()),
+            Err(ExecError::EmptyCommand)
+        ));
+        assert!(matches!(
+            plan(&request("Linux:"), &host()),
+            Err(ExecError::EmptyCommand)
+        ));
+        assert!(matches!(
+            plan(&request("echo \0"), &host()),
+            Err(ExecError::InvalidArgument(_))
+        ));
+        let mut bad_env = request("true");
+        bad_env.environment = vec![("A=B".into(), "c".into())];
+        assert!(matches!(
+            plan(&bad_env, &host()),
+            Err(ExecError::InvalidArgument(_))
+        ));
+        let mut bad_dir = request("true");
+        bad_dir.working_directory = Some("/no/such/dir".into());
+        assert!(matches!(
+            plan(&bad_dir, &host()),
+            Err(ExecError::WorkingDirectory { .. })
+        ));
+    }
+
+    #[test]
+    fn the_output_limit_never_exceeds_the_cap() {
+        let mut r = request("true");
+        assert_eq!(plan(&r, &host()).unwrap().output_limit, 1000);
+        r.output_limit = Some(10);
+        assert_eq!(plan(&r, &host()).unwrap().output_limit, 10);
+        r.output_limit = Some(10_000);
+        assert_eq!(plan(&r, &host()).unwrap().output_limit, 1000);
+    }
+
+    #[test]
+    fn the_budget_truncates_at_the_limit() {
+        let mut budget = Budget::new(5);
+        assert_eq!(
+            budget.take(OutputStream::Stdout, Bytes::from_static(b"abc")),
+            Some(Bytes::from_static(b"abc"))
+        );
+        assert_eq!(
+            budget.take(OutputStream::Stderr, Bytes::from_static(b"defg")),
+            Some(Bytes::from_static(b"de"))
+        );
+        assert!(budget.truncated && budget.exhausted());
+        assert_eq!(
+            budget.take(OutputStream::Stdout, Bytes::from_static(b"x")),
+            None
+        );
+        assert_eq!(budget.counted(OutputStream::Stdout), 4);
+        assert_eq!(budget.counted(OutputStream::Stderr), 4);
+    }
+}

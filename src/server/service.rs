@@ -1,0 +1,348 @@
+//! The gRPC adapter: the only place that implements the generated
+//! `RemoteAgent` trait. Each handler takes the request apart, validates it,
+//! calls a core module and maps the error; no logic of its own lives here.
+
+use std::{pin::Pin, sync::Arc, time::Duration};
+
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::{StreamExt, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status};
+
+use super::{
+    AgentState, Outcome,
+    auth::Identity,
+    error::Error,
+    exec::{self, ExecRequest, Stops},
+    net::ConnInfo,
+    processes,
+    session::{self, SESSION_HEADER, Session},
+    system::MetricsSampler,
+};
+use crate::{
+    command::Shell, convert, proto, proto::remote_agent_server::RemoteAgent, types::ConnectionInfo,
+};
+
+/// Shortest and longest interval between metric samples.
+pub const METRICS_INTERVAL_MS: std::ops::RangeInclusive<u32> = 100..=60_000;
+
+/// The service; one per generation of the agent.
+#[derive(Debug, Clone)]
+pub struct Service {
+    state: Arc<AgentState>,
+}
+
+impl Service {
+    /// A service over this generation's state.
+    pub fn new(state: Arc<AgentState>) -> Self {
+        Self { state }
+    }
+
+    /// Who calls, from where, in which session.
+    fn context<T>(&self, request: &Request<T>) -> Result<CallContext, Status> {
+        let (conn, tls) = connection_of(request);
+        let session_id = match request.metadata().get(SESSION_HEADER) {
+            Some(value) => {
+                let id = value
+                    .to_str()
+                    .map_err(|_| Error::Session(session::SessionError::InvalidId))?;
+                session::validate_id(id).map_err(Error::Session)?;
+                id.to_owned()
+            }
+            None => format!("conn-{}", conn.id),
+        };
+        let session = self
+            .state
+            .sessions
+            .enter(&session_id, conn.id)
+            .map_err(Error::Session)?;
+        let identity = request
+            .extensions()
+            .get::<Identity>()
+            .cloned()
+            .unwrap_or_else(Identity::anonymous);
+        Ok(CallContext {
+            conn,
+            tls,
+            session,
+            identity,
+        })
+    }
+
+    fn ensure_running(&self) -> Result<(), Status> {
+        if self.state.agent_token.is_cancelled() {
+            return Err(Error::Stopping("stopping").into());
+        }
+        Ok(())
+    }
+}
+
+/// What a handler knows about its caller.
+#[derive(Debug)]
+struct CallContext {
+    conn: ConnInfo,
+    tls: bool,
+    session: Session,
+    identity: Identity,
+}
+
+/// The connection a request came on, whether or not TLS wraps it.
+fn connection_of<T>(request: &Request<T>) -> (ConnInfo, bool) {
+    let ext = request.extensions();
+    if let Some(info) = ext.get::<ConnInfo>() {
+        return (info.clone(), false);
+    }
+    if let Some(tls) = ext.get::<tonic::transport::server::TlsConnectInfo<ConnInfo>>() {
+        return (tls.get_ref().clone(), true);
+    }
+    // Requests always come through our listener; this only happens to a
+    // service driven directly, as in unit tests.
+    (ConnInfo { id: 0, peer: None }, false)
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<proto::ExecuteResponse, Status>> + Send>>;
+type MetricsStream =
+    Pin<Box<dyn Stream<Item = Result<proto::WatchMetricsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RemoteAgent for Service {
+    async fn get_system_info(
+        &self,
+        request: Request<proto::GetSystemInfoRequest>,
+    ) -> Result<Response<proto::GetSystemInfoResponse>, Status> {
+        self.context(&request)?;
+        let probe = self.state.probe.clone();
+        let info = tokio::task::spawn_blocking(move || probe.system_info())
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(Response::new(info.into()))
+    }
+
+    type WatchMetricsStream = MetricsStream;
+
+    async fn watch_metrics(
+        &self,
+        request: Request<proto::WatchMetricsRequest>,
+    ) -> Result<Response<Self::WatchMetricsStream>, Status> {
+        let ctx = self.context(&request)?;
+        self.ensure_running()?;
+        let request = request.into_inner();
+        if !METRICS_INTERVAL_MS.contains(&request.interval_ms) {
+            return Err(Error::InvalidArgument(format!(
+                "interval_ms must be between {} and {}, got {}",
+                METRICS_INTERVAL_MS.start(),
+                METRICS_INTERVAL_MS.end(),
+                request.interval_ms
+            ))
+            .into());
+        }
+        let mut sampler = MetricsSampler::new(request.per_core).map_err(Error::Probe)?;
+        let interval = Duration::from_millis(u64::from(request.interval_ms));
+        let (tx, rx) = mpsc::channel(1);
+        let stops = Stops {
+            session: ctx.session.token.clone(),
+            agent: self.state.agent_token.clone(),
+        };
+        self.state.tracker.spawn(async move {
+            let mut ticks =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = stops.session.cancelled() => break,
+                    () = stops.agent.cancelled() => break,
+                    () = tx.closed() => break,
+                    _ = ticks.tick() => {
+                        if tx.send(sampler.sample()).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        let stream = ReceiverStream::new(rx).map(|sample| Ok(sample.into()));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    type ExecuteStream = EventStream;
+
+    async fn execute(
+        &self,
+        request: Request<proto::ExecuteRequest>,
+    ) -> Result<Response<Self::ExecuteStream>, Status> {
+        let ctx = self.context(&request)?;
+        self.ensure_running()?;
+        let request = exec_request(request.into_inner())?;
+        let spec = exec::plan(&request, &self.state.host).map_err(Error::Exec)?;
+        let slot = self
+            .state
+            .sessions
+            .start_command(&ctx.session)
+            .map_err(Error::Session)?;
+        let spawned = exec::spawn(spec).map_err(Error::Exec)?;
+        let pid = spawned.pid();
+        tracing::info!(
+            pid,
+            session = %ctx.session.id,
+            identity = %ctx.identity.name,
+            command = %request.command,
+            "command started"
+        );
+        let (tx, rx) = mpsc::channel(self.state.tuning.channel_capacity);
+        let stops = Stops {
+            session: ctx.session.token.clone(),
+            agent: self.state.agent_token.clone(),
+        };
+        let tuning = self.state.tuning;
+        self.state.tracker.spawn(async move {
+            let exit = exec::drive(spawned, tx, stops, tuning).await;
+            drop(slot);
+            tracing::info!(
+                pid,
+                exit_code = exit.exit_code,
+                signal = exit.signal,
+                reason = ?exit.reason,
+                duration_ms = exit.duration.as_millis(),
+                "command ended"
+            );
+        });
+        let stream = ReceiverStream::new(rx).map(|event| Ok(event.into()));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_processes(
+        &self,
+        request: Request<proto::ListProcessesRequest>,
+    ) -> Result<Response<proto::ListProcessesResponse>, Status> {
+        self.context(&request)?;
+        let filter = request.into_inner().name_filter;
+        let probe = self.state.probe.clone();
+        let processes = tokio::task::spawn_blocking(move || probe.processes(&filter))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(Response::new(proto::ListProcessesResponse {
+            processes: processes.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn signal_process(
+        &self,
+        request: Request<proto::SignalProcessRequest>,
+    ) -> Result<Response<proto::SignalProcessResponse>, Status> {
+        let ctx = self.context(&request)?;
+        let request = request.into_inner();
+        let signal = convert::process_signal(request.signal).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "signal is required and must be one of the Signal values, got {}",
+                request.signal
+            ))
+        })?;
+        processes::send(request.pid, signal).map_err(Error::Signal)?;
+        tracing::info!(pid = request.pid, signal = signal.name(), identity = %ctx.identity.name, "signal sent");
+        Ok(Response::new(proto::SignalProcessResponse {
+            pid: request.pid,
+            signal_name: signal.name().to_owned(),
+        }))
+    }
+
+    async fn get_connection_info(
+        &self,
+        request: Request<proto::GetConnectionInfoRequest>,
+    ) -> Result<Response<proto::GetConnectionInfoResponse>, Status> {
+        let ctx = self.context(&request)?;
+        let state = &self.state;
+        let info = ConnectionInfo {
+            peer_address: ctx.conn.peer.map(|p| p.to_string()).unwrap_or_default(),
+            session_id: ctx.session.id.clone(),
+            identity: ctx.identity.name.clone(),
+            role: ctx.identity.role.as_str().to_owned(),
+            tls: ctx.tls,
+            hostname: state.hostname.clone(),
+            listen_addresses: vec![state.listen_address.to_string()],
+            boot_id: state.probe.boot_id().to_owned(),
+            agent_uptime_ms: u64::try_from(state.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            session_count: u32::try_from(state.sessions.count()).unwrap_or(u32::MAX),
+            running_commands: state.sessions.running_total(),
+            session_running_commands: ctx.session.running(),
+            agent_pid: i32::try_from(std::process::id()).unwrap_or(0),
+        };
+        Ok(Response::new(info.into()))
+    }
+
+    async fn disconnect(
+        &self,
+        request: Request<proto::DisconnectRequest>,
+    ) -> Result<Response<proto::DisconnectResponse>, Status> {
+        let ctx = self.context(&request)?;
+        let cancelled = self.state.sessions.end(&ctx.session.id).unwrap_or(0);
+        tracing::info!(session = %ctx.session.id, cancelled, "session disconnected");
+        Ok(Response::new(proto::DisconnectResponse {
+            session_id: ctx.session.id,
+            cancelled_commands: cancelled,
+        }))
+    }
+
+    async fn shutdown(
+        &self,
+        request: Request<proto::ShutdownRequest>,
+    ) -> Result<Response<proto::ShutdownResponse>, Status> {
+        let ctx = self.context(&request)?;
+        let reason = request.into_inner().reason;
+        tracing::warn!(identity = %ctx.identity.name, reason = %reason, "shutdown requested");
+        let cancelled = self.state.sessions.running_total();
+        self.state.request(Outcome::Shutdown);
+        Ok(Response::new(proto::ShutdownResponse {
+            boot_id: self.state.probe.boot_id().to_owned(),
+            cancelled_commands: cancelled,
+        }))
+    }
+
+    async fn restart(
+        &self,
+        request: Request<proto::RestartRequest>,
+    ) -> Result<Response<proto::RestartResponse>, Status> {
+        let ctx = self.context(&request)?;
+        let reason = request.into_inner().reason;
+        tracing::warn!(identity = %ctx.identity.name, reason = %reason, "restart requested");
+        let cancelled = self.state.sessions.running_total();
+        self.state.request(Outcome::Restart);
+        Ok(Response::new(proto::RestartResponse {
+            boot_id: self.state.probe.boot_id().to_owned(),
+            cancelled_commands: cancelled,
+        }))
+    }
+}
+
+/// Validates the wire request and turns it into the domain request.
+fn exec_request(request: proto::ExecuteRequest) -> Result<ExecRequest, Error> {
+    let shell = proto::Shell::try_from(request.shell)
+        .map_err(|_| Error::InvalidArgument(format!("unknown shell value {}", request.shell)))?;
+    let required_os = match proto::OsFamily::try_from(request.required_os) {
+        Ok(proto::OsFamily::Unspecified) => None,
+        Ok(_) => convert::os_family(request.required_os),
+        Err(_) => {
+            return Err(Error::InvalidArgument(format!(
+                "unknown required_os value {}",
+                request.required_os
+            )));
+        }
+    };
+    if request.command.trim().is_empty() && request.argv.is_empty() {
+        return Err(Error::Exec(exec::ExecError::EmptyCommand));
+    }
+    let mut environment: Vec<(String, String)> = request.environment.into_iter().collect();
+    // A map has no order; sort for reproducible spawning and logs.
+    environment.sort();
+    Ok(ExecRequest {
+        command: request.command,
+        shell: Shell::from(shell),
+        argv: request.argv,
+        required_os,
+        working_directory: Some(request.working_directory).filter(|d| !d.is_empty()),
+        environment,
+        stdin: request.stdin,
+        timeout: (request.timeout_ms > 0).then(|| Duration::from_millis(request.timeout_ms)),
+        output_limit: (request.output_limit_bytes > 0).then_some(request.output_limit_bytes),
+    })
+}
