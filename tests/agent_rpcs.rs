@@ -12,7 +12,7 @@ use support::{TestAgent, marker, wait_none_with};
 use tonic::Code;
 use vigie::{
     client::Error,
-    command::{Event, ExecRequest, OsFamily},
+    command::{Event, ExecRequest, OsFamily, OutputStream},
     proto,
     types::ProcessSignal,
 };
@@ -183,7 +183,12 @@ async fn signal_process_delivers_and_reports_unknown_pids() -> TestResult {
     let mut sleep_pid = None;
     let mut stdout = String::new();
     while let Some(event) = stream.next().await {
-        if let Event::Output { data, .. } = event? {
+        // The shell may also report "Terminated" on stderr; only stdout counts.
+        if let Event::Output {
+            stream: OutputStream::Stdout,
+            data,
+        } = event?
+        {
             stdout.push_str(std::str::from_utf8(&data)?);
             if sleep_pid.is_none() {
                 let pid: i32 = stdout.trim().parse()?;
