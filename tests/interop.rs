@@ -73,7 +73,10 @@ fn a_python_client_generated_from_the_proto_drives_the_agent() -> TestResult {
 
     assert_eq!(report["dos"], "FAILED_PRECONDITION");
     assert_eq!(report["metrics"], serde_json::json!([true, true]));
-    assert_eq!(report["connection_session"], report["session"], "the header is honoured");
+    assert_eq!(
+        report["connection_session"], report["session"],
+        "the header is honoured"
+    );
     assert_eq!(report["boot_id"].as_str().map(str::len), Some(36));
     assert_eq!(report["signal_unknown"], "NOT_FOUND");
     assert_eq!(report["disconnect"], report["session"]);
@@ -88,7 +91,10 @@ fn grpcurl_works_through_reflection_alone() -> TestResult {
 
     let services = run(Command::new(&grpcurl).args(["-plaintext", &target, "list"]))?;
     for service in ["vigie.v1.RemoteAgent", "grpc.health.v1.Health"] {
-        assert!(services.lines().any(|l| l == service), "{service} in {services}");
+        assert!(
+            services.lines().any(|l| l == service),
+            "{service} in {services}"
+        );
     }
 
     let methods = run(Command::new(&grpcurl).args([
@@ -97,7 +103,12 @@ fn grpcurl_works_through_reflection_alone() -> TestResult {
         "describe",
         "vigie.v1.RemoteAgent",
     ]))?;
-    assert!(methods.contains("rpc Execute ( .vigie.v1.ExecuteRequest ) returns ( stream .vigie.v1.ExecuteResponse )"), "{methods}");
+    assert!(
+        methods.contains(
+            "rpc Execute ( .vigie.v1.ExecuteRequest ) returns ( stream .vigie.v1.ExecuteResponse )"
+        ),
+        "{methods}"
+    );
 
     let executed = run(Command::new(&grpcurl).args([
         "-plaintext",
@@ -109,8 +120,14 @@ fn grpcurl_works_through_reflection_alone() -> TestResult {
     // grpcurl prints one JSON object per message, bytes in base64.
     assert!(executed.contains(r#""started""#), "{executed}");
     assert!(executed.contains(r#""stream": "STDOUT""#), "{executed}");
-    assert!(executed.contains(r#""data": "dmlhIGdycGN1cmwK""#), "base64 of 'via grpcurl\\n': {executed}");
-    assert!(executed.contains(r#""reason": "END_REASON_EXITED""#), "{executed}");
+    assert!(
+        executed.contains(r#""data": "dmlhIGdycGN1cmwK""#),
+        "base64 of 'via grpcurl\\n': {executed}"
+    );
+    assert!(
+        executed.contains(r#""reason": "END_REASON_EXITED""#),
+        "{executed}"
+    );
 
     let refused = Command::new(&grpcurl)
         .args([
@@ -125,11 +142,8 @@ fn grpcurl_works_through_reflection_alone() -> TestResult {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("FailedPrecondition"), "{stderr}");
 
-    let health = run(Command::new(&grpcurl).args([
-        "-plaintext",
-        &target,
-        "grpc.health.v1.Health/Check",
-    ]))?;
+    let health =
+        run(Command::new(&grpcurl).args(["-plaintext", &target, "grpc.health.v1.Health/Check"]))?;
     assert!(health.contains("SERVING"), "{health}");
     Ok(())
 }
