@@ -268,12 +268,13 @@ async fn dropping_the_stream_kills_the_group() -> TestResult {
             break;
         }
     }
-    // The shell's own command line holds the marker too.
-    assert_eq!(
-        processes_with(&mark).len(),
-        3,
-        "the shell and both sleeps run"
-    );
+    // The shell's own command line holds the marker too. A process in the
+    // middle of exec can briefly show an empty command line, so wait.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while processes_with(&mark).len() != 3 {
+        assert!(Instant::now() < deadline, "the shell and both sleeps run");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     drop(stream);
     let left = wait_none_with(&mark, Duration::from_secs(5)).await;
     assert_eq!(
