@@ -27,26 +27,50 @@ pub enum Error {
     },
     /// The agent answered with an error status.
     #[error("{}: {}", .0.code(), .0.message())]
-    Status(#[from] tonic::Status),
+    Status(tonic::Status),
+    /// The connection failed during the call (reset, closed, timed out).
+    #[error("connection to the agent failed: {0}")]
+    Transport(String),
     /// The agent answered something this client does not understand.
     #[error("protocol error: {0}")]
     Protocol(String),
+}
+
+impl From<tonic::Status> for Error {
+    /// A status that tonic made up for a broken connection (code Unknown
+    /// with a transport error as its source) is a transport failure, not an
+    /// answer of the agent.
+    fn from(status: tonic::Status) -> Self {
+        use std::error::Error as _;
+        if status.code() == tonic::Code::Unknown
+            && let Some(source) = status.source()
+            && source.is::<tonic::transport::Error>()
+        {
+            return Self::Transport(causes(source));
+        }
+        Self::Status(status)
+    }
+}
+
+/// An error and its causes, joined with ": ".
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 impl Error {
     /// A connection error with every cause of `error`, since tonic's
     /// top-level message ("transport error") says little on its own.
     pub fn connect(address: &str, error: &dyn std::error::Error) -> Self {
-        let mut reason = error.to_string();
-        let mut source = error.source();
-        while let Some(cause) = source {
-            reason.push_str(": ");
-            reason.push_str(&cause.to_string());
-            source = cause.source();
-        }
         Self::Connect {
             address: address.to_owned(),
-            reason,
+            reason: causes(error),
         }
     }
 

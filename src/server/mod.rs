@@ -86,6 +86,9 @@ pub struct AgentState {
     probe: Arc<system::SystemProbe>,
     /// Cancelled when this generation stops: every command and stream ends.
     agent_token: CancellationToken,
+    /// Cancelled as soon as Shutdown or Restart is accepted, before the
+    /// answer goes out, so that no new command or stream starts after it.
+    closing: CancellationToken,
     /// Every command and stream task, so that stopping can wait for them.
     tracker: TaskTracker,
     host: exec::Host,
@@ -99,6 +102,7 @@ pub struct AgentState {
 impl AgentState {
     /// Asks the generation to end; the first request wins.
     fn request(&self, outcome: Outcome) {
+        self.closing.cancel();
         self.lifecycle.send_if_modified(|current| {
             if current.is_none() {
                 *current = Some(outcome);
@@ -169,6 +173,7 @@ impl Agent {
             sessions: sessions.clone(),
             probe: Arc::new(system::SystemProbe::new(boot_id.clone())?),
             agent_token: CancellationToken::new(),
+            closing: CancellationToken::new(),
             tracker: TaskTracker::new(),
             host: exec::Host {
                 os: crate::command::OsFamily::current(),
@@ -239,6 +244,7 @@ impl Agent {
             .await;
         // Commands first: their streams end with an `exited` event, which
         // lets the graceful shutdown below finish quickly.
+        state.closing.cancel();
         state.agent_token.cancel();
         stopping.cancel();
         state.tracker.close();

@@ -70,7 +70,7 @@ impl Service {
     }
 
     fn ensure_running(&self) -> Result<(), Status> {
-        if self.state.agent_token.is_cancelled() {
+        if self.state.closing.is_cancelled() {
             return Err(Error::Stopping("stopping").into());
         }
         Ok(())
