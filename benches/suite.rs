@@ -1,0 +1,443 @@
+//! vigie's benchmark suite: figures of the agent and clients next to
+//! baselines measured in the same run, with their ratios.
+//!
+//! `cargo bench --bench suite` runs everything; `-- --smoke` runs each
+//! figure once with small sizes (CI uses it so the suite cannot rot);
+//! `-- --only rtt,stream` picks figures. Agents listen on 127.0.0.1 only.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use vigie::{
+    client::AgentClient,
+    command::{Event, ExecRequest},
+};
+
+/// What the run was asked to do.
+struct Options {
+    smoke: bool,
+    only: Option<Vec<String>>,
+    out: PathBuf,
+}
+
+impl Options {
+    fn parse() -> Self {
+        let mut options = Options {
+            smoke: false,
+            only: None,
+            out: PathBuf::from("target/bench-results"),
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--smoke" => options.smoke = true,
+                "--only" => {
+                    options.only = args
+                        .next()
+                        .map(|v| v.split(',').map(str::to_owned).collect())
+                }
+                "--out" => options.out = args.next().map(PathBuf::from).unwrap_or(options.out),
+                // cargo bench passes --bench to every bench target.
+                "--bench" => {}
+                other => eprintln!("ignoring unknown argument {other}"),
+            }
+        }
+        options
+    }
+
+    fn wants(&self, group: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|o| o == group))
+    }
+
+    fn count(&self, full: usize) -> usize {
+        if self.smoke { full.min(5) } else { full }
+    }
+}
+
+/// Latency samples and their summary.
+struct Samples(Vec<Duration>);
+
+impl Samples {
+    fn quantile(&self, q: f64) -> Duration {
+        let mut sorted = self.0.clone();
+        sorted.sort();
+        let index = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+        sorted[index]
+    }
+
+    fn median(&self) -> Duration {
+        self.quantile(0.5)
+    }
+}
+
+/// One line of the results table.
+#[derive(serde::Serialize)]
+struct Figure {
+    name: String,
+    unit: &'static str,
+    value: f64,
+    p99: Option<f64>,
+    baseline: Option<String>,
+    ratio: Option<f64>,
+    note: String,
+}
+
+struct Report {
+    figures: Vec<Figure>,
+}
+
+impl Report {
+    fn add(&mut self, figure: Figure) {
+        let ratio = figure
+            .ratio
+            .map(|r| format!("{r:.2}x {}", figure.baseline.as_deref().unwrap_or("")))
+            .unwrap_or_default();
+        let p99 = figure
+            .p99
+            .map(|p| format!(" (p99 {p:.3})"))
+            .unwrap_or_default();
+        println!(
+            "{:<44} {:>12.3} {:<5}{p99} {ratio} {}",
+            figure.name, figure.value, figure.unit, figure.note
+        );
+        self.figures.push(figure);
+    }
+
+    fn get(&self, name: &str) -> Option<f64> {
+        self.figures
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| f.value)
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// The release agent binary, started on 127.0.0.1:0.
+struct Agent {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Agent {
+    fn start(extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vigie-agent"))
+            .args(["--listen", "127.0.0.1:0", "--log-level", "warn"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("vigie-agent starts");
+        let mut stdout = child.stdout.take().expect("piped");
+        let mut line = Vec::new();
+        let mut byte = [0u8];
+        while stdout.read(&mut byte).map(|n| n == 1).unwrap_or(false) && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        let line = String::from_utf8_lossy(&line).into_owned();
+        let addr = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        Self {
+            url: format!("http://{addr}"),
+            child,
+        }
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with(field))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn main() {
+    let options = Options::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let mut report = Report {
+        figures: Vec::new(),
+    };
+    println!(
+        "vigie benchmark suite{} on {} CPUs",
+        if options.smoke { " (smoke)" } else { "" },
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    if options.wants("rtt") {
+        rtt(&options, &runtime, &mut report);
+    }
+    if options.wants("stream") {
+        stream(&options, &runtime, &mut report);
+    }
+    if options.wants("rss") {
+        rss(&options, &runtime, &mut report);
+    }
+
+    std::fs::create_dir_all(&options.out).expect("results folder");
+    let json = serde_json::to_string_pretty(&report.figures).expect("json");
+    let path = options.out.join("results.json");
+    std::fs::File::create(&path)
+        .and_then(|mut f| f.write_all(json.as_bytes()))
+        .expect("results written");
+    println!("results written to {}", path.display());
+}
+
+/// Round trips: local spawn and loopback TCP as the floors, then `true` and
+/// GetSystemInfo through the agent on a warm channel.
+fn rtt(options: &Options, runtime: &tokio::runtime::Runtime, report: &mut Report) {
+    let n = options.count(2000);
+    let spawn = Samples(
+        (0..n)
+            .map(|_| {
+                let t = Instant::now();
+                let status = Command::new("sh")
+                    .args(["-c", "true"])
+                    .status()
+                    .expect("sh runs");
+                assert!(status.success());
+                t.elapsed()
+            })
+            .collect(),
+    );
+    report.add(Figure {
+        name: "local spawn `sh -c true`".into(),
+        unit: "ms",
+        value: ms(spawn.median()),
+        p99: Some(ms(spawn.quantile(0.99))),
+        baseline: None,
+        ratio: None,
+        note: format!("n={n}"),
+    });
+
+    let tcp = tcp_round_trip(options.count(20_000));
+    report.add(Figure {
+        name: "loopback TCP round trip, 64 B".into(),
+        unit: "us",
+        value: us(tcp.median()),
+        p99: Some(us(tcp.quantile(0.99))),
+        baseline: None,
+        ratio: None,
+        note: String::new(),
+    });
+
+    let agent = Agent::start(&[]);
+    let (true_rtt, info_rtt) = runtime.block_on(async {
+        let client = AgentClient::connect(&agent.url).await.expect("connects");
+        for _ in 0..options.count(100) {
+            client
+                .run(ExecRequest::new("true"))
+                .await
+                .expect("true runs");
+        }
+        let mut true_rtt = Vec::new();
+        for _ in 0..n {
+            let t = Instant::now();
+            let run = client
+                .run(ExecRequest::new("true"))
+                .await
+                .expect("true runs");
+            true_rtt.push(t.elapsed());
+            assert!(run.exit.is_some_and(|e| e.success()));
+        }
+        let mut info_rtt = Vec::new();
+        for _ in 0..options.count(1000) {
+            let t = Instant::now();
+            client.system_info().await.expect("system info");
+            info_rtt.push(t.elapsed());
+        }
+        (Samples(true_rtt), Samples(info_rtt))
+    });
+    report.add(Figure {
+        name: "vigie `true`, warm channel".into(),
+        unit: "ms",
+        value: ms(true_rtt.median()),
+        p99: Some(ms(true_rtt.quantile(0.99))),
+        baseline: Some("local spawn".into()),
+        ratio: Some(true_rtt.median().as_secs_f64() / spawn.median().as_secs_f64()),
+        note: format!("n={n}"),
+    });
+    report.add(Figure {
+        name: "vigie GetSystemInfo, warm channel".into(),
+        unit: "ms",
+        value: ms(info_rtt.median()),
+        p99: Some(ms(info_rtt.quantile(0.99))),
+        baseline: None,
+        ratio: None,
+        note: String::new(),
+    });
+}
+
+/// A ping-pong of 64-byte messages over loopback TCP.
+fn tcp_round_trip(n: usize) -> Samples {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let echo = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().expect("accept");
+        socket.set_nodelay(true).ok();
+        let mut buf = [0u8; 64];
+        while socket.read_exact(&mut buf).is_ok() {
+            if socket.write_all(&buf).is_err() {
+                break;
+            }
+        }
+    });
+    let mut socket = TcpStream::connect(addr).expect("connect");
+    socket.set_nodelay(true).ok();
+    let mut buf = [7u8; 64];
+    let samples = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            socket.write_all(&buf).expect("write");
+            socket.read_exact(&mut buf).expect("read");
+            t.elapsed()
+        })
+        .collect();
+    drop(socket);
+    let _ = echo.join();
+    Samples(samples)
+}
+
+/// Streaming: a local pipe as the floor, then the same bytes through the agent.
+fn stream(options: &Options, runtime: &tokio::runtime::Runtime, report: &mut Report) {
+    let bytes: u64 = if options.smoke { 16 << 20 } else { 1 << 30 };
+    let runs = if options.smoke { 1 } else { 5 };
+    let command = format!("head -c {bytes} /dev/zero");
+
+    let mut pipe_rates = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let mut child = Command::new("sh")
+            .args(["-c", &command])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("head runs");
+        let mut out = child.stdout.take().expect("piped");
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = out.read(&mut buf).expect("read");
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        child.wait().expect("reaped");
+        assert_eq!(total, bytes);
+        pipe_rates.push(bytes as f64 / t.elapsed().as_secs_f64() / 1e6);
+    }
+    let pipe = median_f64(&mut pipe_rates);
+    report.add(Figure {
+        name: format!("local pipe, {}", size(bytes)),
+        unit: "MB/s",
+        value: pipe,
+        p99: None,
+        baseline: None,
+        ratio: None,
+        note: format!("runs={runs}"),
+    });
+
+    let agent = Agent::start(&[]);
+    let rates = runtime.block_on(async {
+        let client = AgentClient::connect(&agent.url).await.expect("connects");
+        let mut rates = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            let mut events = client
+                .execute(ExecRequest {
+                    output_limit: Some(bytes),
+                    ..ExecRequest::new(command.clone())
+                })
+                .await
+                .expect("streams");
+            let mut total = 0u64;
+            while let Some(event) = events.next().await {
+                match event.expect("an event") {
+                    Event::Output { data, .. } => total += data.len() as u64,
+                    Event::Exited(exit) => assert!(exit.success() && !exit.truncated),
+                    Event::Started { .. } => {}
+                }
+            }
+            assert_eq!(total, bytes);
+            rates.push(bytes as f64 / t.elapsed().as_secs_f64() / 1e6);
+        }
+        rates
+    });
+    let mut rates = rates;
+    let vigie = median_f64(&mut rates);
+    report.add(Figure {
+        name: format!("vigie stream {} stdout, plaintext", size(bytes)),
+        unit: "MB/s",
+        value: vigie,
+        p99: None,
+        baseline: Some("local pipe".into()),
+        ratio: Some(vigie / pipe),
+        note: format!(
+            "runs={runs}; agent peak RSS {} KiB",
+            agent.status_kib("VmHWM:")
+        ),
+    });
+}
+
+/// Agent memory: idle right after start.
+fn rss(_options: &Options, runtime: &tokio::runtime::Runtime, report: &mut Report) {
+    let agent = Agent::start(&[]);
+    runtime.block_on(async {
+        let client = AgentClient::connect(&agent.url).await.expect("connects");
+        client.connection_info().await.expect("answers");
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    report.add(Figure {
+        name: "agent RSS, idle".into(),
+        unit: "KiB",
+        value: agent.status_kib("VmRSS:") as f64,
+        p99: None,
+        baseline: None,
+        ratio: None,
+        note: format!("peak {} KiB", agent.status_kib("VmHWM:")),
+    });
+    let _ = report.get("agent RSS, idle");
+}
+
+fn median_f64(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn size(bytes: u64) -> String {
+    if bytes >= 1 << 30 {
+        format!("{} GiB", bytes >> 30)
+    } else {
+        format!("{} MiB", bytes >> 20)
+    }
+}
