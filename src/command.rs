@@ -269,7 +269,10 @@ pub fn signal_name(signal: i32) -> String {
 }
 
 /// What a client asks to run (the domain form of `ExecuteRequest`).
-#[derive(Debug, Clone, Default)]
+///
+/// Its `Debug` output leaves out the stdin bytes and environment values,
+/// which may hold secrets, so that no log can show them.
+#[derive(Clone, Default)]
 pub struct ExecRequest {
     /// The command line, possibly with an OS prefix.
     pub command: String,
@@ -298,6 +301,33 @@ impl ExecRequest {
             command: command.into(),
             ..Self::default()
         }
+    }
+
+    /// The command line as logs, audit records and allow-lists see it: the
+    /// argv joined with shell quoting when there is one, else `command`.
+    pub fn command_line(&self) -> String {
+        if self.argv.is_empty() {
+            self.command.clone()
+        } else {
+            shell_words::join(&self.argv)
+        }
+    }
+}
+
+impl std::fmt::Debug for ExecRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let environment: Vec<&str> = self.environment.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("ExecRequest")
+            .field("command", &self.command)
+            .field("shell", &self.shell)
+            .field("argv", &self.argv)
+            .field("required_os", &self.required_os)
+            .field("working_directory", &self.working_directory)
+            .field("environment_names", &environment)
+            .field("stdin_bytes", &self.stdin.len())
+            .field("timeout", &self.timeout)
+            .field("output_limit", &self.output_limit)
+            .finish()
     }
 }
 

@@ -11,4 +11,5 @@ pub mod command;
 pub mod convert;
 pub mod proto;
 pub mod server;
+pub mod tls;
 pub mod types;

@@ -1,35 +1,45 @@
 //! A typed client for one agent: the generated client behind a session id,
 //! returning domain types and [`Error`] instead of proto types.
 
-use std::{pin::Pin, time::Duration};
+use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt};
 use tonic::{
-    Request, Status,
-    metadata::MetadataValue,
-    service::interceptor::InterceptedService,
-    transport::{Channel, Endpoint},
+    Request, Status, metadata::MetadataValue, service::interceptor::InterceptedService,
+    transport::Channel,
 };
 
-use super::Error;
+use super::{Address, ConnectionSettings, Error, Secret, connect};
 use crate::{
     command::{Event, ExecRequest},
     proto::{self, remote_agent_client::RemoteAgentClient},
-    server::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW, session::SESSION_HEADER},
+    server::session::SESSION_HEADER,
     types::{ConnectionInfo, MetricsSample, ProcessInfo, ProcessSignal, SystemInfo},
 };
 
-/// Adds the session header (and, later, credentials) to every call.
-#[derive(Debug, Clone)]
+/// Adds the session header and the bearer token to every call.
+#[derive(Clone)]
 pub struct CallMetadata {
     session: MetadataValue<tonic::metadata::Ascii>,
+    authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl std::fmt::Debug for CallMetadata {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallMetadata")
+            .field("session", &self.session)
+            .field("authorization", &self.authorization.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 impl tonic::service::Interceptor for CallMetadata {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request
-            .metadata_mut()
-            .insert(SESSION_HEADER, self.session.clone());
+        let metadata = request.metadata_mut();
+        metadata.insert(SESSION_HEADER, self.session.clone());
+        if let Some(authorization) = &self.authorization {
+            metadata.insert("authorization", authorization.clone());
+        }
         Ok(request)
     }
 }
@@ -46,46 +56,88 @@ pub type MetricsStream = Pin<Box<dyn Stream<Item = Result<MetricsSample, Error>>
 pub struct AgentClient {
     inner: Inner,
     session_id: String,
-}
-
-/// HTTP/2 settings shared with the agent; see `server::STREAM_WINDOW`.
-pub fn endpoint(url: &str) -> Result<Endpoint, Error> {
-    Ok(Endpoint::from_shared(url.to_owned())
-        .map_err(|e| Error::InvalidAddress {
-            address: url.to_owned(),
-            reason: e.to_string(),
-        })?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(false)
-        .initial_stream_window_size(Some(STREAM_WINDOW))
-        .initial_connection_window_size(Some(CONNECTION_WINDOW))
-        .max_frame_size(Some(MAX_FRAME)))
+    /// The agent's address, for error messages.
+    address: Arc<str>,
+    tls: bool,
 }
 
 impl AgentClient {
-    /// Connects to the agent at `url` (e.g. `http://127.0.0.1:7421`) with a
-    /// new random session id.
+    /// Connects to the agent at `url` (e.g. `http://127.0.0.1:7421`), in
+    /// plaintext and without credentials, with a new random session id.
     pub async fn connect(url: &str) -> Result<Self, Error> {
-        let channel = endpoint(url)?
+        let channel = connect::endpoint(url)?
             .connect()
             .await
             .map_err(|e| Error::connect(url, &e))?;
-        Self::with_channel(channel, uuid::Uuid::new_v4().to_string())
+        Ok(
+            Self::with_channel(channel, uuid::Uuid::new_v4().to_string(), None)?
+                .described_as(url.trim_start_matches("http://"), false),
+        )
     }
 
-    /// A client over an existing channel, in the session `session_id`.
-    pub fn with_channel(channel: Channel, session_id: String) -> Result<Self, Error> {
+    /// Connects to the agent at `address` with these settings (TLS, token),
+    /// with a new random session id.
+    pub async fn connect_with(
+        address: &Address,
+        settings: &ConnectionSettings,
+    ) -> Result<Self, Error> {
+        let channel = connect::channel(address, settings, false).await?;
+        Ok(Self::with_channel(
+            channel,
+            uuid::Uuid::new_v4().to_string(),
+            settings.token.as_ref(),
+        )?
+        .described_as(&address.to_string(), settings.uses_tls()))
+    }
+
+    /// Names the agent in error messages, and says whether the channel
+    /// uses TLS (for the hint given when a plaintext connection breaks).
+    pub fn described_as(mut self, address: &str, tls: bool) -> Self {
+        self.address = Arc::from(address);
+        self.tls = tls;
+        self
+    }
+
+    /// The agent's address as error messages name it.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    fn fail(&self, status: Status) -> Error {
+        Error::from_status(status, &self.address, self.tls)
+    }
+
+    /// A client over an existing channel, in the session `session_id`,
+    /// sending `token` as a bearer token when given.
+    pub fn with_channel(
+        channel: Channel,
+        session_id: String,
+        token: Option<&Secret>,
+    ) -> Result<Self, Error> {
+        let bad = |what: &str| Error::InvalidAddress {
+            address: what.to_owned(),
+            reason: "must be printable ASCII".into(),
+        };
         let session =
-            MetadataValue::try_from(session_id.as_str()).map_err(|_| Error::InvalidAddress {
-                address: session_id.clone(),
-                reason: "a session id must be printable ASCII".into(),
-            })?;
-        let inner = RemoteAgentClient::with_interceptor(channel, CallMetadata { session })
-            .max_decoding_message_size(64 << 20);
-        Ok(Self { inner, session_id })
+            MetadataValue::try_from(session_id.as_str()).map_err(|_| bad("session id"))?;
+        let authorization = token
+            .map(|t| MetadataValue::try_from(format!("Bearer {}", t.expose())))
+            .transpose()
+            .map_err(|_| bad("the token"))?;
+        let inner = RemoteAgentClient::with_interceptor(
+            channel,
+            CallMetadata {
+                session,
+                authorization,
+            },
+        )
+        .max_decoding_message_size(64 << 20);
+        Ok(Self {
+            inner,
+            session_id,
+            address: Arc::from("the agent"),
+            tls: false,
+        })
     }
 
     /// The session id this client sends.
@@ -99,7 +151,8 @@ impl AgentClient {
             .inner
             .clone()
             .get_system_info(proto::GetSystemInfoRequest {})
-            .await?;
+            .await
+            .map_err(|s| self.fail(s))?;
         Ok(response.into_inner().into())
     }
 
@@ -110,10 +163,12 @@ impl AgentClient {
             .inner
             .clone()
             .execute(proto::ExecuteRequest::from(request))
-            .await?
+            .await
+            .map_err(|s| self.fail(s))?
             .into_inner();
-        Ok(Box::pin(stream.map(|item| {
-            let response = item?;
+        let (address, tls) = (self.address.clone(), self.tls);
+        Ok(Box::pin(stream.map(move |item| {
+            let response = item.map_err(|s| Error::from_status(s, &address, tls))?;
             Event::try_from(response).map_err(|e| Error::Protocol(e.to_string()))
         })))
     }
@@ -159,9 +214,14 @@ impl AgentClient {
                 interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
                 per_core,
             })
-            .await?
+            .await
+            .map_err(|s| self.fail(s))?
             .into_inner();
-        Ok(Box::pin(stream.map(|item| Ok(item?.into()))))
+        let (address, tls) = (self.address.clone(), self.tls);
+        Ok(Box::pin(stream.map(move |item| {
+            item.map(Into::into)
+                .map_err(|s| Error::from_status(s, &address, tls))
+        })))
     }
 
     /// The process list, filtered by name when `filter` is not empty.
@@ -172,7 +232,8 @@ impl AgentClient {
             .list_processes(proto::ListProcessesRequest {
                 name_filter: filter.to_owned(),
             })
-            .await?;
+            .await
+            .map_err(|s| self.fail(s))?;
         Ok(response
             .into_inner()
             .processes
@@ -189,7 +250,8 @@ impl AgentClient {
                 pid,
                 signal: proto::Signal::from(signal).into(),
             })
-            .await?;
+            .await
+            .map_err(|s| self.fail(s))?;
         Ok(())
     }
 
@@ -199,7 +261,8 @@ impl AgentClient {
             .inner
             .clone()
             .get_connection_info(proto::GetConnectionInfoRequest {})
-            .await?;
+            .await
+            .map_err(|s| self.fail(s))?;
         Ok(response.into_inner().into())
     }
 
@@ -209,7 +272,8 @@ impl AgentClient {
             .inner
             .clone()
             .disconnect(proto::DisconnectRequest {})
-            .await?;
+            .await
+            .map_err(|s| self.fail(s))?;
         Ok(response.into_inner().cancelled_commands)
     }
 
@@ -221,7 +285,8 @@ impl AgentClient {
             .shutdown(proto::ShutdownRequest {
                 reason: reason.to_owned(),
             })
-            .await?;
+            .await
+            .map_err(|s| self.fail(s))?;
         Ok(response.into_inner().boot_id)
     }
 
@@ -233,7 +298,8 @@ impl AgentClient {
             .restart(proto::RestartRequest {
                 reason: reason.to_owned(),
             })
-            .await?;
+            .await
+            .map_err(|s| self.fail(s))?;
         Ok(response.into_inner().boot_id)
     }
 }

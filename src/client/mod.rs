@@ -3,8 +3,12 @@
 //! `crate::command`) and [`Error`], never raw proto types.
 
 pub mod agent;
+pub mod config;
+pub mod connect;
 
 pub use agent::{AgentClient, Collected, EventStream, MetricsStream};
+pub use config::{ClientConfig, ConnectionSettings, Secret};
+pub use connect::Address;
 
 /// Why a call to an agent failed.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +19,14 @@ pub enum Error {
         /// The address as given.
         address: String,
         /// Why.
+        reason: String,
+    },
+    /// The connection settings cannot be used for this agent.
+    #[error("{address}: {reason}")]
+    Settings {
+        /// The agent.
+        address: String,
+        /// What is wrong.
         reason: String,
     },
     /// The agent cannot be reached.
@@ -29,31 +41,41 @@ pub enum Error {
     #[error("{}: {}", .0.code(), .0.message())]
     Status(tonic::Status),
     /// The connection failed during the call (reset, closed, timed out).
-    #[error("connection to the agent failed: {0}")]
-    Transport(String),
+    #[error("connection to {address} failed: {reason}")]
+    Transport {
+        /// The agent.
+        address: String,
+        /// Why, with the TLS explanation when there is one.
+        reason: String,
+    },
     /// The agent answered something this client does not understand.
     #[error("protocol error: {0}")]
     Protocol(String),
 }
 
-impl From<tonic::Status> for Error {
-    /// A status that tonic made up for a broken connection (code Unknown
-    /// with a transport error as its source) is a transport failure, not an
-    /// answer of the agent.
-    fn from(status: tonic::Status) -> Self {
+impl Error {
+    /// The error of a call to the agent at `address`. A status that tonic
+    /// made up on this side for a broken connection (it carries the error
+    /// as its source; statuses the agent sends never do) is a transport
+    /// failure, not an answer of the agent.
+    pub fn from_status(status: tonic::Status, address: &str, tls: bool) -> Self {
         use std::error::Error as _;
-        if status.code() == tonic::Code::Unknown
-            && let Some(source) = status.source()
-            && source.is::<tonic::transport::Error>()
-        {
-            return Self::Transport(causes(source));
+        if let Some(source) = status.source() {
+            let mut reason = connect::explain_chain(source);
+            if !tls {
+                reason.push_str(" (if the agent uses TLS, configure `ca` or `fingerprint`)");
+            }
+            return Self::Transport {
+                address: address.to_owned(),
+                reason,
+            };
         }
         Self::Status(status)
     }
 }
 
 /// An error and its causes, joined with ": ".
-fn causes(error: &dyn std::error::Error) -> String {
+pub(crate) fn causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

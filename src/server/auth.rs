@@ -1,6 +1,23 @@
 //! Who is calling, and what they may do.
+//!
+//! Every method the agent serves has one line in [`POLICY`]; a method that
+//! is not there is denied to everyone. Callers prove who they are with a
+//! bearer token (stored in the access file only as a SHA-256 hash) or a TLS
+//! client certificate whose subject the access file maps to a role. This
+//! module is plain Rust: the tower layer in `layer.rs` applies it to
+//! requests.
 
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::RwLock,
+    time::SystemTime,
+};
+
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 /// What an identity may do; each role includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -15,6 +32,9 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role, weakest first.
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Operator, Role::Admin];
+
     /// The role's name as config files and answers write it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -25,22 +45,451 @@ impl Role {
     }
 }
 
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown role {s:?} (viewer, operator or admin)"))
+    }
+}
+
+/// Who may call a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, without credentials (health checks, reflection).
+    Public,
+    /// An authenticated identity with at least this role.
+    AtLeast(Role),
+}
+
+/// The access rule of every method the agent serves, by gRPC path. A path
+/// missing here is denied to everyone, so a new rpc cannot be served before
+/// someone decides who may call it (a test checks that every rpc of the
+/// service descriptor has a line).
+pub const POLICY: &[(&str, Access)] = &[
+    ("/grpc.health.v1.Health/Check", Access::Public),
+    ("/grpc.health.v1.Health/Watch", Access::Public),
+    (
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        Access::Public,
+    ),
+    (
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        Access::Public,
+    ),
+    (
+        "/vigie.v1.RemoteAgent/GetSystemInfo",
+        Access::AtLeast(Role::Viewer),
+    ),
+    (
+        "/vigie.v1.RemoteAgent/WatchMetrics",
+        Access::AtLeast(Role::Viewer),
+    ),
+    (
+        "/vigie.v1.RemoteAgent/ListProcesses",
+        Access::AtLeast(Role::Viewer),
+    ),
+    (
+        "/vigie.v1.RemoteAgent/GetConnectionInfo",
+        Access::AtLeast(Role::Viewer),
+    ),
+    (
+        "/vigie.v1.RemoteAgent/Disconnect",
+        Access::AtLeast(Role::Viewer),
+    ),
+    (
+        "/vigie.v1.RemoteAgent/Execute",
+        Access::AtLeast(Role::Operator),
+    ),
+    (
+        "/vigie.v1.RemoteAgent/SignalProcess",
+        Access::AtLeast(Role::Operator),
+    ),
+    (
+        "/vigie.v1.RemoteAgent/Shutdown",
+        Access::AtLeast(Role::Admin),
+    ),
+    (
+        "/vigie.v1.RemoteAgent/Restart",
+        Access::AtLeast(Role::Admin),
+    ),
+];
+
+/// The rule for a gRPC path; `None` means nobody may call it.
+pub fn access_for(path: &str) -> Option<Access> {
+    POLICY.iter().find(|(p, _)| *p == path).map(|(_, a)| *a)
+}
+
 /// The caller of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    /// A readable name, e.g. "token:alice".
+    /// A readable name, e.g. "token:alice" or "cert:CN=ops".
     pub name: String,
     /// What it may do.
     pub role: Role,
 }
 
 impl Identity {
-    /// The caller when the agent runs without access control (loopback
-    /// only): everyone who can connect may do everything.
+    /// The caller when the agent runs without access control (allowed on
+    /// loopback only): everyone who can connect may do everything.
     pub fn anonymous() -> Self {
         Self {
             name: "anonymous".to_owned(),
             role: Role::Admin,
         }
+    }
+}
+
+/// Why a caller was turned away. The messages never say whether a token
+/// exists: a wrong token and an unknown one read the same.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// No credentials, or credentials that prove nothing.
+    #[error("missing or invalid credentials")]
+    Unauthenticated,
+    /// A known identity whose role is too weak.
+    #[error("{identity} ({role}) may not call {method}: it needs the {needed} role")]
+    Forbidden {
+        /// Who called.
+        identity: String,
+        /// Their role.
+        role: Role,
+        /// The method, e.g. "Execute".
+        method: String,
+        /// The weakest role that may call it.
+        needed: Role,
+    },
+    /// No rule names the method.
+    #[error("no access rule allows {0}")]
+    NoRule(String),
+}
+
+/// Decides whether `identity` (if any) may call `path`.
+pub fn authorize(path: &str, identity: Option<&Identity>) -> Result<(), Denied> {
+    let method = path.rsplit('/').next().unwrap_or(path).to_owned();
+    match (access_for(path), identity) {
+        (Some(Access::Public), _) => Ok(()),
+        (_, None) => Err(Denied::Unauthenticated),
+        (None, Some(_)) => Err(Denied::NoRule(method)),
+        (Some(Access::AtLeast(needed)), Some(who)) if who.role < needed => Err(Denied::Forbidden {
+            identity: who.name.clone(),
+            role: who.role,
+            method,
+            needed,
+        }),
+        (Some(Access::AtLeast(_)), Some(_)) => Ok(()),
+    }
+}
+
+/// The prefix of every token vigie generates, so that one found in a file
+/// or a log is recognisable.
+pub const TOKEN_PREFIX: &str = "vgt_";
+
+/// A new random token: 256 bits from the OS, base64url.
+pub fn generate_token() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    Ok(format!(
+        "{TOKEN_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    ))
+}
+
+/// The hash the access file stores for a token: SHA-256, in hex. Tokens
+/// are 256-bit random values, so a plain hash cannot be brute-forced and
+/// needs no salt.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// The access file: the tokens and certificate subjects that may call the
+/// agent, each with a role.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessFile {
+    /// Bearer tokens, by hash.
+    #[serde(default, rename = "token")]
+    pub tokens: Vec<TokenEntry>,
+    /// TLS client certificates, by subject.
+    #[serde(default, rename = "certificate")]
+    pub certificates: Vec<CertificateEntry>,
+}
+
+/// One token of the access file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    /// Who holds it, e.g. "alice" (the identity becomes "token:alice").
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// SHA-256 of the token, in hex.
+    pub sha256: String,
+}
+
+/// One certificate identity of the access file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateEntry {
+    /// The certificate's subject as vigie prints it, e.g. "CN=vigie-admin".
+    pub subject: String,
+    /// What it may do.
+    pub role: Role,
+}
+
+/// Why the access file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessFileError {
+    /// It cannot be read.
+    #[error("cannot read access file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It is not valid.
+    #[error("invalid access file {path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl AccessFile {
+    /// Reads and checks an access file.
+    pub fn load(path: &Path) -> Result<Self, AccessFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AccessFileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let file: Self = toml::from_str(&text).map_err(|e| AccessFileError::Invalid {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        for entry in &file.tokens {
+            let valid =
+                entry.sha256.len() == 64 && entry.sha256.bytes().all(|b| b.is_ascii_hexdigit());
+            if !valid {
+                return Err(AccessFileError::Invalid {
+                    path: path.to_owned(),
+                    reason: format!(
+                        "token {:?}: sha256 must be 64 hexadecimal digits",
+                        entry.name
+                    ),
+                });
+            }
+        }
+        Ok(file)
+    }
+
+    /// The identity a token proves, if any. Every entry is compared, in
+    /// constant time, so the time taken says nothing about which matched.
+    pub fn identify_token(&self, token: &str) -> Option<Identity> {
+        let presented = Sha256::digest(token.as_bytes());
+        let mut found: Option<&TokenEntry> = None;
+        for entry in &self.tokens {
+            let Ok(stored) = hex::decode(&entry.sha256) else {
+                continue;
+            };
+            if bool::from(stored.as_slice().ct_eq(presented.as_slice())) {
+                found = Some(entry);
+            }
+        }
+        found.map(|entry| Identity {
+            name: format!("token:{}", entry.name),
+            role: entry.role,
+        })
+    }
+
+    /// The identity a certificate subject maps to, if any.
+    pub fn identify_certificate(&self, subject: &str) -> Option<Identity> {
+        self.certificates
+            .iter()
+            .find(|entry| entry.subject == subject)
+            .map(|entry| Identity {
+                name: format!("cert:{subject}"),
+                role: entry.role,
+            })
+    }
+}
+
+/// The access file, reloaded when it changes on disk, so that a token added
+/// with `vigie-agent token add` works without a restart.
+#[derive(Debug)]
+pub struct AccessList {
+    path: PathBuf,
+    current: RwLock<(Option<SystemTime>, AccessFile)>,
+}
+
+impl AccessList {
+    /// Loads the file; it must be valid at start.
+    pub fn load(path: &Path) -> Result<Self, AccessFileError> {
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let file = AccessFile::load(path)?;
+        Ok(Self {
+            path: path.to_owned(),
+            current: RwLock::new((modified, file)),
+        })
+    }
+
+    /// The current entries, reloading the file first if it changed. A file
+    /// that became invalid is reported and the previous entries stay.
+    pub fn get(&self) -> AccessFile {
+        let modified = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
+        {
+            let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+            if current.0 == modified {
+                return current.1.clone();
+            }
+        }
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        match AccessFile::load(&self.path) {
+            Ok(file) => {
+                tracing::info!(path = %self.path.display(), "access file reloaded");
+                *current = (modified, file);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "keeping the previous access list");
+                current.0 = modified;
+            }
+        }
+        current.1.clone()
+    }
+}
+
+/// Checks a command line against an allow-list pattern.
+///
+/// `*` matches any run of characters and `?` one character, except the
+/// shell's control characters (`;&|<>$\`(){}` backslash and line breaks):
+/// a pattern like `systemctl status *` must not also allow
+/// `systemctl status x; rm -rf /`. A pattern that contains such a character
+/// literally matches it literally.
+pub fn command_matches(pattern: &str, command: &str) -> bool {
+    fn is_control(c: char) -> bool {
+        matches!(
+            c,
+            ';' | '&' | '|' | '<' | '>' | '$' | '`' | '(' | ')' | '{' | '}' | '\\' | '\n' | '\r'
+        )
+    }
+    let pattern: Vec<char> = pattern.chars().collect();
+    let command: Vec<char> = command.chars().collect();
+    // Iterative wildcard matching with one backtracking point, the usual
+    // linear-time algorithm; `*` may only swallow non-control characters.
+    let (mut p, mut c) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while c < command.len() {
+        if p < pattern.len() && pattern[p] == '*' {
+            star = Some((p, c));
+            p += 1;
+        } else if p < pattern.len()
+            && (pattern[p] == command[c] || (pattern[p] == '?' && !is_control(command[c])))
+        {
+            p += 1;
+            c += 1;
+        } else if let Some((star_p, star_c)) = star
+            && !is_control(command[star_c])
+        {
+            star = Some((star_p, star_c + 1));
+            p = star_p + 1;
+            c = star_c + 1;
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|ch| *ch == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who(role: Role) -> Identity {
+        Identity {
+            name: "token:t".into(),
+            role,
+        }
+    }
+
+    #[test]
+    fn the_policy_grants_roles_cumulatively() {
+        let exec = "/vigie.v1.RemoteAgent/Execute";
+        assert_eq!(authorize(exec, None), Err(Denied::Unauthenticated));
+        assert!(matches!(
+            authorize(exec, Some(&who(Role::Viewer))),
+            Err(Denied::Forbidden {
+                needed: Role::Operator,
+                ..
+            })
+        ));
+        assert!(authorize(exec, Some(&who(Role::Operator))).is_ok());
+        assert!(authorize(exec, Some(&who(Role::Admin))).is_ok());
+        assert!(authorize("/grpc.health.v1.Health/Check", None).is_ok());
+        assert_eq!(
+            authorize("/vigie.v1.RemoteAgent/Unknown", Some(&who(Role::Admin))),
+            Err(Denied::NoRule("Unknown".into()))
+        );
+    }
+
+    #[test]
+    fn tokens_are_found_by_hash_only() {
+        let token = generate_token().unwrap();
+        assert!(token.starts_with(TOKEN_PREFIX) && token.len() == 4 + 43);
+        let file = AccessFile {
+            tokens: vec![TokenEntry {
+                name: "alice".into(),
+                role: Role::Operator,
+                sha256: hash_token(&token),
+            }],
+            certificates: vec![],
+        };
+        assert_eq!(
+            file.identify_token(&token),
+            Some(Identity {
+                name: "token:alice".into(),
+                role: Role::Operator
+            })
+        );
+        assert_eq!(file.identify_token("vgt_wrong"), None);
+        assert_eq!(file.identify_token(""), None);
+        assert_ne!(generate_token().unwrap(), token);
+    }
+
+    #[test]
+    fn allow_list_wildcards_stop_at_shell_control_characters() {
+        assert!(command_matches("uptime", "uptime"));
+        assert!(!command_matches("uptime", "uptime -p"));
+        assert!(command_matches(
+            "systemctl status *",
+            "systemctl status nginx"
+        ));
+        assert!(command_matches("df *", "df -h /"));
+        assert!(!command_matches(
+            "systemctl status *",
+            "systemctl status x; rm -rf /"
+        ));
+        assert!(!command_matches("echo *", "echo $(id)"));
+        assert!(!command_matches("echo *", "echo a | sh"));
+        assert!(!command_matches("echo ?", "echo ;"));
+        assert!(
+            command_matches("echo a;b", "echo a;b"),
+            "literal control characters match"
+        );
+        assert!(command_matches("*", "anything at all"));
+        assert!(!command_matches("*", "a && b"));
+        assert!(command_matches("ls * *", "ls -la /tmp"));
     }
 }

@@ -18,6 +18,10 @@ use super::{Agent, AgentConfig, Outcome, StartError, exec::LISTEN_FD_ENV, net};
 #[derive(Debug, Parser)]
 #[command(name = "vigie-agent", version, about, long_about = None)]
 pub struct AgentArgs {
+    /// Set-up commands; without one, the agent serves.
+    #[command(subcommand)]
+    pub command: Option<AgentCommand>,
+
     /// Address to listen on, HOST:PORT (port 0 picks a free port) [default: 127.0.0.1:7421]
     #[arg(long, value_name = "HOST:PORT")]
     pub listen: Option<String>,
@@ -41,6 +45,78 @@ pub struct AgentArgs {
     /// Time between TERM and KILL when the agent ends a command, in ms.
     #[arg(long, value_name = "MS")]
     pub kill_grace_ms: Option<u64>,
+
+    /// TLS certificate chain (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA that signs client certificates; clients must then present one.
+    #[arg(long, value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
+
+    /// Access file: tokens (hashed) and certificate subjects with roles.
+    #[arg(long, value_name = "FILE")]
+    pub access_file: Option<PathBuf>,
+
+    /// Audit log file (JSON lines).
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+
+    /// Allow plaintext on a non-loopback address (isolated networks only:
+    /// commands, output and tokens travel in the clear).
+    #[arg(long)]
+    pub insecure_plaintext: bool,
+
+    /// Refuse every Execute: the agent only reports and signals.
+    #[arg(long)]
+    pub no_exec: bool,
+}
+
+/// Set-up commands of `vigie-agent`.
+#[derive(Debug, clap::Subcommand)]
+pub enum AgentCommand {
+    /// Create a CA, certificates, an access file with an admin token, and
+    /// agent and client configs, in one directory.
+    Init {
+        /// Directory to create them in (created if missing; existing files
+        /// are never overwritten).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Another name or address for the server certificate (repeatable);
+        /// this host's name, localhost and its addresses are always in it.
+        #[arg(long = "name", value_name = "NAME")]
+        names: Vec<String>,
+        /// Address the generated agent config listens on.
+        #[arg(long, value_name = "HOST:PORT", default_value_t = super::init::default_listen())]
+        listen: String,
+    },
+    /// Manage tokens of an access file.
+    Token {
+        /// What to do.
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+/// Token commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum TokenAction {
+    /// Add a token for a role and print it (only its hash is stored).
+    Add {
+        /// The access file to change [default: the one of --config].
+        #[arg(long, value_name = "FILE")]
+        access: Option<PathBuf>,
+        /// Who will hold the token (the identity becomes token:NAME).
+        #[arg(long)]
+        name: String,
+        /// viewer, operator or admin.
+        #[arg(long)]
+        role: super::auth::Role,
+    },
 }
 
 /// How logs are written.
@@ -69,6 +145,12 @@ pub enum CliError {
     /// The runtime or the restart failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// `init` or `token add` failed.
+    #[error(transparent)]
+    Init(#[from] super::init::InitError),
+    /// `token add` has no access file to change.
+    #[error("no access file: pass --access FILE, or --config with an access_file")]
+    NoAccessFile,
 }
 
 impl AgentArgs {
@@ -90,9 +172,25 @@ impl AgentArgs {
         if let Some(listen) = &self.listen {
             config.listen.clone_from(listen);
         }
+        if let Some(path) = &self.config {
+            config.resolve_paths(path.parent().unwrap_or(std::path::Path::new(".")));
+        }
         if let Some(ms) = self.kill_grace_ms {
             config.kill_grace_ms = ms;
         }
+        for (flag, setting) in [
+            (&self.tls_cert, &mut config.tls_cert),
+            (&self.tls_key, &mut config.tls_key),
+            (&self.client_ca, &mut config.client_ca),
+            (&self.access_file, &mut config.access_file),
+            (&self.audit_log, &mut config.audit_log),
+        ] {
+            if flag.is_some() {
+                setting.clone_from(flag);
+            }
+        }
+        config.insecure_plaintext |= self.insecure_plaintext;
+        config.no_exec |= self.no_exec;
         Ok(config)
     }
 }
@@ -101,12 +199,66 @@ impl AgentArgs {
 pub fn main() -> ExitCode {
     let args = AgentArgs::parse();
     init_logging(&args.log_level, args.log_format);
-    match run(&args) {
+    let result = match &args.command {
+        None => run(&args),
+        Some(command) => set_up(&args, command),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "vigie-agent stopped");
+            if args.command.is_none() {
+                tracing::error!(error = %e, "vigie-agent stopped");
+            }
             eprintln!("vigie-agent: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `init` or `token add`.
+fn set_up(args: &AgentArgs, command: &AgentCommand) -> Result<(), CliError> {
+    match command {
+        AgentCommand::Init { dir, names, listen } => {
+            let made = super::init::init(dir, names, listen)?;
+            let mut out = std::io::stdout().lock();
+            for file in &made.files {
+                writeln!(out, "created {}", file.display())?;
+            }
+            writeln!(
+                out,
+                "server certificate valid for: {}",
+                made.server_names.join(", ")
+            )?;
+            writeln!(out, "agent certificate fingerprint: {}", made.fingerprint)?;
+            writeln!(out, "admin token: {}", made.admin_token)?;
+            let agent = dir.join(super::init::files::AGENT_CONFIG);
+            let client = dir.join(super::init::files::CLIENT_CONFIG);
+            writeln!(
+                out,
+                "start the agent:  vigie-agent --config {}",
+                agent.display()
+            )?;
+            writeln!(
+                out,
+                "then connect:     vigie --config {} -H HOST info",
+                client.display()
+            )?;
+            Ok(())
+        }
+        AgentCommand::Token {
+            action: TokenAction::Add { access, name, role },
+        } => {
+            let access = match access {
+                Some(path) => path.clone(),
+                None => args.config()?.access_file.ok_or(CliError::NoAccessFile)?,
+            };
+            let added = super::init::add_token(&access, name, *role)?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "token for {name} ({role}): {}", added.token)?;
+            if let Some(config) = added.client_config {
+                writeln!(out, "client config:  {}", config.display())?;
+            }
+            Ok(())
         }
     }
 }

@@ -2,9 +2,15 @@
 //! a config file names only what it changes and command-line flags override
 //! the file.
 
-use std::time::Duration;
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
+
+use super::auth::Role;
 
 /// The port the agent listens on when none is given.
 pub const DEFAULT_PORT: u16 = 7421;
@@ -34,6 +40,29 @@ pub struct AgentConfig {
     pub keepalive_interval_ms: u64,
     /// Time to wait for a keepalive answer before closing, in ms.
     pub keepalive_timeout_ms: u64,
+    /// The agent's TLS certificate chain (PEM). With `tls_key`, the agent
+    /// serves TLS only.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `tls_cert` (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// CA certificate (PEM) that signs client certificates. When set, every
+    /// client must present a certificate it signed (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+    /// The access file: tokens (as hashes) and certificate subjects, each
+    /// with a role. Without it, every caller is the anonymous admin, which
+    /// the agent allows on loopback only.
+    pub access_file: Option<PathBuf>,
+    /// Where the audit log (JSON lines) is written; none when unset.
+    pub audit_log: Option<PathBuf>,
+    /// Allows plaintext on a non-loopback address. Anyone on the path can
+    /// then read commands, output and tokens: for isolated test networks.
+    pub insecure_plaintext: bool,
+    /// Refuses every Execute: the agent only reports and signals.
+    pub no_exec: bool,
+    /// Per role, the command lines it may run (`*` and `?` wildcards that
+    /// never match shell control characters). A role without an entry may
+    /// run anything its role allows.
+    pub exec_allow: BTreeMap<Role, Vec<String>>,
 }
 
 impl Default for AgentConfig {
@@ -49,6 +78,14 @@ impl Default for AgentConfig {
             max_request_bytes: 4 << 20,
             keepalive_interval_ms: 30_000,
             keepalive_timeout_ms: 10_000,
+            tls_cert: None,
+            tls_key: None,
+            client_ca: None,
+            access_file: None,
+            audit_log: None,
+            insecure_plaintext: false,
+            no_exec: false,
+            exec_allow: BTreeMap::new(),
         }
     }
 }
@@ -57,6 +94,25 @@ impl AgentConfig {
     /// The KILL grace as a duration.
     pub fn kill_grace(&self) -> Duration {
         Duration::from_millis(self.kill_grace_ms)
+    }
+
+    /// Makes relative file paths relative to `base` (the config file's
+    /// directory), so a config works from any working directory.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        for path in [
+            &mut self.tls_cert,
+            &mut self.tls_key,
+            &mut self.client_ca,
+            &mut self.access_file,
+            &mut self.audit_log,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
     }
 
     /// The shutdown grace as a duration.

@@ -26,6 +26,9 @@ pub enum Error {
     /// A request field is out of range.
     #[error("{0}")]
     InvalidArgument(String),
+    /// The caller may not do this (exec policy).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The agent is stopping or restarting.
     #[error("the agent is {0}")]
     Stopping(&'static str),
@@ -60,6 +63,7 @@ impl From<Error> for Status {
             },
             Error::Probe(_) | Error::Internal(_) => Code::Internal,
             Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::Stopping(_) => Code::Unavailable,
         };
         if code == Code::Internal {

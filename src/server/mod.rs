@@ -12,13 +12,17 @@
 //! clients that connect during a restart wait in the backlog instead of
 //! being refused.
 
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod exec;
+pub mod init;
+pub mod layer;
 pub mod net;
 pub mod processes;
+pub mod security;
 pub mod service;
 pub mod session;
 pub mod system;
@@ -58,11 +62,9 @@ pub enum StartError {
         /// Why.
         source: io::Error,
     },
-    /// Listening on a non-loopback address needs TLS.
-    #[error(
-        "refusing to listen on {0} without TLS: plaintext is only allowed on loopback (127.0.0.0/8, ::1)"
-    )]
-    NotLoopback(SocketAddr),
+    /// The security settings are unusable or too weak for the address.
+    #[error(transparent)]
+    Security(#[from] security::SecurityError),
     /// The socket cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -95,6 +97,8 @@ pub struct AgentState {
     tuning: exec::ExecTuning,
     hostname: String,
     listen_address: SocketAddr,
+    audit: Arc<audit::AuditLog>,
+    exec_policy: Arc<security::ExecPolicy>,
     started: Instant,
     lifecycle: watch::Sender<Option<Outcome>>,
 }
@@ -118,6 +122,7 @@ impl AgentState {
 #[derive(Debug)]
 pub struct Agent {
     config: AgentConfig,
+    security: security::Security,
     listener: Arc<TcpListener>,
     local_addr: SocketAddr,
 }
@@ -136,6 +141,16 @@ impl Agent {
         config: AgentConfig,
         listener: std::net::TcpListener,
     ) -> Result<Self, StartError> {
+        let security = security::Security::load(&config)?;
+        Self::with_security(config, listener, security)
+    }
+
+    /// Like [`Agent::from_listener`], with security settings already loaded.
+    pub fn with_security(
+        config: AgentConfig,
+        listener: std::net::TcpListener,
+        security: security::Security,
+    ) -> Result<Self, StartError> {
         let bind_error = |source| StartError::Bind {
             addr: config.listen.clone(),
             source,
@@ -144,6 +159,7 @@ impl Agent {
         let local_addr = listener.local_addr().map_err(bind_error)?;
         Ok(Self {
             config,
+            security,
             listener: Arc::new(listener),
             local_addr,
         })
@@ -186,6 +202,8 @@ impl Agent {
             },
             hostname: system::hostname(),
             listen_address: self.local_addr,
+            audit: self.security.audit.clone(),
+            exec_policy: self.security.exec_policy.clone(),
             started: Instant::now(),
             lifecycle,
         });
@@ -208,7 +226,14 @@ impl Agent {
             .max_decoding_message_size(config.max_request_bytes);
 
         let stopping = CancellationToken::new();
-        let server = Server::builder()
+        let mut builder = Server::builder();
+        if let Some(tls) = &self.security.tls {
+            builder = builder
+                .tls_config(tls.clone())
+                .map_err(|e| StartError::Serve(format!("TLS: {e}")))?;
+        }
+        let server = builder
+            .layer(layer::GateLayer::new(self.security.gate.clone()))
             .http2_keepalive_interval(Some(Duration::from_millis(config.keepalive_interval_ms)))
             .http2_keepalive_timeout(Some(Duration::from_millis(config.keepalive_timeout_ms)))
             .initial_stream_window_size(Some(STREAM_WINDOW))
@@ -290,14 +315,12 @@ pub const CONNECTION_WINDOW: u32 = 8 << 20;
 /// See [`STREAM_WINDOW`].
 pub const MAX_FRAME: u32 = 1 << 20;
 
-/// Resolves and binds the configured address, refusing anything but
-/// loopback, or adopts the socket a restarting agent handed over. Needs no
-/// runtime.
+/// Resolves and binds the configured address (refusing exposure the
+/// security settings do not cover), or adopts the socket a restarting agent
+/// handed over. Needs no runtime.
 pub fn bind_listener(config: &AgentConfig) -> Result<std::net::TcpListener, StartError> {
     let addr = resolve(&config.listen)?;
-    if !system::is_loopback(addr.ip()) {
-        return Err(StartError::NotLoopback(addr));
-    }
+    security::check_exposure(addr, config)?;
     let bind_error = |source| StartError::Bind {
         addr: config.listen.clone(),
         source,
@@ -339,6 +362,9 @@ impl RunningAgent {
     /// Binds and starts an agent with this configuration. Restart requests
     /// restart it in place; Shutdown stops it.
     pub fn start(config: AgentConfig) -> Result<Self, StartError> {
+        // Everything that can be wrong with the settings is reported here,
+        // to the caller, rather than logged by the agent's thread.
+        let security = security::Security::load(&config)?;
         let listener = bind_listener(&config)?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen.clone(),
@@ -356,7 +382,7 @@ impl RunningAgent {
             .name("vigie-agent-main".into())
             .spawn(move || {
                 let served = runtime.block_on(async {
-                    Agent::from_listener(config, listener)?
+                    Agent::with_security(config, listener, security)?
                         .serve_restarting_in_process(&thread_stop)
                         .await
                 });

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use super::{
     AgentState, Outcome,
+    audit::Record,
     auth::Identity,
     error::Error,
     exec::{self, ExecRequest, Stops},
@@ -88,12 +89,13 @@ struct CallContext {
 
 /// The connection a request came on, whether or not TLS wraps it.
 fn connection_of<T>(request: &Request<T>) -> (ConnInfo, bool) {
+    // The TLS wrapper comes first: tonic may insert the inner info as well.
     let ext = request.extensions();
-    if let Some(info) = ext.get::<ConnInfo>() {
-        return (info.clone(), false);
-    }
     if let Some(tls) = ext.get::<tonic::transport::server::TlsConnectInfo<ConnInfo>>() {
         return (tls.get_ref().clone(), true);
+    }
+    if let Some(info) = ext.get::<ConnInfo>() {
+        return (info.clone(), false);
     }
     // Requests always come through our listener; this only happens to a
     // service driven directly, as in unit tests.
@@ -173,21 +175,42 @@ impl RemoteAgent for Service {
         let ctx = self.context(&request)?;
         self.ensure_running()?;
         let request = exec_request(request.into_inner())?;
-        let spec = exec::plan(&request, &self.state.host).map_err(Error::Exec)?;
-        let slot = self
-            .state
-            .sessions
-            .start_command(&ctx.session)
-            .map_err(Error::Session)?;
-        let spawned = exec::spawn(spec).map_err(Error::Exec)?;
+        let command_line = request.command_line();
+        let audit = |event: &'static str| Record {
+            event,
+            rpc: Some("Execute".into()),
+            identity: Some(ctx.identity.name.clone()),
+            peer: ctx.conn.peer.map(|p| p.to_string()),
+            session: Some(ctx.session.id.clone()),
+            command: Some(command_line.clone()),
+            ..Record::default()
+        };
+        let started = self.start_command(&ctx, &request, &command_line);
+        let (spawned, slot) = match started {
+            Ok(started) => started,
+            Err(error) => {
+                let status = Status::from(error);
+                self.state.audit.record(&Record {
+                    reason: Some(status.message().to_owned()),
+                    ..audit("exec_refused")
+                });
+                return Err(status);
+            }
+        };
         let pid = spawned.pid();
+        self.state.audit.record(&Record {
+            pid: Some(pid),
+            ..audit("exec_start")
+        });
         tracing::info!(
             pid,
             session = %ctx.session.id,
             identity = %ctx.identity.name,
-            command = %request.command,
+            command = %command_line,
             "command started"
         );
+        let end_record = audit("exec_end");
+        let audit_log = self.state.audit.clone();
         let (tx, rx) = mpsc::channel(self.state.tuning.channel_capacity);
         let stops = Stops {
             session: ctx.session.token.clone(),
@@ -197,6 +220,16 @@ impl RemoteAgent for Service {
         self.state.tracker.spawn(async move {
             let exit = exec::drive(spawned, tx, stops, tuning).await;
             drop(slot);
+            audit_log.record(&Record {
+                pid: Some(pid),
+                exit_code: Some(exit.exit_code),
+                signal: exit.signal,
+                end_reason: serde_json::to_value(exit.reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned)),
+                duration_ms: u64::try_from(exit.duration.as_millis()).ok(),
+                ..end_record
+            });
             tracing::info!(
                 pid,
                 exit_code = exit.exit_code,
@@ -290,6 +323,7 @@ impl RemoteAgent for Service {
         let ctx = self.context(&request)?;
         let reason = request.into_inner().reason;
         tracing::warn!(identity = %ctx.identity.name, reason = %reason, "shutdown requested");
+        self.audit_lifecycle(&ctx, "shutdown", reason);
         let cancelled = self.state.sessions.running_total();
         self.state.request(Outcome::Shutdown);
         Ok(Response::new(proto::ShutdownResponse {
@@ -305,12 +339,44 @@ impl RemoteAgent for Service {
         let ctx = self.context(&request)?;
         let reason = request.into_inner().reason;
         tracing::warn!(identity = %ctx.identity.name, reason = %reason, "restart requested");
+        self.audit_lifecycle(&ctx, "restart", reason);
         let cancelled = self.state.sessions.running_total();
         self.state.request(Outcome::Restart);
         Ok(Response::new(proto::RestartResponse {
             boot_id: self.state.probe.boot_id().to_owned(),
             cancelled_commands: cancelled,
         }))
+    }
+}
+
+impl Service {
+    /// Everything between a valid request and a running command: the exec
+    /// policy, planning, the session's limits, spawning.
+    fn start_command(
+        &self,
+        ctx: &CallContext,
+        request: &ExecRequest,
+        command_line: &str,
+    ) -> Result<(exec::Spawned, session::CommandSlot), Error> {
+        self.state
+            .exec_policy
+            .check(&ctx.identity, command_line)
+            .map_err(Error::PermissionDenied)?;
+        let spec = exec::plan(request, &self.state.host)?;
+        let slot = self.state.sessions.start_command(&ctx.session)?;
+        let spawned = exec::spawn(spec)?;
+        Ok((spawned, slot))
+    }
+
+    fn audit_lifecycle(&self, ctx: &CallContext, event: &'static str, reason: String) {
+        self.state.audit.record(&Record {
+            event,
+            identity: Some(ctx.identity.name.clone()),
+            peer: ctx.conn.peer.map(|p| p.to_string()),
+            session: Some(ctx.session.id.clone()),
+            reason: Some(reason),
+            ..Record::default()
+        });
     }
 }
 

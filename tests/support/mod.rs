@@ -162,21 +162,40 @@ pub struct BinaryAgent {
 }
 
 impl BinaryAgent {
-    /// Starts the agent with these extra arguments and waits for its
-    /// `listening on` line.
+    /// Starts the agent on 127.0.0.1:0 with a short kill grace and these
+    /// extra arguments, and waits for its `listening on` line.
     pub fn start(args: &[&str]) -> Self {
+        let mut all = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--kill-grace-ms",
+            "300",
+            "--log-level",
+            "warn",
+        ];
+        all.extend_from_slice(args);
+        Self::spawn(&all, std::process::Stdio::inherit())
+    }
+
+    /// Starts the agent with exactly these arguments.
+    pub fn start_plain(args: &[&str]) -> Self {
+        Self::spawn(args, std::process::Stdio::inherit())
+    }
+
+    /// Like [`BinaryAgent::start`], with the agent's log (stderr) in `log`.
+    pub fn start_logging(args: &[&str], log: &std::path::Path) -> Self {
+        let file = std::fs::File::create(log).expect("a log file");
+        let mut all = vec!["--listen", "127.0.0.1:0", "--kill-grace-ms", "300"];
+        all.extend_from_slice(args);
+        Self::spawn(&all, std::process::Stdio::from(file))
+    }
+
+    fn spawn(args: &[&str], stderr: std::process::Stdio) -> Self {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vigie-agent"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--kill-grace-ms",
-                "300",
-                "--log-level",
-                "warn",
-            ])
             .args(args)
             .stdout(std::process::Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .expect("vigie-agent starts");
         let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));

@@ -1,0 +1,578 @@
+//! Opening channels to agents: TCP with `TCP_NODELAY`, then TLS through
+//! rustls when the settings ask for it (a CA file, a client certificate, a
+//! pinned certificate fingerprint), and HTTP/2 settings that match the
+//! agent's.
+//!
+//! TLS is done here rather than by tonic so that the client can pin
+//! fingerprints and, above all, say precisely why a handshake failed:
+//! unknown CA, expired certificate, wrong name, missing client certificate.
+
+use std::{
+    io,
+    net::IpAddr,
+    path::Path,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use hyper_util::rt::TokioIo;
+use rustls::{
+    CertificateError, DigitallySignedStruct, SignatureScheme,
+    client::{
+        ResolvesClientCert, WebPkiServerVerifier,
+        danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    },
+    crypto::CryptoProvider,
+    pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject},
+    sign::CertifiedKey,
+};
+use sha2::{Digest, Sha256};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
+use tokio_rustls::{TlsConnector, client::TlsStream};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use super::{Error, config::ConnectionSettings};
+use crate::server::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};
+
+/// Where an agent is: host (name or address) and port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Address {
+    /// A DNS name or an IP address (IPv6 without brackets).
+    pub host: String,
+    /// The port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl Address {
+    /// True when the host is a loopback address or `localhost`.
+    pub fn is_loopback(&self) -> bool {
+        self.host.eq_ignore_ascii_case("localhost")
+            || self
+                .host
+                .parse::<IpAddr>()
+                .is_ok_and(crate::server::system::is_loopback)
+    }
+}
+
+/// Client-side settings resolved for one agent: what the connector needs.
+#[derive(Clone)]
+struct Prepared {
+    address: Address,
+    tls: Option<PreparedTls>,
+}
+
+#[derive(Clone)]
+struct PreparedTls {
+    config: rustls::ClientConfig,
+    client_key: Option<Arc<CertifiedKey>>,
+    server_name: ServerName<'static>,
+}
+
+/// Hands rustls the client certificate, if any, and notes whether the agent
+/// asked for one: that is how a missing or refused client certificate is
+/// told apart from other failures.
+#[derive(Debug)]
+struct ClientCert {
+    key: Option<Arc<CertifiedKey>>,
+    asked: AtomicBool,
+}
+
+impl ResolvesClientCert for ClientCert {
+    fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        self.asked.store(true, Ordering::Relaxed);
+        self.key.clone()
+    }
+
+    fn has_certs(&self) -> bool {
+        // Always true, so that rustls consults `resolve` when asked.
+        true
+    }
+}
+
+/// Opens a channel to the agent at `address`. With `lazy`, nothing is
+/// dialled until the first call (and the channel reconnects by itself
+/// after the agent restarts).
+pub async fn channel(
+    address: &Address,
+    settings: &ConnectionSettings,
+    lazy: bool,
+) -> Result<Channel, Error> {
+    let prepared = prepare(address, settings)?;
+    let endpoint = endpoint(&format!("http://{address}"))?;
+    let connector = tower::service_fn(move |_: Uri| {
+        let prepared = prepared.clone();
+        async move { dial(&prepared).await.map(TokioIo::new) }
+    });
+    if lazy {
+        Ok(endpoint.connect_with_connector_lazy(connector))
+    } else {
+        endpoint
+            .connect_with_connector(connector)
+            .await
+            .map_err(|e| Error::connect(&address.to_string(), &e))
+    }
+}
+
+/// HTTP/2 settings shared with the agent (see `server::STREAM_WINDOW`), and
+/// the keepalive both sides agree on: a ping every 30 s, 10 s to answer.
+pub fn endpoint(url: &str) -> Result<Endpoint, Error> {
+    Ok(Endpoint::from_shared(url.to_owned())
+        .map_err(|e| Error::InvalidAddress {
+            address: url.to_owned(),
+            reason: e.to_string(),
+        })?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(false)
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW))
+        .max_frame_size(Some(MAX_FRAME)))
+}
+
+fn prepare(address: &Address, settings: &ConnectionSettings) -> Result<Prepared, Error> {
+    let invalid = |reason: String| Error::Settings {
+        address: address.to_string(),
+        reason,
+    };
+    if !settings.uses_tls() {
+        if settings.token.is_some()
+            && !address.is_loopback()
+            && settings.insecure_plaintext != Some(true)
+        {
+            return Err(invalid(
+                "refusing to send a token in plaintext beyond loopback: configure TLS \
+                 (ca, or fingerprint), or set insecure_plaintext = true for this host"
+                    .into(),
+            ));
+        }
+        return Ok(Prepared {
+            address: address.clone(),
+            tls: None,
+        });
+    }
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let pin = settings
+        .fingerprint
+        .as_deref()
+        .map(crate::tls::parse_fingerprint)
+        .transpose()
+        .map_err(invalid)?;
+    let ca = match &settings.ca {
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in read_certs(path).map_err(invalid)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+            }
+            Some(
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .map_err(|e| invalid(e.to_string()))?,
+            )
+        }
+        None => None,
+    };
+    if ca.is_none() && pin.is_none() {
+        return Err(invalid(
+            "TLS needs a CA (ca = FILE) or the agent's certificate fingerprint (fingerprint = \"sha256:…\")"
+                .into(),
+        ));
+    }
+    let verifier = Arc::new(Verifier {
+        ca,
+        pin,
+        provider: provider.clone(),
+    });
+    let client_key = match (&settings.cert, &settings.key) {
+        (Some(cert), Some(key)) => {
+            let chain = read_certs(cert).map_err(invalid)?;
+            let key_der = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| invalid(format!("{}: {e}", key.display())))?;
+            Some(Arc::new(
+                CertifiedKey::from_der(chain, key_der, &provider)
+                    .map_err(|e| invalid(format!("client certificate: {e}")))?,
+            ))
+        }
+        (None, None) => None,
+        _ => {
+            return Err(invalid(
+                "cert and key go together: set both or neither".into(),
+            ));
+        }
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let name = settings
+        .server_name
+        .clone()
+        .unwrap_or_else(|| address.host.clone());
+    let server_name = ServerName::try_from(name.clone())
+        .map_err(|_| invalid(format!("{name:?} is not a valid server name")))?;
+    Ok(Prepared {
+        address: address.clone(),
+        tls: Some(PreparedTls {
+            config,
+            client_key,
+            server_name,
+        }),
+    })
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in the file", path.display()));
+    }
+    Ok(certs)
+}
+
+async fn dial(prepared: &Prepared) -> Result<Stream, DialError> {
+    let address = &prepared.address;
+    let tcp = TcpStream::connect((address.host.as_str(), address.port))
+        .await
+        .map_err(|e| DialError::Tcp(address.to_string(), e))?;
+    // Round trips of small calls must not wait for Nagle's algorithm.
+    let _ = tcp.set_nodelay(true);
+    let Some(tls) = &prepared.tls else {
+        return Ok(Stream::Plain(tcp));
+    };
+    let fail = |reason: String| DialError::Tls(address.to_string(), reason);
+    let resolver = Arc::new(ClientCert {
+        key: tls.client_key.clone(),
+        asked: AtomicBool::new(false),
+    });
+    let mut config = tls.config.clone();
+    config.client_auth_cert_resolver = resolver.clone();
+    let mut stream = TlsConnector::from(Arc::new(config))
+        .connect(tls.server_name.clone(), tcp)
+        .await
+        .map_err(|e| fail(explain_tls(&e)))?;
+    let mut prefetched = Bytes::new();
+    if resolver.asked.load(Ordering::Relaxed) {
+        if tls.client_key.is_none() {
+            return Err(fail(
+                "the agent requires a client certificate (set cert and key)".into(),
+            ));
+        }
+        // With TLS 1.3 the agent judges the certificate after the client's
+        // side of the handshake is done, and says so in its first record.
+        // Its HTTP/2 settings come at once; read them now so a refusal is
+        // reported here, as what it is. The bytes are replayed to HTTP/2.
+        let mut buffer = vec![0u8; 16 * 1024];
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer)).await {
+            Ok(Ok(0)) => {
+                return Err(fail(
+                    "the agent closed the connection after the handshake (client certificate refused?)"
+                        .into(),
+                ));
+            }
+            Ok(Ok(n)) => prefetched = Bytes::copy_from_slice(&buffer[..n]),
+            Ok(Err(e)) => return Err(fail(explain_tls(&e))),
+            Err(_) => {}
+        }
+    }
+    Ok(Stream::Tls(Box::new(stream), prefetched))
+}
+
+/// Why dialling an agent failed, in words a user can act on.
+#[derive(Debug, thiserror::Error)]
+enum DialError {
+    #[error("cannot reach {0}: {1}")]
+    Tcp(String, io::Error),
+    #[error("TLS handshake with {0} failed: {1}")]
+    Tls(String, String),
+}
+
+/// Turns a handshake error into an explanation.
+pub fn explain_tls(error: &io::Error) -> String {
+    let Some(tls) = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
+        return error.to_string();
+    };
+    explain_rustls(tls)
+}
+
+/// Explains a transport failure: the TLS reason when one is in the chain
+/// (TLS 1.3 reports a refused client certificate only at the first read,
+/// after the handshake), else every cause.
+pub fn explain_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return explain_rustls(tls);
+        }
+        if let Some(io) = e.downcast_ref::<io::Error>()
+            && let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+        {
+            return explain_rustls(tls);
+        }
+        current = e.source();
+    }
+    super::causes(error)
+}
+
+fn explain_rustls(error: &rustls::Error) -> String {
+    use rustls::{AlertDescription, Error as E};
+    match error {
+        E::InvalidCertificate(cert) => match cert {
+            CertificateError::UnknownIssuer => {
+                "the agent's certificate is signed by a CA this client does not trust (check `ca`)"
+                    .into()
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                format!("the agent's certificate has expired ({cert})")
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                format!("the agent's certificate is not valid yet ({cert})")
+            }
+            CertificateError::NotValidForName => {
+                "the agent's certificate is not valid for the name dialled (set server_name?)".into()
+            }
+            CertificateError::NotValidForNameContext { expected, presented } => format!(
+                "the agent's certificate is not valid for {expected:?}: it names {} (set server_name?)",
+                presented.join(", ")
+            ),
+            CertificateError::ApplicationVerificationFailure => {
+                "the agent's certificate does not match the pinned fingerprint".into()
+            }
+            CertificateError::BadSignature => {
+                "the agent's certificate does not verify against the trusted CA (signed by another CA of the same name?)".into()
+            }
+            CertificateError::BadEncoding => {
+                format!("the agent's certificate is damaged ({cert})")
+            }
+            other => format!("the agent's certificate was rejected: {other}"),
+        },
+        E::AlertReceived(AlertDescription::CertificateRequired) => {
+            "the agent requires a client certificate (set cert and key)".into()
+        }
+        E::AlertReceived(
+            AlertDescription::BadCertificate
+            | AlertDescription::UnknownCA
+            | AlertDescription::CertificateUnknown,
+        ) => "the agent rejected this client's certificate (not signed by its client CA?)".into(),
+        E::AlertReceived(AlertDescription::CertificateExpired) => {
+            "the agent rejected this client's certificate: it has expired".into()
+        }
+        E::NoApplicationProtocol => "the server does not speak HTTP/2: is it a vigie agent?".into(),
+        E::InvalidMessage(_) => {
+            "the server did not answer with TLS: is the agent running without TLS?".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Checks the agent's certificate against the CA, the pinned fingerprint,
+/// or both.
+#[derive(Debug)]
+struct Verifier {
+    ca: Option<Arc<WebPkiServerVerifier>>,
+    pin: Option<[u8; 32]>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(pin) = &self.pin {
+            let actual: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+            if &actual != pin {
+                return Err(rustls::Error::InvalidCertificate(
+                    CertificateError::ApplicationVerificationFailure,
+                ));
+            }
+        }
+        match &self.ca {
+            Some(ca) => {
+                ca.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            }
+            // Pinned: the exact certificate is trusted, whatever its issuer
+            // or names (the handshake signature is still checked below).
+            None => Ok(ServerCertVerified::assertion()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A connection with or without TLS; a TLS one may start with bytes read
+/// while connecting, which are handed out first.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>, Bytes),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(_, prefetched) if !prefetched.is_empty() => {
+                let n = prefetched.len().min(buf.remaining());
+                buf.put_slice(&prefetched.split_to(n));
+                Poll::Ready(Ok(()))
+            }
+            Stream::Tls(s, _) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s, _) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s, _) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s, _) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s, _) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s, _) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_not_sent_in_plaintext_beyond_loopback() {
+        let settings = ConnectionSettings {
+            token: Some(super::super::config::Secret::new("vgt_x")),
+            ..ConnectionSettings::default()
+        };
+        let remote = Address {
+            host: "192.0.2.10".into(),
+            port: 7421,
+        };
+        let local = Address {
+            host: "127.0.0.1".into(),
+            port: 7421,
+        };
+        assert!(matches!(
+            prepare(&remote, &settings),
+            Err(Error::Settings { .. })
+        ));
+        assert!(prepare(&local, &settings).is_ok());
+        let allowed = ConnectionSettings {
+            insecure_plaintext: Some(true),
+            ..settings
+        };
+        assert!(prepare(&remote, &allowed).is_ok());
+    }
+
+    #[test]
+    fn addresses_print_ipv6_in_brackets() {
+        let v6 = Address {
+            host: "::1".into(),
+            port: 7421,
+        };
+        assert_eq!(v6.to_string(), "[::1]:7421");
+        assert!(v6.is_loopback());
+    }
+}

@@ -1,0 +1,424 @@
+//! `vigie-agent init` and `vigie-agent token add`: everything a newcomer
+//! needs for an encrypted, authenticated agent, made in one command.
+//!
+//! `init` writes into one directory: a CA, a server certificate for this
+//! host's names and addresses, a client certificate, an access file with
+//! one admin token (stored as a hash), an agent config and a client config.
+//! Files that hold secrets are created with mode 0600, and nothing that
+//! exists is ever overwritten.
+
+use std::{
+    fs::OpenOptions,
+    io::Write,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+use super::{
+    auth::{self, AccessFile, CertificateEntry, Role, TokenEntry},
+    config::DEFAULT_PORT,
+};
+
+/// The files `init` writes, by name inside the directory.
+pub mod files {
+    /// The CA certificate (public).
+    pub const CA: &str = "ca.pem";
+    /// The CA's private key (secret).
+    pub const CA_KEY: &str = "ca-key.pem";
+    /// The agent's certificate.
+    pub const AGENT_CERT: &str = "agent.pem";
+    /// The agent's private key (secret).
+    pub const AGENT_KEY: &str = "agent-key.pem";
+    /// The admin client certificate.
+    pub const CLIENT_CERT: &str = "client.pem";
+    /// The admin client's private key (secret).
+    pub const CLIENT_KEY: &str = "client-key.pem";
+    /// The access file.
+    pub const ACCESS: &str = "access.toml";
+    /// The agent config.
+    pub const AGENT_CONFIG: &str = "agent.toml";
+    /// The client config (holds the admin token: secret).
+    pub const CLIENT_CONFIG: &str = "client.toml";
+    /// Where the agent config sends the audit log.
+    pub const AUDIT_LOG: &str = "audit.jsonl";
+}
+
+/// Why `init` or `token add` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// A file to create exists already.
+    #[error("{0} exists already: init never overwrites files (choose another --dir)")]
+    Exists(PathBuf),
+    /// Writing or reading a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Certificate generation failed.
+    #[error("cannot create certificates: {0}")]
+    Certificate(#[from] rcgen::Error),
+    /// A `--name` is neither a DNS name nor an IP address.
+    #[error("invalid --name {0:?}: give a host name or an IP address")]
+    BadName(String),
+    /// The OS random generator failed.
+    #[error("cannot generate a token: {0}")]
+    Random(String),
+    /// The access file is unusable.
+    #[error(transparent)]
+    Access(#[from] auth::AccessFileError),
+    /// The name is taken.
+    #[error("a token named {0:?} exists already in the access file")]
+    DuplicateName(String),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> InitError + '_ {
+    move |source| InitError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What `init` made.
+#[derive(Debug)]
+pub struct Initialized {
+    /// The admin token (shown once; only its hash is stored).
+    pub admin_token: String,
+    /// Every file written.
+    pub files: Vec<PathBuf>,
+    /// The names and addresses the server certificate is valid for.
+    pub server_names: Vec<String>,
+    /// The server certificate's fingerprint, for clients that pin it.
+    pub fingerprint: String,
+}
+
+/// Creates the CA, certificates, access file and configs in `dir`.
+///
+/// `extra_names` are added to the server certificate besides this host's
+/// name, `localhost` and its addresses; `listen` goes into the agent config.
+pub fn init(dir: &Path, extra_names: &[String], listen: &str) -> Result<Initialized, InitError> {
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let path = |name: &str| dir.join(name);
+    for name in [
+        files::CA,
+        files::CA_KEY,
+        files::AGENT_CERT,
+        files::AGENT_KEY,
+        files::CLIENT_CERT,
+        files::CLIENT_KEY,
+        files::ACCESS,
+        files::AGENT_CONFIG,
+        files::CLIENT_CONFIG,
+    ] {
+        if path(name).exists() {
+            return Err(InitError::Exists(path(name)));
+        }
+    }
+
+    let hostname = super::system::hostname();
+    let (ca_params, ca_key) = ca_params(&hostname)?;
+    let ca_cert = ca_params.clone().self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, &ca_key);
+
+    let server_names = server_names(&hostname, extra_names)?;
+    let agent_key = KeyPair::generate()?;
+    let agent_cert = leaf_params(
+        &hostname,
+        &server_names,
+        ExtendedKeyUsagePurpose::ServerAuth,
+    )?
+    .signed_by(&agent_key, &issuer)?;
+
+    let client_key = KeyPair::generate()?;
+    let client_cert = leaf_params("vigie-admin", &[], ExtendedKeyUsagePurpose::ClientAuth)?
+        .signed_by(&client_key, &issuer)?;
+
+    let admin_token = auth::generate_token().map_err(|e| InitError::Random(e.to_string()))?;
+    let access = AccessFile {
+        tokens: vec![TokenEntry {
+            name: "admin".into(),
+            role: Role::Admin,
+            sha256: auth::hash_token(&admin_token),
+        }],
+        certificates: vec![CertificateEntry {
+            subject: "CN=vigie-admin".into(),
+            role: Role::Admin,
+        }],
+    };
+
+    let agent_config = format!(
+        "# vigie agent configuration written by `vigie-agent init`.\n\
+         # Relative paths are relative to this file. Start the agent with\n\
+         #   vigie-agent --config {config}\n\
+         listen = \"{listen}\"\n\
+         tls_cert = \"{cert}\"\n\
+         tls_key = \"{key}\"\n\
+         # Clients must present a certificate signed by this CA (mutual TLS).\n\
+         # Remove this line to accept bearer tokens alone.\n\
+         client_ca = \"{ca}\"\n\
+         access_file = \"{access}\"\n\
+         audit_log = \"{audit}\"\n",
+        config = path(files::AGENT_CONFIG).display(),
+        cert = files::AGENT_CERT,
+        key = files::AGENT_KEY,
+        ca = files::CA,
+        access = files::ACCESS,
+        audit = files::AUDIT_LOG,
+    );
+    let client_config = client_config_text(
+        &admin_token,
+        files::CLIENT_CERT,
+        files::CLIENT_KEY,
+        "the admin",
+    );
+
+    let mut written = Vec::new();
+    let mut write = |name: &str, contents: &[u8], secret: bool| -> Result<(), InitError> {
+        write_new(&path(name), contents, secret)?;
+        written.push(path(name));
+        Ok(())
+    };
+    write(files::CA, ca_cert.pem().as_bytes(), false)?;
+    write(files::CA_KEY, ca_key.serialize_pem().as_bytes(), true)?;
+    write(files::AGENT_CERT, agent_cert.pem().as_bytes(), false)?;
+    write(files::AGENT_KEY, agent_key.serialize_pem().as_bytes(), true)?;
+    write(files::CLIENT_CERT, client_cert.pem().as_bytes(), false)?;
+    write(
+        files::CLIENT_KEY,
+        client_key.serialize_pem().as_bytes(),
+        true,
+    )?;
+    write(files::ACCESS, access_text(&access).as_bytes(), true)?;
+    write(files::AGENT_CONFIG, agent_config.as_bytes(), false)?;
+    write(files::CLIENT_CONFIG, client_config.as_bytes(), true)?;
+    Ok(Initialized {
+        admin_token,
+        files: written,
+        server_names,
+        fingerprint: crate::tls::fingerprint(agent_cert.der()),
+    })
+}
+
+/// What `token add` made.
+#[derive(Debug)]
+pub struct TokenAdded {
+    /// The new token (shown once).
+    pub token: String,
+    /// A client config for its holder, when one was written.
+    pub client_config: Option<PathBuf>,
+}
+
+/// Adds a token for `name` with `role` to the access file. When the CA key
+/// of `init` sits beside the access file, also issues a client certificate
+/// for `name` and writes a client config for it (`client-NAME.toml`), so
+/// the new user can connect to an agent that requires mutual TLS.
+pub fn add_token(access_path: &Path, name: &str, role: Role) -> Result<TokenAdded, InitError> {
+    let mut access = AccessFile::load(access_path)?;
+    if access.tokens.iter().any(|t| t.name == name) {
+        return Err(InitError::DuplicateName(name.to_owned()));
+    }
+    let token = auth::generate_token().map_err(|e| InitError::Random(e.to_string()))?;
+    access.tokens.push(TokenEntry {
+        name: name.to_owned(),
+        role,
+        sha256: auth::hash_token(&token),
+    });
+
+    let dir = access_path.parent().unwrap_or(Path::new("."));
+    let ca_key_path = dir.join(files::CA_KEY);
+    let mut client_config = None;
+    if ca_key_path.exists() {
+        let ca_key_pem = std::fs::read_to_string(&ca_key_path).map_err(io_error(&ca_key_path))?;
+        let ca_key = KeyPair::from_pem(&ca_key_pem)?;
+        // The issuer's name must be the CA's: read it from the CA certificate.
+        let ca_pem_path = dir.join(files::CA);
+        let ca_pem = std::fs::read_to_string(&ca_pem_path).map_err(io_error(&ca_pem_path))?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, &ca_key)?;
+        let key = KeyPair::generate()?;
+        let common_name = format!("vigie-{name}");
+        let cert = leaf_params(&common_name, &[], ExtendedKeyUsagePurpose::ClientAuth)?
+            .signed_by(&key, &issuer)?;
+        let cert_name = format!("client-{name}.pem");
+        let key_name = format!("client-{name}-key.pem");
+        let config_name = format!("client-{name}.toml");
+        write_new(&dir.join(&cert_name), cert.pem().as_bytes(), false)?;
+        write_new(&dir.join(&key_name), key.serialize_pem().as_bytes(), true)?;
+        let text = client_config_text(&token, &cert_name, &key_name, name);
+        write_new(&dir.join(&config_name), text.as_bytes(), true)?;
+        access.certificates.push(CertificateEntry {
+            subject: format!("CN={common_name}"),
+            role,
+        });
+        client_config = Some(dir.join(config_name));
+    }
+    replace_file(access_path, access_text(&access).as_bytes())?;
+    Ok(TokenAdded {
+        token,
+        client_config,
+    })
+}
+
+fn client_config_text(token: &str, cert: &str, key: &str, whom: &str) -> String {
+    format!(
+        "# vigie client configuration for {whom}, written by vigie-agent.\n\
+         # It holds a secret token: keep it private (mode 0600).\n\
+         # Relative paths are relative to this file.\n\
+         [defaults]\n\
+         ca = \"{ca}\"\n\
+         cert = \"{cert}\"\n\
+         key = \"{key}\"\n\
+         token = \"{token}\"\n",
+        ca = files::CA,
+    )
+}
+
+fn access_text(access: &AccessFile) -> String {
+    let body = toml::to_string(access).unwrap_or_default();
+    format!(
+        "# Who may call this agent. Tokens are stored as SHA-256 hashes only.\n\
+         # Add one with: vigie-agent token add --access FILE --name NAME --role ROLE\n\
+         # Roles: viewer (read), operator (+ Execute, SignalProcess), admin (+ Shutdown, Restart).\n\n\
+         {body}"
+    )
+}
+
+fn ca_params(hostname: &str) -> Result<(CertificateParams, KeyPair), InitError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    let mut name = DistinguishedName::new();
+    // A random suffix keeps two CAs made on the same host apart: clients
+    // find a certificate's issuer by name.
+    let mut suffix = [0u8; 4];
+    getrandom::fill(&mut suffix).map_err(|e| InitError::Random(e.to_string()))?;
+    name.push(
+        DnType::CommonName,
+        format!("vigie CA ({hostname}) {}", hex::encode(suffix)),
+    );
+    params.distinguished_name = name;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    set_validity(&mut params, 3650);
+    Ok((params, key))
+}
+
+fn leaf_params(
+    common_name: &str,
+    names: &[String],
+    usage: ExtendedKeyUsagePurpose,
+) -> Result<CertificateParams, InitError> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    params.subject_alt_names = names
+        .iter()
+        .map(|n| match n.parse::<IpAddr>() {
+            Ok(ip) => Ok(SanType::IpAddress(ip)),
+            Err(_) => Ok(SanType::DnsName(
+                n.clone()
+                    .try_into()
+                    .map_err(|_| InitError::BadName(n.clone()))?,
+            )),
+        })
+        .collect::<Result<_, InitError>>()?;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![usage];
+    set_validity(&mut params, 825);
+    Ok(params)
+}
+
+/// Valid from a day ago (clocks differ) for `days` days.
+fn set_validity(params: &mut CertificateParams, days: i64) {
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(days);
+}
+
+/// This host's name, `localhost`, every address of the host, and the
+/// extra names, without repeats.
+fn server_names(hostname: &str, extra: &[String]) -> Result<Vec<String>, InitError> {
+    let mut names = vec![hostname.to_owned(), "localhost".to_owned()];
+    names.extend(["127.0.0.1".to_owned(), "::1".to_owned()]);
+    if let Ok(networks) = sysinfo::Networks::new_with_refreshed_list() {
+        for (_, data) in networks.iter() {
+            for network in data.ip_networks() {
+                // Link-local IPv6 addresses need a zone and are never dialled.
+                let link_local =
+                    matches!(network.addr, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
+                if !link_local {
+                    names.push(network.addr.to_string());
+                }
+            }
+        }
+    }
+    for name in extra {
+        let valid = name.parse::<IpAddr>().is_ok()
+            || (!name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '*'));
+        if !valid {
+            return Err(InitError::BadName(name.clone()));
+        }
+        names.push(name.clone());
+    }
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| seen.insert(n.clone()));
+    Ok(names)
+}
+
+/// Creates a file that must not exist yet, with mode 0600 for secrets.
+fn write_new(path: &Path, contents: &[u8], secret: bool) -> Result<(), InitError> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, if secret { 0o600 } else { 0o644 });
+    let mut file = options.open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            InitError::Exists(path.to_owned())
+        } else {
+            InitError::Io {
+                path: path.to_owned(),
+                source: e,
+            }
+        }
+    })?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(io_error(path))
+}
+
+/// Replaces a secret file atomically: a temporary file in the same
+/// directory (mode 0600), then a rename, so the agent never reads half a
+/// file and a crash leaves the old one.
+fn replace_file(path: &Path, contents: &[u8]) -> Result<(), InitError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut temp = tempfile::Builder::new()
+        .prefix(".access-")
+        .permissions(secret_permissions())
+        .tempfile_in(dir)
+        .map_err(io_error(dir))?;
+    temp.write_all(contents)
+        .and_then(|()| temp.as_file().sync_all())
+        .map_err(io_error(path))?;
+    temp.persist(path).map_err(|e| InitError::Io {
+        path: path.to_owned(),
+        source: e.error,
+    })?;
+    Ok(())
+}
+
+fn secret_permissions() -> std::fs::Permissions {
+    std::os::unix::fs::PermissionsExt::from_mode(0o600)
+}
+
+/// The default listen address of a TLS agent made by `init`.
+pub fn default_listen() -> String {
+    format!("0.0.0.0:{DEFAULT_PORT}")
+}

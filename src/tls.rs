@@ -1,0 +1,49 @@
+//! Certificate fingerprints, as the agent prints them and clients pin them.
+
+use sha2::{Digest, Sha256};
+
+/// Parses "sha256:AB:CD…" or plain hex into the 32 bytes of a SHA-256.
+pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
+    let hex_digits: String = text
+        .trim()
+        .trim_start_matches("sha256:")
+        .trim_start_matches("SHA256:")
+        .chars()
+        .filter(|c| *c != ':')
+        .collect();
+    let bytes =
+        hex::decode(&hex_digits).map_err(|_| format!("fingerprint {text:?} is not hexadecimal"))?;
+    bytes
+        .try_into()
+        .map_err(|_| format!("fingerprint {text:?} is not 32 bytes (a SHA-256)"))
+}
+
+/// The fingerprint of a certificate as vigie prints it: "sha256:" and hex.
+pub fn fingerprint(cert_der: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(cert_der)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_parse_in_common_spellings() {
+        let hex = "ab".repeat(32);
+        let with_colons = (0..32).map(|_| "AB").collect::<Vec<_>>().join(":");
+        for text in [
+            hex.clone(),
+            format!("sha256:{hex}"),
+            format!("SHA256:{with_colons}"),
+        ] {
+            assert_eq!(parse_fingerprint(&text), Ok([0xab; 32]), "{text}");
+        }
+        assert!(parse_fingerprint("sha256:abcd").is_err());
+        assert!(parse_fingerprint("not hex").is_err());
+        let printed = fingerprint(b"certificate");
+        assert_eq!(
+            parse_fingerprint(&printed).map(hex::encode),
+            Ok(printed[7..].to_owned())
+        );
+    }
+}
