@@ -7,6 +7,7 @@
 //!   [`convert`] maps it to and from the wire types in [`proto`].
 
 pub mod client;
+pub mod clock;
 pub mod command;
 pub mod convert;
 pub mod proto;

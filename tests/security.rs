@@ -807,6 +807,7 @@ async fn a_newcomer_goes_from_init_to_an_authenticated_tls_connection() -> TestR
         client.connection_info().await?.identity,
         "cert:CN=vigie-dave"
     );
+    assert_eq!(agent.stop().await.and_then(|s| s.code()), Some(0));
     Ok(())
 }
 

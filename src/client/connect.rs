@@ -306,11 +306,12 @@ async fn dial(prepared: &Prepared) -> Result<Stream, DialError> {
 }
 
 /// Why dialling an agent failed, in words a user can act on.
+/// The address is not repeated here: the errors that carry these name it.
 #[derive(Debug, thiserror::Error)]
 enum DialError {
-    #[error("cannot reach {0}: {1}")]
+    #[error("{1}")]
     Tcp(String, io::Error),
-    #[error("TLS handshake with {0} failed: {1}")]
+    #[error("TLS handshake failed: {1}")]
     Tls(String, String),
 }
 

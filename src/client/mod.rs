@@ -3,8 +3,13 @@
 //! `crate::command`) and [`Error`], never raw proto types.
 
 pub mod agent;
+pub mod cli;
 pub mod config;
 pub mod connect;
+pub mod fleet;
+pub mod group;
+pub mod history;
+pub mod hosts;
 
 pub use agent::{AgentClient, Collected, EventStream, MetricsStream};
 pub use config::{ClientConfig, ConnectionSettings, Secret};
@@ -62,7 +67,12 @@ impl Error {
         use std::error::Error as _;
         if let Some(source) = status.source() {
             let mut reason = connect::explain_chain(source);
-            if !tls {
+            // A plaintext client talking to a TLS agent sees the connection
+            // torn down or garbage frames, never a refusal: hint only then.
+            let torn = ["broken pipe", "reset", "closed", "protocol error", "frame"]
+                .iter()
+                .any(|word| reason.contains(word));
+            if !tls && torn {
                 reason.push_str(" (if the agent uses TLS, configure `ca` or `fingerprint`)");
             }
             return Self::Transport {
@@ -74,16 +84,23 @@ impl Error {
     }
 }
 
-/// An error and its causes, joined with ": ".
+/// An error and its causes, joined with ": ", leaving out tonic's bare
+/// "transport error" and causes whose text an outer one already shows.
 pub(crate) fn causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(error);
+    while let Some(e) = current {
+        let text = e.to_string();
+        if text != "transport error" && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = e.source();
     }
-    text
+    if parts.is_empty() {
+        error.to_string()
+    } else {
+        parts.join(": ")
+    }
 }
 
 impl Error {

@@ -330,29 +330,53 @@ impl AccessFile {
 #[derive(Debug)]
 pub struct AccessList {
     path: PathBuf,
-    current: RwLock<(Option<SystemTime>, AccessFile)>,
+    current: RwLock<(Option<FileVersion>, AccessFile)>,
+}
+
+/// What tells two versions of a file apart. Timestamps alone are too
+/// coarse (they advance by kernel ticks), so the inode, which an atomic
+/// replace changes, and the size count too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileVersion {
+    device: u64,
+    inode: u64,
+    size: u64,
+    modified: Option<SystemTime>,
+    changed_ns: i64,
+}
+
+impl FileVersion {
+    fn of(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        Some(Self {
+            device: meta.dev(),
+            inode: meta.ino(),
+            size: meta.size(),
+            modified: meta.modified().ok(),
+            changed_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+        })
+    }
 }
 
 impl AccessList {
     /// Loads the file; it must be valid at start.
     pub fn load(path: &Path) -> Result<Self, AccessFileError> {
-        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let version = FileVersion::of(path);
         let file = AccessFile::load(path)?;
         Ok(Self {
             path: path.to_owned(),
-            current: RwLock::new((modified, file)),
+            current: RwLock::new((version, file)),
         })
     }
 
     /// The current entries, reloading the file first if it changed. A file
     /// that became invalid is reported and the previous entries stay.
     pub fn get(&self) -> AccessFile {
-        let modified = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
+        let version = FileVersion::of(&self.path);
         {
             let current = self.current.read().unwrap_or_else(|e| e.into_inner());
-            if current.0 == modified {
+            if current.0 == version {
                 return current.1.clone();
             }
         }
@@ -360,11 +384,11 @@ impl AccessList {
         match AccessFile::load(&self.path) {
             Ok(file) => {
                 tracing::info!(path = %self.path.display(), "access file reloaded");
-                *current = (modified, file);
+                *current = (version, file);
             }
             Err(e) => {
                 tracing::error!(error = %e, "keeping the previous access list");
-                current.0 = modified;
+                current.0 = version;
             }
         }
         current.1.clone()

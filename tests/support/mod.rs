@@ -265,6 +265,13 @@ impl BinaryAgent {
         }
     }
 
+    /// Stops the agent (SIGTERM) and waits for it while the test's runtime
+    /// keeps running, so its clients can close their connections.
+    pub async fn stop(mut self) -> Option<std::process::ExitStatus> {
+        self.terminate();
+        self.wait_exit(Duration::from_secs(10)).await
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         let _ = std::process::Command::new("kill")

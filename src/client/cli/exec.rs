@@ -1,0 +1,524 @@
+//! `vigie exec`: one command on many hosts, with live output.
+//!
+//! Each line is printed as it arrives, prefixed by its host (stdout on
+//! stdout, stderr on stderr); with one host the prefix is left out, as with
+//! ssh. `-b` gathers the output and shows hosts with identical results
+//! once, like `clush -b`. Ctrl-C cancels the command on every agent, which
+//! kills it, and waits for them to confirm.
+
+use std::{
+    collections::HashMap,
+    io::Write,
+    path::PathBuf,
+    process::ExitCode,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::{CliError, Context, output::Printer};
+use crate::{
+    client::{
+        fleet::{HostOutcome, HostResult, RunEvent, RunOptions, Summary},
+        group,
+        history::{Entry, HostRecord},
+    },
+    command::{ExecRequest, OutputStream, Shell},
+};
+
+/// Arguments of `vigie exec`.
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    /// Gather output: hosts with identical output and status are shown
+    /// once, with their names (like clush -b).
+    #[arg(short = 'b', long = "gather")]
+    pub gather: bool,
+
+    /// Time limit per host (e.g. 30s, 5m); the command is killed after it.
+    #[arg(short, long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// File whose bytes go to the command's standard input ("-": this
+    /// program's standard input).
+    #[arg(long, value_name = "FILE")]
+    pub stdin: Option<PathBuf>,
+
+    /// Run the words directly, without a shell.
+    #[arg(long)]
+    pub no_shell: bool,
+
+    /// The command; its words are joined with spaces, as ssh does. OS
+    /// prefixes work: DOS:dir, Linux:ls -la, Powershell:Get-Process.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
+}
+
+pub(super) async fn run(
+    context: &Context,
+    args: ExecArgs,
+    printer: &Printer,
+) -> Result<ExitCode, CliError> {
+    let stdin = match &args.stdin {
+        None => Bytes::new(),
+        Some(path) if path.as_os_str() == "-" => {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+                .map_err(|e| CliError::Usage(format!("cannot read stdin: {e}")))?;
+            Bytes::from(bytes)
+        }
+        Some(path) => Bytes::from(
+            std::fs::read(path).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?,
+        ),
+    };
+    let request = ExecRequest {
+        command: args.command.join(" "),
+        shell: if args.no_shell {
+            Shell::None
+        } else {
+            Shell::Default
+        },
+        argv: if args.no_shell {
+            args.command.clone()
+        } else {
+            Vec::new()
+        },
+        stdin,
+        ..ExecRequest::default()
+    };
+    Ok(execute(context, request, args.gather, args.timeout, printer).await)
+}
+
+/// What is kept of one host's output.
+#[derive(Default)]
+struct HostOutput {
+    /// Everything, in arrival order (for -b and for the history).
+    all: Vec<u8>,
+    /// The unfinished last line of each stream, printed when it ends.
+    partial: [Vec<u8>; 2],
+}
+
+/// Runs a request on the selected hosts and prints everything; returns the
+/// exit code. Also used to re-run a history entry.
+pub(super) async fn execute(
+    context: &Context,
+    request: ExecRequest,
+    gather: bool,
+    deadline: Option<Duration>,
+    printer: &Printer,
+) -> ExitCode {
+    let started = Instant::now();
+    let started_at = SystemTime::now();
+    let single = context.selection.len() == 1;
+    let mut run = context.fleet.exec(
+        &context.selection,
+        request.clone(),
+        RunOptions {
+            concurrency: context.concurrency,
+            deadline,
+        },
+    );
+    let progress = if gather {
+        printer.progress(context.selection.len(), "running")
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut outputs: HashMap<usize, HostOutput> = HashMap::new();
+    let mut results: Vec<(usize, HostResult)> = Vec::new();
+    let mut summary = Summary::default();
+    let mut interrupted = false;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+
+    loop {
+        let event = tokio::select! {
+            event = run.events.recv() => event,
+            _ = &mut ctrl_c, if !interrupted => {
+                interrupted = true;
+                run.cancel();
+                progress.suspend(|| printer.note("vigie: cancelling on every host…"));
+                continue;
+            }
+        };
+        let Some(event) = event else { break };
+        match event {
+            RunEvent::Started { .. } => {}
+            RunEvent::Output { host, stream, data } => {
+                let kept = outputs.entry(host).or_default();
+                kept.all.extend_from_slice(&data);
+                if !gather {
+                    print_lines(context, printer, host, stream, &data, kept, single);
+                }
+            }
+            RunEvent::Finished { host, result } => {
+                if !gather {
+                    let kept = outputs.entry(host).or_default();
+                    flush_partial(context, printer, host, kept, single);
+                    report(context, printer, host, &result, single);
+                }
+                summary.add(&result.outcome);
+                progress.inc(1);
+                results.push((host, result));
+            }
+        }
+    }
+    progress.finish_and_clear();
+
+    results.sort_by_key(|(host, _)| *host);
+    if gather {
+        print_groups(context, printer, &results, &outputs);
+    }
+    let elapsed = started.elapsed();
+    if printer.json {
+        printer.json_line(&SummaryLine {
+            kind: "summary",
+            summary,
+            duration_ms: elapsed.as_millis() as u64,
+        });
+    } else if !single || gather {
+        printer.note(&format!(
+            "{} ok, {} failed, {} skipped, {} unreachable{} in {}",
+            printer.status(true, &summary.ok.to_string()),
+            printer.status(summary.failed == 0, &summary.failed.to_string()),
+            summary.skipped,
+            printer.status(summary.unreachable == 0, &summary.unreachable.to_string()),
+            if summary.cancelled > 0 {
+                format!(", {} cancelled", summary.cancelled)
+            } else {
+                String::new()
+            },
+            super::output::duration(elapsed),
+        ));
+    }
+    record_history(context, printer, &request, started_at, &results, &outputs);
+
+    if interrupted {
+        return ExitCode::from(130);
+    }
+    if single {
+        // Like ssh: the remote exit status, or 255 when it did not run.
+        return match results.first().map(|(_, r)| &r.outcome) {
+            Some(HostOutcome::Exited(exit)) => {
+                ExitCode::from(u8::try_from(exit.exit_code).unwrap_or(1))
+            }
+            Some(HostOutcome::Skipped(_)) => ExitCode::SUCCESS,
+            _ => ExitCode::from(255),
+        };
+    }
+    if summary.all_good() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+#[derive(Serialize)]
+struct SummaryLine {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    summary: Summary,
+    duration_ms: u64,
+}
+
+#[derive(Serialize)]
+struct OutputLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    host: &'a str,
+    stream: OutputStream,
+    text: String,
+}
+
+/// The JSON form of one host's result.
+#[derive(Serialize)]
+pub(super) struct ResultLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    host: &'a str,
+    status: &'static str,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    timed_out: bool,
+    truncated: bool,
+    duration_ms: u64,
+    error: Option<String>,
+}
+
+impl<'a> ResultLine<'a> {
+    pub(super) fn new(host: &'a str, result: &HostResult) -> Self {
+        let (exit_code, signal, timed_out, truncated, error) = match &result.outcome {
+            HostOutcome::Exited(exit) => (
+                Some(exit.exit_code),
+                exit.signal,
+                exit.timed_out,
+                exit.truncated,
+                None,
+            ),
+            HostOutcome::Failed(e) | HostOutcome::Skipped(e) | HostOutcome::Unreachable(e) => {
+                (None, None, false, false, Some(e.clone()))
+            }
+            HostOutcome::Cancelled => (None, None, false, false, Some("cancelled".into())),
+        };
+        Self {
+            kind: "result",
+            host,
+            status: result.outcome.kind(),
+            exit_code,
+            signal,
+            timed_out,
+            truncated,
+            duration_ms: result.duration.as_millis() as u64,
+            error,
+        }
+    }
+}
+
+fn stream_index(stream: OutputStream) -> usize {
+    match stream {
+        OutputStream::Stdout => 0,
+        OutputStream::Stderr => 1,
+    }
+}
+
+/// Prints the complete lines of a chunk; the unfinished end waits for the
+/// rest of its line.
+fn print_lines(
+    context: &Context,
+    printer: &Printer,
+    host: usize,
+    stream: OutputStream,
+    data: &[u8],
+    kept: &mut HostOutput,
+    single: bool,
+) {
+    let partial = &mut kept.partial[stream_index(stream)];
+    partial.extend_from_slice(data);
+    let Some(end) = partial.iter().rposition(|b| *b == b'\n') else {
+        return;
+    };
+    let complete: Vec<u8> = partial.drain(..=end).collect();
+    emit(context, printer, host, stream, &complete, single);
+}
+
+fn flush_partial(
+    context: &Context,
+    printer: &Printer,
+    host: usize,
+    kept: &mut HostOutput,
+    single: bool,
+) {
+    for (index, stream) in [(0, OutputStream::Stdout), (1, OutputStream::Stderr)] {
+        let mut rest = std::mem::take(&mut kept.partial[index]);
+        if !rest.is_empty() {
+            rest.push(b'\n');
+            emit(context, printer, host, stream, &rest, single);
+        }
+    }
+}
+
+/// Writes whole lines, prefixed by the host unless it is the only one.
+fn emit(
+    context: &Context,
+    printer: &Printer,
+    host: usize,
+    stream: OutputStream,
+    lines: &[u8],
+    single: bool,
+) {
+    let name = context.name(host);
+    if printer.json {
+        for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            printer.json_line(&OutputLine {
+                kind: "output",
+                host: name,
+                stream,
+                text: String::from_utf8_lossy(line).into_owned(),
+            });
+        }
+        return;
+    }
+    let mut out: Box<dyn Write> = match stream {
+        OutputStream::Stdout => Box::new(std::io::stdout().lock()),
+        OutputStream::Stderr => Box::new(std::io::stderr().lock()),
+    };
+    if single {
+        // Bytes exactly as the command wrote them, as ssh shows them.
+        let _ = out.write_all(lines);
+        return;
+    }
+    let prefix = format!("{}: ", printer.host(name));
+    let mut buffer = Vec::with_capacity(lines.len() + 32);
+    for line in lines.split_inclusive(|b| *b == b'\n') {
+        buffer.extend_from_slice(prefix.as_bytes());
+        buffer.extend_from_slice(line);
+    }
+    let _ = out.write_all(&buffer);
+}
+
+/// One line per host that did not simply succeed (or for every host in
+/// JSON mode).
+fn report(context: &Context, printer: &Printer, host: usize, result: &HostResult, single: bool) {
+    let name = context.name(host);
+    if printer.json {
+        printer.json_line(&ResultLine::new(name, result));
+        return;
+    }
+    let text = describe(&result.outcome);
+    let Some(text) = text else { return };
+    let prefix = if single {
+        "vigie".to_owned()
+    } else {
+        printer.host(name)
+    };
+    let ok = matches!(result.outcome, HostOutcome::Skipped(_));
+    printer.note(&format!("{prefix}: {}", printer.status(ok, &text)));
+}
+
+/// A short description of an outcome that deserves one; None for success.
+pub(super) fn describe(outcome: &HostOutcome) -> Option<String> {
+    match outcome {
+        HostOutcome::Exited(exit) if exit.success() && !exit.truncated => None,
+        HostOutcome::Exited(exit) => {
+            let mut text = match exit.signal {
+                Some(signal) => format!("killed by {}", crate::command::signal_name(signal)),
+                None => format!("exit {}", exit.exit_code),
+            };
+            if exit.timed_out {
+                text.push_str(" (timed out)");
+            }
+            if exit.truncated {
+                text.push_str(" (output truncated at the agent's cap)");
+            }
+            Some(text)
+        }
+        HostOutcome::Failed(e) => Some(format!("failed: {e}")),
+        HostOutcome::Skipped(e) => Some(format!("skipped: {e}")),
+        HostOutcome::Unreachable(e) => Some(format!("unreachable: {e}")),
+        HostOutcome::Cancelled => Some("cancelled".into()),
+    }
+}
+
+/// The status part of a group's key: what -b compares besides the output.
+fn status_key(outcome: &HostOutcome) -> String {
+    describe(outcome).unwrap_or_else(|| "exit 0".into())
+}
+
+fn print_groups(
+    context: &Context,
+    printer: &Printer,
+    results: &[(usize, HostResult)],
+    outputs: &HashMap<usize, HostOutput>,
+) {
+    let empty = Vec::new();
+    let groups = group::group_by(results.iter().map(|(host, result)| {
+        let output = outputs.get(host).map_or(&empty, |o| &o.all);
+        (
+            context.name(*host).to_owned(),
+            (output.clone(), status_key(&result.outcome)),
+        )
+    }));
+    for group in groups {
+        let (output, status) = &group.key;
+        let hosts = group::compact(&group.hosts);
+        if printer.json {
+            #[derive(Serialize)]
+            struct GroupLine<'a> {
+                #[serde(rename = "type")]
+                kind: &'static str,
+                hosts: &'a [String],
+                hosts_compact: &'a str,
+                status: &'a str,
+                output: String,
+            }
+            printer.json_line(&GroupLine {
+                kind: "group",
+                hosts: &group.hosts,
+                hosts_compact: &hosts,
+                status,
+                output: String::from_utf8_lossy(output).into_owned(),
+            });
+            continue;
+        }
+        let rule = printer.dim(&"-".repeat(hosts.chars().count().clamp(16, 72)));
+        let ok = status == "exit 0";
+        printer.line(&rule);
+        printer.line(&format!(
+            "{} ({}) {}",
+            printer.bold(&hosts),
+            group.hosts.len(),
+            printer.status(ok, status)
+        ));
+        printer.line(&rule);
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(output);
+        if !output.is_empty() && !output.ends_with(b"\n") {
+            let _ = out.write_all(b"\n");
+        }
+    }
+}
+
+fn record_history(
+    context: &Context,
+    printer: &Printer,
+    request: &ExecRequest,
+    started_at: SystemTime,
+    results: &[(usize, HostResult)],
+    outputs: &HashMap<usize, HostOutput>,
+) {
+    let Some(history) = &context.history else {
+        return;
+    };
+    let entry = Entry {
+        time_ms: started_at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+        command: request.command_line(),
+        targets: context
+            .selection
+            .iter()
+            .map(|&i| context.name(i).to_owned())
+            .collect(),
+        results: results
+            .iter()
+            .map(|(host, result)| {
+                history_record(
+                    context.name(*host),
+                    result,
+                    outputs.get(host).map(|o| o.all.as_slice()),
+                )
+            })
+            .collect(),
+    };
+    if let Err(e) = history.append(&entry) {
+        printer.note(&format!("vigie: not recorded in the history: {e}"));
+    }
+}
+
+/// A history record of one host's result.
+pub(super) fn history_record(name: &str, result: &HostResult, output: Option<&[u8]>) -> HostRecord {
+    let (exit_code, signal, error) = match &result.outcome {
+        HostOutcome::Exited(exit) => (Some(exit.exit_code), exit.signal, None),
+        HostOutcome::Failed(e) | HostOutcome::Skipped(e) | HostOutcome::Unreachable(e) => {
+            (None, None, Some(e.clone()))
+        }
+        HostOutcome::Cancelled => (None, None, Some("cancelled".into())),
+    };
+    let mut record = HostRecord {
+        host: name.to_owned(),
+        status: result.outcome.kind().to_owned(),
+        exit_code,
+        signal,
+        error,
+        duration_ms: result.duration.as_millis() as u64,
+        output: String::new(),
+        output_truncated: false,
+    };
+    record.keep_output(output.unwrap_or_default());
+    record
+}

@@ -1,0 +1,166 @@
+//! `vigie history`: the commands run before, shared with the desktop client.
+
+use std::{process::ExitCode, time::Duration};
+
+use super::{
+    CliError, Context, Global,
+    output::{self, Printer, table},
+};
+use crate::{client::history::Entry, command::ExecRequest};
+
+/// What to do with the history.
+#[derive(Debug, clap::Subcommand)]
+pub enum HistoryAction {
+    /// The latest entries, newest last.
+    List {
+        /// How many.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        count: usize,
+    },
+    /// One entry with every host's status and the start of its output.
+    Show {
+        /// The entry's number, as `list` shows it.
+        id: usize,
+    },
+    /// Run an entry's command again on the same hosts.
+    Rerun {
+        /// The entry's number.
+        id: usize,
+        /// Gather identical output (like exec -b).
+        #[arg(short = 'b', long = "gather")]
+        gather: bool,
+    },
+}
+
+pub(super) async fn run(
+    global: &Global,
+    context: &Context,
+    action: Option<HistoryAction>,
+    printer: &Printer,
+) -> Result<ExitCode, CliError> {
+    let history = context
+        .history
+        .as_ref()
+        .ok_or_else(|| CliError::Usage("no history location: set HOME or VIGIE_HISTORY".into()))?;
+    let loaded = history.load().map_err(|e| CliError::Usage(e.to_string()))?;
+    if loaded.skipped_lines > 0 && !printer.json {
+        printer.note(&printer.dim(&format!(
+            "vigie: {} unreadable lines in {} were skipped",
+            loaded.skipped_lines,
+            history.path().display()
+        )));
+    }
+    let entries = loaded.entries;
+    let entry = |id: usize| {
+        entries.get(id.wrapping_sub(1)).ok_or_else(|| {
+            CliError::Usage(format!(
+                "no history entry {id} (there are {})",
+                entries.len()
+            ))
+        })
+    };
+    match action.unwrap_or(HistoryAction::List { count: 20 }) {
+        HistoryAction::List { count } => {
+            let start = entries.len().saturating_sub(count);
+            if printer.json {
+                for (i, e) in entries.iter().enumerate().skip(start) {
+                    printer.json_line(&serde_json::json!({"id": i + 1, "entry": e}));
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let rows: Vec<Vec<String>> = entries
+                .iter()
+                .enumerate()
+                .skip(start)
+                .map(|(i, e)| {
+                    vec![
+                        (i + 1).to_string(),
+                        when(e.time_ms),
+                        summarize(e),
+                        crate::client::group::compact(&e.targets),
+                        e.command.clone(),
+                    ]
+                })
+                .collect();
+            table(
+                printer,
+                &["ID", "WHEN", "RESULT", "HOSTS", "COMMAND"],
+                &rows,
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        HistoryAction::Show { id } => {
+            let e = entry(id)?;
+            if printer.json {
+                printer.json_line(&serde_json::json!({"id": id, "entry": e}));
+                return Ok(ExitCode::SUCCESS);
+            }
+            printer.line(&format!(
+                "{} {}  {}",
+                printer.bold(&format!("#{id}")),
+                when(e.time_ms),
+                e.command
+            ));
+            for r in &e.results {
+                let status = match (r.exit_code, r.signal, &r.error) {
+                    (_, Some(signal), _) => format!(
+                        "{} (killed by {})",
+                        r.status,
+                        crate::command::signal_name(signal)
+                    ),
+                    (Some(code), None, _) => format!("{} (exit {code})", r.status),
+                    (None, None, Some(error)) => format!("{}: {error}", r.status),
+                    (None, None, None) => r.status.clone(),
+                };
+                printer.line(&format!(
+                    "{} {} {}",
+                    printer.host(&r.host),
+                    printer.status(r.status == "ok" || r.status == "skipped", &status),
+                    printer.dim(&output::duration(Duration::from_millis(r.duration_ms)))
+                ));
+                for line in r.output.lines() {
+                    printer.line(&format!("    {line}"));
+                }
+                if r.output_truncated {
+                    printer.line(&printer.dim("    … (only the start of the output is kept)"));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        HistoryAction::Rerun { id, gather } => {
+            let e = entry(id)?.clone();
+            if e.command.starts_with('(') {
+                return Err(CliError::Usage(format!(
+                    "entry {id} is a lifecycle action {}: run it with its own command",
+                    e.command
+                )));
+            }
+            let context = Context::for_hosts(global, &e.targets, printer).await?;
+            Ok(
+                super::exec::execute(&context, ExecRequest::new(e.command), gather, None, printer)
+                    .await,
+            )
+        }
+    }
+}
+
+/// "3 ok, 1 failed" style summary of an entry.
+fn summarize(entry: &Entry) -> String {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for r in &entry.results {
+        match counts.iter_mut().find(|(s, _)| *s == r.status) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((r.status.clone(), 1)),
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A time as "YYYY-MM-DD HH:MM:SS" (UTC).
+fn when(time_ms: i64) -> String {
+    crate::clock::utc(time_ms)
+}

@@ -1,0 +1,445 @@
+//! The `vigie` command line: drives a fleet of agents from a hosts file.
+//!
+//! Scripts depend on `vigie --hosts FILE exec -- COMMAND…`,
+//! `vigie --hosts FILE info`, `vigie --hosts FILE hosts check` and `--json`
+//! on each; those names do not change.
+
+mod exec;
+mod history_cmd;
+mod hosts_cmd;
+mod query;
+
+pub mod output;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use self::output::{ColorChoice, Printer};
+use super::{
+    ClientConfig, ConnectionSettings, Secret,
+    fleet::{DEFAULT_CONCURRENCY, Fleet, Selector},
+    history::History,
+    hosts::{self, HostEntry, HostsFile},
+};
+
+/// Drive many vigie agents at once: run commands, read system information,
+/// watch CPU and memory, manage processes and agents.
+#[derive(Debug, Parser)]
+#[command(name = "vigie", version, about, long_about = None, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  vigie info                                   this machine, through an agent started in-process
+  vigie --hosts hosts.csv exec -- uptime       every host of the file
+  vigie --hosts hosts.csv -g web exec -b -- 'systemctl is-active nginx'
+  vigie --hosts hosts.csv -H 'web[1-3]' info ram
+  vigie --config ~/vigie/client.toml -H 10.0.0.5 kill";
+
+/// Options of every command.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Hosts file (CSV or text) [default: `hosts` of the config]
+    #[arg(long, global = true, value_name = "FILE", env = "VIGIE_HOSTS")]
+    pub hosts: Option<PathBuf>,
+
+    /// Client config (TLS, tokens, default hosts file)
+    /// [default: ~/.config/vigie/client.toml when it exists]
+    #[arg(long, global = true, value_name = "FILE", env = "VIGIE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Hosts by name, comma-separated, ranges allowed: web[1-3],db1.
+    /// A name not in the hosts file is taken as an address (host[:port]).
+    #[arg(short = 'H', long = "host", global = true, value_name = "HOSTS")]
+    pub hosts_selected: Vec<String>,
+
+    /// Hosts with this tag (the `tags` column of a CSV hosts file).
+    #[arg(short = 'g', long = "group", global = true, value_name = "TAG")]
+    pub group: Option<String>,
+
+    /// Every host of the file (the default when no -H or -g is given).
+    #[arg(short = 'a', long, global = true)]
+    pub all: bool,
+
+    /// One JSON object per line on stdout, with stable field names.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Hosts contacted at once.
+    #[arg(long, global = true, value_name = "N")]
+    pub concurrency: Option<usize>,
+
+    /// Colours.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+
+    /// Bearer token for every host (overrides the config).
+    #[arg(long, global = true, env = "VIGIE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// CA certificate (PEM) of the agents' certificates; turns TLS on.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for agents that require mutual TLS.
+    #[arg(long, global = true, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// Pinned SHA-256 fingerprint of the agent's certificate; turns TLS on.
+    #[arg(long, global = true, value_name = "SHA256")]
+    pub fingerprint: Option<String>,
+
+    /// Allow tokens in plaintext to non-loopback agents.
+    #[arg(long, global = true)]
+    pub insecure_plaintext: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command on the selected hosts, with live output.
+    Exec(exec::ExecArgs),
+    /// System information: os, ram, cpu, ip, name, disks, uptime, or all.
+    Info {
+        /// What to show [default: a summary line per host].
+        #[arg(value_enum)]
+        what: Option<query::InfoWhat>,
+    },
+    /// Show, edit and check the hosts file.
+    Hosts {
+        #[command(subcommand)]
+        action: hosts_cmd::HostsAction,
+    },
+    /// List processes.
+    Ps {
+        /// Only processes whose name or command line contains this.
+        filter: Option<String>,
+    },
+    /// Send a signal to a process.
+    Signal {
+        /// The process id.
+        pid: i32,
+        /// TERM, KILL, INT, HUP, QUIT, STOP, CONT, USR1 or USR2.
+        #[arg(default_value = "TERM")]
+        signal: crate::types::ProcessSignal,
+    },
+    /// Live CPU and memory of the selected hosts.
+    Watch {
+        /// Time between samples (100ms to 60s).
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// Stop after this many samples per host.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// What each agent sees of this client, and its own state.
+    Conn,
+    /// End this client's session on the selected agents (their commands are killed).
+    Disconnect,
+    /// Stop the selected agents.
+    Kill {
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        yes: bool,
+    },
+    /// Restart the selected agents in place.
+    Reset {
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        yes: bool,
+    },
+    /// Commands run before: list, show one, run one again.
+    History {
+        #[command(subcommand)]
+        action: Option<history_cmd::HistoryAction>,
+    },
+    /// Print a shell completion script.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Why the CLI stopped before doing its work.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A usage or configuration problem.
+    #[error("{0}")]
+    Usage(String),
+    /// The hosts file is unusable.
+    #[error(transparent)]
+    Hosts(#[from] hosts::HostsError),
+    /// The client config is unusable.
+    #[error(transparent)]
+    Config(#[from] super::config::ConfigError),
+    /// The embedded agent did not start.
+    #[error("cannot start the local agent: {0}")]
+    LocalAgent(String),
+}
+
+/// The whole `vigie` program.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("vigie: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(run(cli));
+    // Channels and streams still open close without waiting for agents.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    code
+}
+
+/// Runs one parsed command line; returns the process exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    let printer = Printer::new(cli.global.json, cli.global.color);
+    match dispatch(cli, &printer).await {
+        Ok(code) => code,
+        Err(e) => {
+            printer.note(&format!("vigie: {e}"));
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli, printer: &Printer) -> Result<ExitCode, CliError> {
+    match cli.command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "vigie", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::History { action } => {
+            let context = Context::history_only(&cli.global)?;
+            history_cmd::run(&cli.global, &context, action, printer).await
+        }
+        Command::Hosts { action } => hosts_cmd::run(&cli.global, action, printer).await,
+        command => {
+            let context = Context::new(&cli.global, printer).await?;
+            match command {
+                Command::Exec(args) => exec::run(&context, args, printer).await,
+                Command::Info { what } => query::info(&context, what, printer).await,
+                Command::Ps { filter } => {
+                    query::ps(&context, filter.unwrap_or_default(), printer).await
+                }
+                Command::Signal { pid, signal } => {
+                    query::signal(&context, pid, signal, printer).await
+                }
+                Command::Watch { interval, count } => {
+                    query::watch(&context, interval, count, printer).await
+                }
+                Command::Conn => query::conn(&context, printer).await,
+                Command::Disconnect => {
+                    query::lifecycle(&context, query::Lifecycle::Disconnect, false, printer).await
+                }
+                Command::Kill { yes } => {
+                    query::lifecycle(&context, query::Lifecycle::Kill, yes, printer).await
+                }
+                Command::Reset { yes } => {
+                    query::lifecycle(&context, query::Lifecycle::Reset, yes, printer).await
+                }
+                Command::Completions { .. } | Command::History { .. } | Command::Hosts { .. } => {
+                    unreachable!("handled above")
+                }
+            }
+        }
+    }
+}
+
+/// Everything a fan-out command needs.
+pub struct Context {
+    /// The hosts.
+    pub fleet: Fleet,
+    /// The hosts the command addresses.
+    pub selection: Vec<usize>,
+    /// Hosts at once.
+    pub concurrency: usize,
+    /// Where runs are recorded.
+    pub history: Option<History>,
+    /// The agent started in this process when there is no hosts file.
+    _local_agent: Option<crate::server::RunningAgent>,
+}
+
+impl Context {
+    fn history_only(global: &Global) -> Result<Self, CliError> {
+        let _ = load_config(global)?;
+        Ok(Self {
+            fleet: Fleet::new(Vec::new(), |_| ConnectionSettings::default()),
+            selection: Vec::new(),
+            concurrency: DEFAULT_CONCURRENCY,
+            history: History::default_location(),
+            _local_agent: None,
+        })
+    }
+
+    async fn new(global: &Global, printer: &Printer) -> Result<Self, CliError> {
+        Self::build(global, &global.hosts_selected, printer).await
+    }
+
+    /// A context whose selection is these hosts (names or addresses).
+    async fn for_hosts(
+        global: &Global,
+        names: &[String],
+        printer: &Printer,
+    ) -> Result<Self, CliError> {
+        Self::build(global, names, printer).await
+    }
+
+    async fn build(
+        global: &Global,
+        selected: &[String],
+        printer: &Printer,
+    ) -> Result<Self, CliError> {
+        let config = load_config(global)?;
+        let overrides = flag_settings(global);
+        let hosts_path = global.hosts.clone().or_else(|| config.hosts.clone());
+        let concurrency = global
+            .concurrency
+            .or(config.concurrency)
+            .unwrap_or(DEFAULT_CONCURRENCY)
+            .max(1);
+        let history = History::default_location();
+
+        let mut entries = match &hosts_path {
+            Some(path) => {
+                let file = HostsFile::load(path)?;
+                for error in &file.errors {
+                    printer.note(&format!(
+                        "vigie: {}: {error} (line skipped)",
+                        path.display()
+                    ));
+                }
+                file.hosts
+            }
+            None => Vec::new(),
+        };
+        let mut local_agent = None;
+        if hosts_path.is_none() && selected.is_empty() {
+            // No hosts at all: show something real with an agent of our
+            // own, on loopback, for this machine.
+            let agent = crate::server::RunningAgent::start(crate::server::AgentConfig {
+                listen: "127.0.0.1:0".into(),
+                ..crate::server::AgentConfig::default()
+            })
+            .map_err(|e| CliError::LocalAgent(e.to_string()))?;
+            if !global.json {
+                printer.note(&printer.dim(&format!(
+                    "vigie: no hosts file: using an agent started in this process on {} (this machine); \
+                     give --hosts FILE for other hosts",
+                    agent.addr()
+                )));
+            }
+            entries.push(HostEntry::new(
+                "localhost",
+                agent.addr().ip().to_string(),
+                agent.addr().port(),
+            ));
+            local_agent = Some(agent);
+        }
+        // Names given with -H that the file does not know are addresses.
+        for pattern in selected {
+            for name in super::group::expand(pattern).map_err(CliError::Usage)? {
+                if entries.iter().any(|e| e.name == name) {
+                    continue;
+                }
+                let (address, port) = hosts::split_host_port(&name)
+                    .map_err(|reason| CliError::Usage(format!("-H {name}: {reason}")))?;
+                entries.push(HostEntry::new(name.clone(), address, port));
+            }
+        }
+        let fleet = Fleet::new(entries, |entry| {
+            let settings = overrides.merged_over(&config.settings_for(&entry.name));
+            // The agent started here runs without access control; it needs
+            // no credentials and speaks plaintext.
+            if local_agent.is_some() {
+                ConnectionSettings::default()
+            } else {
+                settings
+            }
+        });
+        let selector = if !selected.is_empty() {
+            Selector::Names(selected.to_vec())
+        } else if let Some(tag) = &global.group {
+            Selector::Tag(tag.clone())
+        } else {
+            Selector::All
+        };
+        let selection = fleet
+            .select(&selector)
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        if selection.is_empty() {
+            return Err(CliError::Usage(
+                "no hosts selected: the hosts file is empty".into(),
+            ));
+        }
+        Ok(Self {
+            fleet,
+            selection,
+            concurrency,
+            history,
+            _local_agent: local_agent,
+        })
+    }
+
+    /// The name of the host at `index`.
+    pub fn name(&self, index: usize) -> &str {
+        self.fleet.host(index).map_or("?", |h| h.name())
+    }
+}
+
+/// The client config: `--config`, else the default file when it exists.
+fn load_config(global: &Global) -> Result<ClientConfig, CliError> {
+    match &global.config {
+        Some(path) => Ok(ClientConfig::load(path)?),
+        None => match super::config::default_path().filter(|p| p.exists()) {
+            Some(path) => Ok(ClientConfig::load(&path)?),
+            None => Ok(ClientConfig::default()),
+        },
+    }
+}
+
+/// The connection settings given by flags (and VIGIE_TOKEN).
+fn flag_settings(global: &Global) -> ConnectionSettings {
+    ConnectionSettings {
+        tls: None,
+        ca: global.ca.clone(),
+        cert: global.cert.clone(),
+        key: global.key.clone(),
+        fingerprint: global.fingerprint.clone(),
+        server_name: None,
+        token: global.token.clone().map(Secret::new),
+        insecure_plaintext: global.insecure_plaintext.then_some(true),
+    }
+}
+
+/// Asks the user to confirm on the terminal; false when stdin is not one.
+fn confirm(question: &str) -> bool {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return false;
+    }
+    let mut err = std::io::stderr();
+    let _ = write!(err, "{question} [y/N] ");
+    let _ = err.flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
+}

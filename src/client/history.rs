@@ -1,0 +1,260 @@
+//! The command history, shared by the CLI and the desktop client: one JSON
+//! object per line in `$XDG_DATA_HOME/vigie/history.jsonl`.
+//!
+//! Entries are only ever appended, each with one `write` under an exclusive
+//! lock, so concurrent writers never interleave and earlier entries are
+//! never rewritten. A crash mid-write can leave a partial last line: the
+//! next writer starts a fresh line first, and readers skip lines that do
+//! not parse, so nothing before it is lost.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::{Read, Seek, SeekFrom, Write},
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+/// The most output kept per host in an entry.
+pub const OUTPUT_KEPT: usize = 4096;
+
+/// One command run on one or more hosts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// When it started, milliseconds since the Unix epoch.
+    pub time_ms: i64,
+    /// The command line (or the action, e.g. "reset").
+    pub command: String,
+    /// The hosts it was sent to, by name.
+    pub targets: Vec<String>,
+    /// What happened on each host.
+    pub results: Vec<HostRecord>,
+}
+
+/// What happened on one host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostRecord {
+    /// The host's name.
+    pub host: String,
+    /// "ok", "failed", "skipped", "unreachable" or "cancelled".
+    pub status: String,
+    /// Exit code, when the command ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Signal that ended it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// Why it failed or was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Time it took on that host.
+    pub duration_ms: u64,
+    /// The first bytes of its output (stdout and stderr as they came),
+    /// as text; invalid UTF-8 is replaced.
+    #[serde(default)]
+    pub output: String,
+    /// True when the output was longer than what is kept.
+    #[serde(default)]
+    pub output_truncated: bool,
+}
+
+impl HostRecord {
+    /// Keeps the first [`OUTPUT_KEPT`] bytes of `output`.
+    pub fn keep_output(&mut self, output: &[u8]) {
+        let kept = &output[..output.len().min(OUTPUT_KEPT)];
+        self.output = String::from_utf8_lossy(kept).into_owned();
+        self.output_truncated = output.len() > OUTPUT_KEPT;
+    }
+}
+
+/// Why the history cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("history {path}: {source}")]
+pub struct HistoryError {
+    /// The file.
+    pub path: PathBuf,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+/// The history file.
+#[derive(Debug, Clone)]
+pub struct History {
+    path: PathBuf,
+}
+
+/// What reading the history found.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The entries, oldest first; entry `n` (1-based) is `entries[n - 1]`.
+    pub entries: Vec<Entry>,
+    /// Lines that did not parse (a crash mid-write, a hand edit).
+    pub skipped_lines: usize,
+}
+
+impl History {
+    /// The history in `path`.
+    pub fn at(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// The default history: `$VIGIE_HISTORY`, else
+    /// `$XDG_DATA_HOME/vigie/history.jsonl`, else
+    /// `~/.local/share/vigie/history.jsonl`.
+    pub fn default_location() -> Option<Self> {
+        if let Some(path) = std::env::var_os("VIGIE_HISTORY").filter(|p| !p.is_empty()) {
+            return Some(Self::at(path));
+        }
+        let base = std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local").join("share"))
+            })?;
+        Some(Self::at(base.join("vigie").join("history.jsonl")))
+    }
+
+    /// Where the history lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn error(&self, source: std::io::Error) -> HistoryError {
+        HistoryError {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Appends an entry.
+    pub fn append(&self, entry: &Entry) -> Result<(), HistoryError> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| self.error(e))?;
+        }
+        let mut line = serde_json::to_string(entry).map_err(|e| self.error(e.into()))?;
+        line.push('\n');
+        let mut options = OpenOptions::new();
+        options.create(true).append(true).read(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(&self.path).map_err(|e| self.error(e))?;
+        let _lock = Lock::exclusive(&file).map_err(|e| self.error(e))?;
+        if !ends_with_newline(&file).map_err(|e| self.error(e))? {
+            // A writer died mid-line: end that line so ours stands alone.
+            line.insert(0, '\n');
+        }
+        // One write of the whole line, under the lock.
+        (&file)
+            .write_all(line.as_bytes())
+            .map_err(|e| self.error(e))?;
+        (&file).flush().map_err(|e| self.error(e))
+    }
+
+    /// Reads every entry; a missing file is an empty history.
+    pub fn load(&self) -> Result<Loaded, HistoryError> {
+        let mut text = String::new();
+        match File::open(&self.path) {
+            Ok(file) => {
+                let _lock = Lock::shared(&file).map_err(|e| self.error(e))?;
+                let mut bytes = Vec::new();
+                (&file).read_to_end(&mut bytes).map_err(|e| self.error(e))?;
+                text = String::from_utf8_lossy(&bytes).into_owned();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(self.error(e)),
+        }
+        let mut loaded = Loaded::default();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            match serde_json::from_str::<Entry>(line) {
+                Ok(entry) => loaded.entries.push(entry),
+                Err(_) => loaded.skipped_lines += 1,
+            }
+        }
+        Ok(loaded)
+    }
+}
+
+fn ends_with_newline(mut file: &File) -> std::io::Result<bool> {
+    let len = file.seek(SeekFrom::End(0))?;
+    if len == 0 {
+        return Ok(true);
+    }
+    file.seek(SeekFrom::Start(len - 1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
+}
+
+/// An advisory lock on the history file, released on drop.
+struct Lock<'a>(&'a File);
+
+impl<'a> Lock<'a> {
+    fn exclusive(file: &'a File) -> std::io::Result<Self> {
+        file.lock()?;
+        Ok(Self(file))
+    }
+
+    fn shared(file: &'a File) -> std::io::Result<Self> {
+        file.lock_shared()?;
+        Ok(Self(file))
+    }
+}
+
+impl Drop for Lock<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(command: &str) -> Entry {
+        Entry {
+            time_ms: 1,
+            command: command.to_owned(),
+            targets: vec!["a".into()],
+            results: vec![HostRecord {
+                host: "a".into(),
+                status: "ok".into(),
+                exit_code: Some(0),
+                signal: None,
+                error: None,
+                duration_ms: 3,
+                output: "hi\n".into(),
+                output_truncated: false,
+            }],
+        }
+    }
+
+    #[test]
+    fn entries_round_trip_and_a_torn_line_is_isolated() {
+        let dir = tempfile::tempdir().unwrap();
+        let history = History::at(dir.path().join("sub").join("history.jsonl"));
+        assert!(history.load().unwrap().entries.is_empty());
+        history.append(&entry("one")).unwrap();
+        // A crash in the middle of a write leaves half a line.
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(history.path())
+            .unwrap();
+        file.write_all(b"{\"time_ms\":2,\"comm").unwrap();
+        history.append(&entry("two")).unwrap();
+        let loaded = history.load().unwrap();
+        let commands: Vec<&str> = loaded.entries.iter().map(|e| e.command.as_str()).collect();
+        assert_eq!(commands, vec!["one", "two"]);
+        assert_eq!(loaded.skipped_lines, 1);
+    }
+
+    #[test]
+    fn output_is_kept_up_to_the_limit() {
+        let mut record = entry("x").results.remove(0);
+        record.keep_output(&vec![b'a'; OUTPUT_KEPT + 10]);
+        assert_eq!(record.output.len(), OUTPUT_KEPT);
+        assert!(record.output_truncated);
+        record.keep_output(b"\xffok");
+        assert_eq!(record.output, "\u{fffd}ok");
+        assert!(!record.output_truncated);
+    }
+}

@@ -1,0 +1,432 @@
+//! The `vigie` binary end to end, against real agents on 127.0.0.1:0.
+
+mod support;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use support::{TestAgent, marker, processes_with, wait_none_with};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// A scratch home for the CLI: its own HOME (no user config is read), its
+/// own history file, and a hosts file.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("a temporary directory"),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn vigie(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vigie"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("VIGIE_HISTORY", self.path("history.jsonl"))
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn hosts(&self, agents: &[(&str, &TestAgent)], extra: &str) -> PathBuf {
+        let mut text = String::from("# test fleet\n");
+        for (name, agent) in agents {
+            text.push_str(&format!("{name}={}\n", agent.addr()));
+        }
+        text.push_str(extra);
+        let path = self.path("hosts.txt");
+        std::fs::write(&path, text).expect("hosts file written");
+        path
+    }
+}
+
+fn run(command: &mut Command) -> Output {
+    command.output().expect("vigie runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn json_lines(output: &Output) -> Vec<serde_json::Value> {
+    stdout(output)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?} is not JSON: {e}")))
+        .collect()
+}
+
+fn hosts_arg(path: &Path) -> [&std::ffi::OsStr; 2] {
+    ["--hosts".as_ref(), path.as_os_str()]
+}
+
+#[test]
+fn exec_prefixes_lines_keeps_stderr_apart_and_fails_when_a_host_fails() {
+    let (a, b) = (TestAgent::start(), TestAgent::start());
+    let scratch = Scratch::new();
+    let hosts = scratch.hosts(&[("web1", &a), ("web2", &b)], "");
+    let output =
+        run(scratch
+            .vigie()
+            .args(hosts_arg(&hosts))
+            .args(["exec", "--", "echo out; echo err >&2"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort();
+    assert_eq!(lines, vec!["web1: out", "web2: out"]);
+    let err = stderr(&output);
+    assert!(
+        err.contains("web1: err") && err.contains("web2: err"),
+        "{err}"
+    );
+    assert!(
+        err.contains("2 ok, 0 failed, 0 skipped, 0 unreachable"),
+        "{err}"
+    );
+
+    let failing = run(scratch
+        .vigie()
+        .args(hosts_arg(&hosts))
+        .args(["exec", "--", "exit 3"]));
+    assert_eq!(
+        failing.status.code(),
+        Some(1),
+        "non-zero when a host failed"
+    );
+    assert!(
+        stderr(&failing).contains("web1: exit 3"),
+        "{}",
+        stderr(&failing)
+    );
+}
+
+#[test]
+fn one_host_behaves_like_ssh() {
+    let agent = TestAgent::start();
+    let scratch = Scratch::new();
+    let output = run(scratch.vigie().args([
+        "-H",
+        &agent.addr().to_string(),
+        "exec",
+        "--",
+        "printf 'raw\\n'; exit 7",
+    ]));
+    assert_eq!(output.status.code(), Some(7), "the remote exit status");
+    assert_eq!(stdout(&output), "raw\n", "no prefix with one host");
+}
+
+#[test]
+fn json_output_has_stable_fields() {
+    let (a, b) = (TestAgent::start(), TestAgent::start());
+    let scratch = Scratch::new();
+    let hosts = scratch.hosts(&[("a", &a), ("b", &b)], "down=127.0.0.1:1\n");
+    let output = run(scratch
+        .vigie()
+        .args(hosts_arg(&hosts))
+        .args(["--json", "exec", "--", "echo hi"]));
+    assert_eq!(output.status.code(), Some(1), "a host is unreachable");
+    let lines = json_lines(&output);
+    let outputs: Vec<_> = lines.iter().filter(|l| l["type"] == "output").collect();
+    assert_eq!(outputs.len(), 2);
+    assert!(
+        outputs
+            .iter()
+            .all(|l| l["text"] == "hi" && l["stream"] == "stdout")
+    );
+    let results: Vec<_> = lines.iter().filter(|l| l["type"] == "result").collect();
+    assert_eq!(results.len(), 3);
+    let down = results
+        .iter()
+        .find(|l| l["host"] == "down")
+        .expect("down's result");
+    assert_eq!(down["status"], "unreachable");
+    assert!(
+        down["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("127.0.0.1:1"))
+    );
+    let summary = lines.last().expect("a summary");
+    assert_eq!(summary["type"], "summary");
+    assert_eq!(
+        (summary["ok"].as_u64(), summary["unreachable"].as_u64()),
+        (Some(2), Some(1))
+    );
+
+    let info = run(scratch
+        .vigie()
+        .args(hosts_arg(&hosts))
+        .args(["-H", "a", "--json", "info"]));
+    let lines = json_lines(&info);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["host"], "a");
+    assert_eq!(lines[0]["info"]["os_family"], "linux");
+    assert!(lines[0]["info"]["memory"]["total_bytes"].as_u64() > Some(0));
+
+    let check = run(scratch
+        .vigie()
+        .args(hosts_arg(&hosts))
+        .args(["--json", "hosts", "check"]));
+    let states: Vec<(String, String)> = json_lines(&check)
+        .iter()
+        .map(|l| {
+            (
+                l["host"].as_str().unwrap_or("").to_owned(),
+                l["state"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("a".to_owned(), "online".to_owned()),
+            ("b".to_owned(), "online".to_owned()),
+            ("down".to_owned(), "offline".to_owned())
+        ]
+    );
+    assert_eq!(check.status.code(), Some(1));
+}
+
+#[test]
+fn gathered_output_groups_identical_hosts() {
+    let agents: Vec<TestAgent> = (0..4).map(|_| TestAgent::start()).collect();
+    let scratch = Scratch::new();
+    let named: Vec<(String, &TestAgent)> = agents
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (format!("node{}", i + 1), a))
+        .collect();
+    let refs: Vec<(&str, &TestAgent)> = named.iter().map(|(n, a)| (n.as_str(), *a)).collect();
+    let hosts = scratch.hosts(&refs, "");
+    let output = run(scratch.vigie().args(hosts_arg(&hosts)).args([
+        "-H",
+        "node[1-3]",
+        "exec",
+        "-b",
+        "--",
+        "echo same",
+    ]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("node[1-3] (3) exit 0\n"), "{text}");
+    assert_eq!(text.matches("same").count(), 1, "shown once: {text}");
+}
+
+#[test]
+fn hosts_add_and_remove_keep_the_file_intact() {
+    let agent = TestAgent::start();
+    let scratch = Scratch::new();
+    let hosts = scratch.hosts(&[("web1", &agent)], "# keep me\nbad:port:x\n");
+    let listed = run(scratch
+        .vigie()
+        .args(hosts_arg(&hosts))
+        .args(["hosts", "list"]));
+    assert_eq!(listed.status.code(), Some(1), "a bad line makes list fail");
+    assert!(stderr(&listed).contains("line 4:"), "{}", stderr(&listed));
+    assert!(stdout(&listed).contains("web1"));
+
+    let added =
+        run(scratch
+            .vigie()
+            .args(hosts_arg(&hosts))
+            .args(["hosts", "add", "db1", "10.0.0.7:7500"]));
+    assert!(added.status.success(), "{}", stderr(&added));
+    let removed = run(scratch
+        .vigie()
+        .args(hosts_arg(&hosts))
+        .args(["hosts", "remove", "web1"]));
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    assert_eq!(
+        std::fs::read_to_string(&hosts).expect("readable"),
+        "# test fleet\n# keep me\nbad:port:x\ndb1=10.0.0.7:7500\n"
+    );
+    let missing = run(scratch
+        .vigie()
+        .args(hosts_arg(&hosts))
+        .args(["hosts", "remove", "nope"]));
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("no host named \"nope\""));
+}
+
+#[test]
+fn history_lists_shows_and_reruns() {
+    let agent = TestAgent::start();
+    let scratch = Scratch::new();
+    let hosts = scratch.hosts(&[("h1", &agent)], "");
+    let first =
+        run(scratch
+            .vigie()
+            .args(hosts_arg(&hosts))
+            .args(["exec", "--", "echo remembered"]));
+    assert!(first.status.success());
+    let listed = run(scratch.vigie().args(["--json", "history", "list"]));
+    let lines = json_lines(&listed);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["id"], 1);
+    assert_eq!(lines[0]["entry"]["command"], "echo remembered");
+    assert_eq!(lines[0]["entry"]["results"][0]["output"], "remembered\n");
+    let shown = run(scratch.vigie().args(["history", "show", "1"]));
+    assert!(
+        stdout(&shown).contains("    remembered"),
+        "{}",
+        stdout(&shown)
+    );
+    let rerun = run(scratch
+        .vigie()
+        .args(hosts_arg(&hosts))
+        .args(["history", "rerun", "1"]));
+    assert!(rerun.status.success(), "{}", stderr(&rerun));
+    assert_eq!(stdout(&rerun), "remembered\n");
+    let listed = run(scratch.vigie().args(["--json", "history"]));
+    assert_eq!(json_lines(&listed).len(), 2, "the rerun is recorded too");
+    let unknown = run(scratch.vigie().args(["history", "show", "9"]));
+    assert_eq!(unknown.status.code(), Some(2));
+}
+
+#[test]
+fn kill_and_reset_ask_before_touching_several_hosts() {
+    let (a, b) = (TestAgent::start(), TestAgent::start());
+    let scratch = Scratch::new();
+    let hosts = scratch.hosts(&[("a", &a), ("b", &b)], "");
+    let refused = run(scratch.vigie().args(hosts_arg(&hosts)).args(["kill"]));
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(stderr(&refused).contains("--yes"), "{}", stderr(&refused));
+    assert!(!a.is_finished() && !b.is_finished(), "nothing was stopped");
+
+    let reset = run(scratch
+        .vigie()
+        .args(hosts_arg(&hosts))
+        .args(["reset", "--yes"]));
+    assert!(reset.status.success(), "{}", stderr(&reset));
+    assert!(stdout(&reset).contains("a: restarting"));
+    let killed = run(scratch
+        .vigie()
+        .args(hosts_arg(&hosts))
+        .args(["-H", "a", "kill"]));
+    assert!(
+        killed.status.success(),
+        "one host needs no confirmation: {}",
+        stderr(&killed)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !a.is_finished() {
+        assert!(Instant::now() < deadline, "a stopped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!b.is_finished());
+}
+
+#[test]
+fn ctrl_c_cancels_every_remote_command() -> TestResult {
+    let agents: Vec<TestAgent> = (0..3).map(|_| TestAgent::start()).collect();
+    let scratch = Scratch::new();
+    let hosts = scratch.hosts(
+        &[("a", &agents[0]), ("b", &agents[1]), ("c", &agents[2])],
+        "",
+    );
+    let mark = marker();
+    let child = scratch
+        .vigie()
+        .args(hosts_arg(&hosts))
+        .args(["exec", "--", &format!("sleep {mark}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Each agent runs `sh -c 'sleep M'` or, with exec, just `sleep M`.
+    while processes_with(&mark).len() < 3 {
+        assert!(Instant::now() < deadline, "the commands started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()?;
+    let output = child.wait_with_output()?;
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("3 cancelled"),
+        "{}",
+        stderr(&output)
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let left = runtime.block_on(wait_none_with(&mark, Duration::from_secs(5)));
+    assert!(left.is_empty(), "left on the agents: {left:?}");
+    Ok(())
+}
+
+#[test]
+fn without_a_hosts_file_an_agent_in_the_process_shows_this_machine() {
+    let scratch = Scratch::new();
+    let output = run(scratch.vigie().args(["--json", "info", "name"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines = json_lines(&output);
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("a hostname");
+    assert_eq!(lines[0]["host"], "localhost");
+    assert_eq!(lines[0]["info"]["hostname"], hostname.trim());
+    let text = run(scratch.vigie().args(["exec", "--", "echo local"]));
+    assert_eq!(stdout(&text), "local\n");
+    assert!(stderr(&text).contains("no hosts file"), "{}", stderr(&text));
+}
+
+#[test]
+fn the_client_config_from_init_reaches_a_tls_agent() -> TestResult {
+    let scratch = Scratch::new();
+    let pki = scratch.path("pki");
+    vigie::server::init::init(&pki, &[], "127.0.0.1:0")?;
+    let dir = pki.clone();
+    let agent = TestAgent::with_config(|c| {
+        c.tls_cert = Some(dir.join("agent.pem"));
+        c.tls_key = Some(dir.join("agent-key.pem"));
+        c.client_ca = Some(dir.join("ca.pem"));
+        c.access_file = Some(dir.join("access.toml"));
+    });
+    let config = pki.join("client.toml");
+    let output = run(scratch
+        .vigie()
+        .args(["--config".as_ref(), config.as_os_str()])
+        .args(["-H", &agent.addr().to_string(), "--json", "conn"]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines = json_lines(&output);
+    assert_eq!(lines[0]["connection"]["tls"], true);
+    assert_eq!(lines[0]["connection"]["identity"], "token:admin");
+
+    let no_tls = run(scratch
+        .vigie()
+        .args(["-H", &agent.addr().to_string(), "info"]));
+    assert_eq!(no_tls.status.code(), Some(1));
+    assert!(
+        stderr(&no_tls).contains(&agent.addr().to_string()),
+        "{}",
+        stderr(&no_tls)
+    );
+    Ok(())
+}
+
+#[test]
+fn completions_and_help_are_there() {
+    let scratch = Scratch::new();
+    let bash = run(scratch.vigie().args(["completions", "bash"]));
+    assert!(bash.status.success());
+    assert!(stdout(&bash).contains("_vigie()"));
+    let help = run(scratch.vigie().args(["--help"]));
+    for word in ["exec", "info", "hosts", "history", "--json", "--hosts"] {
+        assert!(stdout(&help).contains(word), "{word} in --help");
+    }
+}
