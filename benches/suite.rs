@@ -200,6 +200,12 @@ fn main() {
     if options.wants("stream") {
         stream(&options, &runtime, &mut report);
     }
+    if options.wants("tls") {
+        tls(&options, &runtime, &mut report);
+    }
+    if options.wants("fanout") {
+        fanout(&options, &runtime, &mut report);
+    }
     if options.wants("rss") {
         rss(&options, &runtime, &mut report);
     }
@@ -427,6 +433,242 @@ fn rss(_options: &Options, runtime: &tokio::runtime::Runtime, report: &mut Repor
         note: format!("peak {} KiB", agent.status_kib("VmHWM:")),
     });
     let _ = report.get("agent RSS, idle");
+}
+
+/// A TLS agent with the certificates `vigie-agent init` makes, and the
+/// client settings that reach it.
+fn tls_agent(dir: &std::path::Path) -> (Agent, vigie::client::ConnectionSettings) {
+    vigie::server::init::init(dir, &[], "127.0.0.1:0").expect("init");
+    let config = dir.join("agent.toml");
+    let agent = Agent::start(&["--config", config.to_str().expect("utf-8 path")]);
+    let settings = vigie::client::ClientConfig::load(&dir.join("client.toml"))
+        .expect("client config")
+        .defaults;
+    (agent, settings)
+}
+
+fn address_of(url: &str) -> vigie::client::Address {
+    let (host, port) = url
+        .trim_start_matches("http://")
+        .rsplit_once(':')
+        .expect("host:port");
+    vigie::client::Address {
+        host: host.to_owned(),
+        port: port.parse().expect("a port"),
+    }
+}
+
+/// The cost of TLS (mutual, with a token, as `init` sets it up): the same
+/// `true` round trip and 1 GiB stream as above, side by side with plaintext.
+fn tls(options: &Options, runtime: &tokio::runtime::Runtime, report: &mut Report) {
+    let n = options.count(2000);
+    let bytes: u64 = if options.smoke { 16 << 20 } else { 1 << 30 };
+    let runs = if options.smoke { 1 } else { 5 };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (tls_agent, settings) = tls_agent(dir.path());
+    let plain_agent = Agent::start(&[]);
+    let measure = |url: &str, settings: &vigie::client::ConnectionSettings| {
+        runtime.block_on(async {
+            let client = AgentClient::connect_with(&address_of(url), settings)
+                .await
+                .expect("connects");
+            for _ in 0..options.count(100) {
+                client.run(ExecRequest::new("true")).await.expect("runs");
+            }
+            let mut rtt = Vec::new();
+            for _ in 0..n {
+                let t = Instant::now();
+                client.run(ExecRequest::new("true")).await.expect("runs");
+                rtt.push(t.elapsed());
+            }
+            let mut rates = Vec::new();
+            for _ in 0..runs {
+                let t = Instant::now();
+                let mut events = client
+                    .execute(ExecRequest {
+                        output_limit: Some(bytes),
+                        ..ExecRequest::new(format!("head -c {bytes} /dev/zero"))
+                    })
+                    .await
+                    .expect("streams");
+                let mut total = 0u64;
+                while let Some(event) = events.next().await {
+                    if let Event::Output { data, .. } = event.expect("an event") {
+                        total += data.len() as u64;
+                    }
+                }
+                assert_eq!(total, bytes);
+                rates.push(bytes as f64 / t.elapsed().as_secs_f64() / 1e6);
+            }
+            (Samples(rtt), median_f64(&mut rates))
+        })
+    };
+    // Alternate to spread the machine's noise over both.
+    let (plain_rtt, plain_rate) = measure(
+        &plain_agent.url,
+        &vigie::client::ConnectionSettings::default(),
+    );
+    let (tls_rtt, tls_rate) = measure(&tls_agent.url, &settings);
+    report.add(Figure {
+        name: "vigie `true`, warm channel, plaintext".into(),
+        unit: "ms",
+        value: ms(plain_rtt.median()),
+        p99: Some(ms(plain_rtt.quantile(0.99))),
+        baseline: None,
+        ratio: None,
+        note: format!("n={n}"),
+    });
+    report.add(Figure {
+        name: "vigie `true`, warm channel, mTLS + token".into(),
+        unit: "ms",
+        value: ms(tls_rtt.median()),
+        p99: Some(ms(tls_rtt.quantile(0.99))),
+        baseline: Some("plaintext".into()),
+        ratio: Some(tls_rtt.median().as_secs_f64() / plain_rtt.median().as_secs_f64()),
+        note: format!("n={n}"),
+    });
+    report.add(Figure {
+        name: format!("vigie stream {}, plaintext", size(bytes)),
+        unit: "MB/s",
+        value: plain_rate,
+        p99: None,
+        baseline: None,
+        ratio: None,
+        note: format!("runs={runs}"),
+    });
+    report.add(Figure {
+        name: format!("vigie stream {}, mTLS + token", size(bytes)),
+        unit: "MB/s",
+        value: tls_rate,
+        p99: None,
+        baseline: Some("plaintext".into()),
+        ratio: Some(tls_rate / plain_rate),
+        note: format!("runs={runs}"),
+    });
+}
+
+/// Fan-out of `true` to N agents served from one process on N loopback
+/// ports (one runtime for all agents), by the client library, cold (new
+/// channels: connect + run) and warm (the same fleet again).
+fn fanout(options: &Options, runtime: &tokio::runtime::Runtime, report: &mut Report) {
+    use vigie::client::{
+        ConnectionSettings,
+        fleet::{Fleet, RunEvent, RunOptions, Selector},
+        hosts::HostEntry,
+    };
+    let sizes: &[usize] = if options.smoke {
+        &[10]
+    } else {
+        &[10, 100, 1000]
+    };
+    for &count in sizes {
+        let agents = AgentFarm::start(count);
+        let entries: Vec<HostEntry> = agents
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| HostEntry::new(format!("a{i}"), "127.0.0.1", *port))
+            .collect();
+        let run_once = |fleet: &Fleet| {
+            runtime.block_on(async {
+                let all = fleet.select(&Selector::All).expect("all");
+                let t = Instant::now();
+                let mut run = fleet.exec(&all, ExecRequest::new("true"), RunOptions::default());
+                let mut ok = 0;
+                while let Some(event) = run.events.recv().await {
+                    if let RunEvent::Finished { result, .. } = event {
+                        assert_eq!(result.outcome.kind(), "ok", "{:?}", result.outcome);
+                        ok += 1;
+                    }
+                }
+                assert_eq!(ok, count);
+                t.elapsed()
+            })
+        };
+        let mut cold = Vec::new();
+        let mut warm = Vec::new();
+        for _ in 0..if options.smoke { 1 } else { 3 } {
+            let fleet = Fleet::new(entries.clone(), |_| ConnectionSettings::default());
+            cold.push(run_once(&fleet));
+            warm.push(run_once(&fleet));
+        }
+        cold.sort();
+        warm.sort();
+        report.add(Figure {
+            name: format!("fan-out `true` to {count} agents, cold"),
+            unit: "ms",
+            value: ms(cold[cold.len() / 2]),
+            p99: None,
+            baseline: None,
+            ratio: None,
+            note: "new channels; agents in one process on many loopback ports".into(),
+        });
+        report.add(Figure {
+            name: format!("fan-out `true` to {count} agents, warm"),
+            unit: "ms",
+            value: ms(warm[warm.len() / 2]),
+            p99: None,
+            baseline: None,
+            ratio: None,
+            note: "channels already connected".into(),
+        });
+    }
+}
+
+/// Many agents served by one runtime in this process, each on its own
+/// loopback port; stopped and joined on drop.
+struct AgentFarm {
+    ports: Vec<u16>,
+    stop: tokio_util::sync::CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AgentFarm {
+    fn start(count: usize) -> Self {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let farm_stop = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async {
+                let mut tasks = Vec::new();
+                for _ in 0..count {
+                    let agent = vigie::server::Agent::bind(vigie::server::AgentConfig {
+                        listen: "127.0.0.1:0".into(),
+                        ..vigie::server::AgentConfig::default()
+                    })
+                    .expect("an agent binds");
+                    let _ = tx.send(agent.local_addr().port());
+                    let stop = farm_stop.clone();
+                    tasks.push(tokio::spawn(async move {
+                        let _ = agent.serve_restarting_in_process(&stop).await;
+                    }));
+                }
+                for task in tasks {
+                    let _ = task.await;
+                }
+            });
+        });
+        let ports = (0..count).map(|_| rx.recv().expect("a port")).collect();
+        Self {
+            ports,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for AgentFarm {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 fn median_f64(values: &mut [f64]) -> f64 {

@@ -43,7 +43,7 @@ pub enum Error {
         reason: String,
     },
     /// The agent answered with an error status.
-    #[error("{}: {}", .0.code(), .0.message())]
+    #[error("{}: {}", code_name(.0.code()), .0.message())]
     Status(tonic::Status),
     /// The connection failed during the call (reset, closed, timed out).
     #[error("connection to {address} failed: {reason}")]
@@ -81,6 +81,30 @@ impl Error {
             };
         }
         Self::Status(status)
+    }
+}
+
+/// A status code as a short phrase, e.g. "permission denied".
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "unknown error",
+        Code::InvalidArgument => "invalid argument",
+        Code::DeadlineExceeded => "deadline exceeded",
+        Code::NotFound => "not found",
+        Code::AlreadyExists => "already exists",
+        Code::PermissionDenied => "permission denied",
+        Code::ResourceExhausted => "resource exhausted",
+        Code::FailedPrecondition => "failed precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out of range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal error",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data loss",
+        Code::Unauthenticated => "unauthenticated",
     }
 }
 

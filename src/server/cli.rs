@@ -27,7 +27,7 @@ pub struct AgentArgs {
     pub listen: Option<String>,
 
     /// Agent configuration file (TOML); flags override it.
-    #[arg(long, value_name = "FILE", env = "VIGIE_AGENT_CONFIG")]
+    #[arg(long, global = true, value_name = "FILE", env = "VIGIE_AGENT_CONFIG")]
     pub config: Option<PathBuf>,
 
     /// Log level: error, warn, info, debug or trace (or a tracing filter).

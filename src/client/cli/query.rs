@@ -466,8 +466,10 @@ pub(super) async fn conn(context: &Context, printer: &Printer) -> Result<ExitCod
             c.boot_id.chars().take(8).collect(),
             output::duration(Duration::from_millis(c.agent_uptime_ms)),
             format!(
-                "{} sessions, {} running",
-                c.session_count, c.running_commands
+                "{} session{}, {} running",
+                c.session_count,
+                if c.session_count == 1 { "" } else { "s" },
+                c.running_commands
             ),
         ]);
     }
