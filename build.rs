@@ -25,5 +25,17 @@ fn main() -> Result<(), Box<dyn Error>> {
             &[PathBuf::from("proto"), include],
         )?;
 
+    // The desktop client's views, compiled only with the `gui` feature.
+    // Debug info lets the testing backend find elements by id.
+    #[cfg(feature = "gui")]
+    {
+        println!("cargo:rerun-if-changed=ui");
+        slint_build::compile_with_config(
+            "ui/main.slint",
+            slint_build::CompilerConfiguration::new()
+                .with_style("fluent".into())
+                .with_debug_info(true),
+        )?;
+    }
     Ok(())
 }

@@ -265,6 +265,36 @@ impl Fleet {
         }
     }
 
+    /// A fleet of these hosts that reuses this fleet's hosts whose name,
+    /// address and port are unchanged, with their channels and state: what
+    /// the desktop client does after a host is added or removed.
+    pub fn rebuilt(
+        &self,
+        entries: impl IntoIterator<Item = HostEntry>,
+        settings: impl Fn(&HostEntry) -> ConnectionSettings,
+    ) -> Self {
+        let hosts = entries
+            .into_iter()
+            .map(|entry| {
+                self.hosts
+                    .iter()
+                    .find(|h| {
+                        h.entry.name == entry.name
+                            && h.entry.address == entry.address
+                            && h.entry.port == entry.port
+                    })
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        let settings = settings(&entry);
+                        Arc::new(Host::new(entry, settings))
+                    })
+            })
+            .collect();
+        Self {
+            hosts: Arc::new(hosts),
+        }
+    }
+
     /// Every host, in file order.
     pub fn hosts(&self) -> &[Arc<Host>] {
         &self.hosts
@@ -530,14 +560,42 @@ impl Run {
 
     /// Cancels one host.
     pub fn cancel_host(&self, host: usize) {
-        if let Some((_, token)) = self.per_host.iter().find(|(i, _)| *i == host) {
-            token.cancel();
-        }
+        self.handle().cancel_host(host);
     }
 
     /// A token that fires when every host has finished.
     pub fn done(&self) -> CancellationToken {
         self.done.clone()
+    }
+
+    /// A handle that cancels this run from elsewhere while another task
+    /// reads its events.
+    pub fn handle(&self) -> RunHandle {
+        RunHandle {
+            cancel: self.cancel.clone(),
+            per_host: Arc::new(self.per_host.clone()),
+        }
+    }
+}
+
+/// Cancels a run; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RunHandle {
+    cancel: CancellationToken,
+    per_host: Arc<Vec<(usize, CancellationToken)>>,
+}
+
+impl RunHandle {
+    /// Cancels every host that has not finished.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Cancels one host.
+    pub fn cancel_host(&self, host: usize) {
+        if let Some((_, token)) = self.per_host.iter().find(|(i, _)| *i == host) {
+            token.cancel();
+        }
     }
 }
 
@@ -594,6 +652,31 @@ pub enum HostOutcome {
 }
 
 impl HostOutcome {
+    /// A short description of an outcome that deserves one ("exit 3",
+    /// "killed by SIGKILL (timed out)", "skipped: …"); None for success.
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            Self::Exited(exit) if exit.success() && !exit.truncated => None,
+            Self::Exited(exit) => {
+                let mut text = match exit.signal {
+                    Some(signal) => format!("killed by {}", command::signal_name(signal)),
+                    None => format!("exit {}", exit.exit_code),
+                };
+                if exit.timed_out {
+                    text.push_str(" (timed out)");
+                }
+                if exit.truncated {
+                    text.push_str(" (output truncated at the agent's cap)");
+                }
+                Some(text)
+            }
+            Self::Failed(e) => Some(format!("failed: {e}")),
+            Self::Skipped(e) => Some(format!("skipped: {e}")),
+            Self::Unreachable(e) => Some(format!("unreachable: {e}")),
+            Self::Cancelled => Some("cancelled".into()),
+        }
+    }
+
     /// The summary bucket: "ok", "failed", "skipped", "unreachable" or
     /// "cancelled".
     pub fn kind(&self) -> &'static str {

@@ -7,7 +7,10 @@ pub mod cli;
 pub mod config;
 pub mod connect;
 pub mod fleet;
+pub mod format;
 pub mod group;
+#[cfg(feature = "gui")]
+pub mod gui;
 pub mod history;
 pub mod hosts;
 

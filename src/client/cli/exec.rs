@@ -369,7 +369,7 @@ fn report(context: &Context, printer: &Printer, host: usize, result: &HostResult
         printer.json_line(&ResultLine::new(name, result));
         return;
     }
-    let text = describe(&result.outcome);
+    let text = result.outcome.describe();
     let Some(text) = text else { return };
     let prefix = if single {
         "vigie".to_owned()
@@ -380,33 +380,9 @@ fn report(context: &Context, printer: &Printer, host: usize, result: &HostResult
     printer.note(&format!("{prefix}: {}", printer.status(ok, &text)));
 }
 
-/// A short description of an outcome that deserves one; None for success.
-pub(super) fn describe(outcome: &HostOutcome) -> Option<String> {
-    match outcome {
-        HostOutcome::Exited(exit) if exit.success() && !exit.truncated => None,
-        HostOutcome::Exited(exit) => {
-            let mut text = match exit.signal {
-                Some(signal) => format!("killed by {}", crate::command::signal_name(signal)),
-                None => format!("exit {}", exit.exit_code),
-            };
-            if exit.timed_out {
-                text.push_str(" (timed out)");
-            }
-            if exit.truncated {
-                text.push_str(" (output truncated at the agent's cap)");
-            }
-            Some(text)
-        }
-        HostOutcome::Failed(e) => Some(format!("failed: {e}")),
-        HostOutcome::Skipped(e) => Some(format!("skipped: {e}")),
-        HostOutcome::Unreachable(e) => Some(format!("unreachable: {e}")),
-        HostOutcome::Cancelled => Some("cancelled".into()),
-    }
-}
-
 /// The status part of a group's key: what -b compares besides the output.
 fn status_key(outcome: &HostOutcome) -> String {
-    describe(outcome).unwrap_or_else(|| "exit 0".into())
+    outcome.describe().unwrap_or_else(|| "exit 0".into())
 }
 
 fn print_groups(

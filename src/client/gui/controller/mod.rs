@@ -1,0 +1,10 @@
+//! The desktop client's logic, without any Slint type, so that it can be
+//! tested without a window. `gui::app` adapts it to the `.slint` views.
+
+pub mod chart;
+pub mod command;
+pub mod files;
+pub mod hosts;
+pub mod info;
+pub mod output;
+pub mod settings;

@@ -1,0 +1,85 @@
+//! vigie-gui, the desktop client (the `gui` feature): a window from which
+//! to watch and command many hosts, built on the same client library as the
+//! CLI.
+//!
+//! `ui/*.slint` hold the layout; `controller` holds the logic, free of any
+//! Slint type and tested without a window; `app` adapts one to the other.
+
+pub mod app;
+pub mod controller;
+
+slint::include_modules!();
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::Parser;
+use slint::ComponentHandle;
+
+/// The vigie desktop client.
+#[derive(Debug, Parser)]
+#[command(name = "vigie-gui", version, about, long_about = None)]
+struct Args {
+    /// Hosts file to open [default: the last one; without any, this machine].
+    hosts: Option<PathBuf>,
+
+    /// Client config (TLS, tokens) [default: ~/.config/vigie/client.toml].
+    #[arg(long, value_name = "FILE", env = "VIGIE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// The whole `vigie-gui` program.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VIGIE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config_path = args
+        .config
+        .or_else(|| crate::client::config::default_path().filter(|p| p.exists()));
+    let config = match config_path.map(|p| crate::client::ClientConfig::load(&p)) {
+        Some(Ok(config)) => config,
+        Some(Err(e)) => {
+            eprintln!("vigie-gui: {e}");
+            return ExitCode::from(2);
+        }
+        None => crate::client::ClientConfig::default(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("vigie-gui-io")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("vigie-gui: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = app::Options {
+        hosts_file: args.hosts,
+        config,
+        settings_path: controller::settings::Settings::default_path(),
+        history: crate::client::history::History::default_location(),
+        monitor_interval: Duration::from_secs(10),
+    };
+    let code = match app::App::new(options, runtime.handle().clone(), true) {
+        Ok(app) => match app.window().run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("vigie-gui: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("vigie-gui: cannot open the window: {e}");
+            ExitCode::FAILURE
+        }
+    };
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    code
+}
