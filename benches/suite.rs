@@ -179,6 +179,12 @@ impl Drop for Agent {
 }
 
 fn main() {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some("--agent-farm") {
+        let count = args.next().and_then(|n| n.parse().ok()).unwrap_or(1);
+        AgentFarm::serve(count);
+        return;
+    }
     let options = Options::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -208,6 +214,10 @@ fn main() {
     }
     if options.wants("rss") {
         rss(&options, &runtime, &mut report);
+    }
+    #[cfg(feature = "gui")]
+    if options.wants("gui") {
+        gui::run(&options, &mut report);
     }
 
     std::fs::create_dir_all(&options.out).expect("results folder");
@@ -615,59 +625,229 @@ fn fanout(options: &Options, runtime: &tokio::runtime::Runtime, report: &mut Rep
     }
 }
 
-/// Many agents served by one runtime in this process, each on its own
-/// loopback port; stopped and joined on drop.
+/// Many agents served by one runtime in a child process (this benchmark
+/// binary, run with `--agent-farm N`), each on its own loopback port, so
+/// that the client's figures and memory are its own. Stopped on drop.
 struct AgentFarm {
     ports: Vec<u16>,
-    stop: tokio_util::sync::CancellationToken,
-    thread: Option<std::thread::JoinHandle<()>>,
+    child: std::process::Child,
 }
 
 impl AgentFarm {
     fn start(count: usize) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new(std::env::current_exe().expect("this program"))
+            .args(["--agent-farm", &count.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the agent farm starts");
+        let stdout = child.stdout.take().expect("piped");
+        let ports = std::io::BufReader::new(stdout)
+            .lines()
+            .take(count)
+            .map(|l| l.expect("a line").trim().parse().expect("a port"))
+            .collect();
+        Self { ports, child }
+    }
+
+    /// The child side: serves `count` agents until stdin closes.
+    fn serve(count: usize) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
         let stop = tokio_util::sync::CancellationToken::new();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let farm_stop = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            runtime.block_on(async {
-                let mut tasks = Vec::new();
-                for _ in 0..count {
-                    let agent = vigie::server::Agent::bind(vigie::server::AgentConfig {
-                        listen: "127.0.0.1:0".into(),
-                        ..vigie::server::AgentConfig::default()
-                    })
-                    .expect("an agent binds");
-                    let _ = tx.send(agent.local_addr().port());
-                    let stop = farm_stop.clone();
-                    tasks.push(tokio::spawn(async move {
-                        let _ = agent.serve_restarting_in_process(&stop).await;
-                    }));
-                }
-                for task in tasks {
-                    let _ = task.await;
-                }
-            });
+        runtime.block_on(async {
+            let mut tasks = Vec::new();
+            let mut out = std::io::stdout().lock();
+            for _ in 0..count {
+                let agent = vigie::server::Agent::bind(vigie::server::AgentConfig {
+                    listen: "127.0.0.1:0".into(),
+                    ..vigie::server::AgentConfig::default()
+                })
+                .expect("an agent binds");
+                writeln!(out, "{}", agent.local_addr().port()).expect("stdout");
+                let stop = stop.clone();
+                tasks.push(tokio::spawn(async move {
+                    let _ = agent.serve_restarting_in_process(&stop).await;
+                }));
+            }
+            out.flush().expect("stdout");
+            drop(out);
+            // The parent closes our stdin when it is done with us.
+            let _ = tokio::task::spawn_blocking(|| {
+                let mut sink = Vec::new();
+                let _ = std::io::stdin().read_to_end(&mut sink);
+            })
+            .await;
+            stop.cancel();
+            for task in tasks {
+                let _ = task.await;
+            }
         });
-        let ports = (0..count).map(|_| rx.recv().expect("a port")).collect();
-        Self {
-            ports,
-            stop,
-            thread: Some(thread),
-        }
     }
 }
 
 impl Drop for AgentFarm {
     fn drop(&mut self) {
-        self.stop.cancel();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// The desktop client under load, without a display (Slint's testing
+/// backend): a window of 1,000 hosts, and one host printing 100 MB. The UI
+/// thread is blocked only while it applies background results (`pump`), so
+/// the longest pump is how long input can wait.
+#[cfg(feature = "gui")]
+mod gui {
+    use std::time::{Duration, Instant};
+
+    use slint::ComponentHandle;
+    use vigie::client::gui::{
+        CommandAdapter, HostsAdapter,
+        app::{App, Options},
+    };
+
+    use super::{AgentFarm, Figure, Options as BenchOptions, Report};
+
+    fn rss_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// Pumps until `done`, returning the elapsed time and the longest pump.
+    fn pump_until(
+        app: &App,
+        limit: Duration,
+        mut done: impl FnMut(&App) -> bool,
+    ) -> (Duration, Duration) {
+        let start = Instant::now();
+        let mut longest = Duration::ZERO;
+        while !done(app) {
+            let t = Instant::now();
+            app.pump();
+            longest = longest.max(t.elapsed());
+            assert!(
+                start.elapsed() < limit,
+                "the window did not get there in {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(16));
+            i_slint_backend_testing::mock_elapsed_time(Duration::from_millis(16));
         }
+        (start.elapsed(), longest)
+    }
+
+    pub fn run(options: &BenchOptions, report: &mut Report) {
+        i_slint_backend_testing::init_no_event_loop();
+        let count = if options.smoke { 20 } else { 1000 };
+        let farm = AgentFarm::start(count);
+        let dir = tempfile::tempdir().expect("a directory");
+        let path = dir.path().join("hosts.txt");
+        let text: String = farm
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| format!("h{i:04}=127.0.0.1:{port}\n"))
+            .collect();
+        std::fs::write(&path, text).expect("hosts file");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let rss_before = rss_kib();
+        let opened = Instant::now();
+        let app = App::new(
+            Options {
+                hosts_file: Some(path),
+                settings_path: None,
+                history: None,
+                monitor_interval: Duration::from_secs(10),
+                ..Options::default()
+            },
+            runtime.handle().clone(),
+            false,
+        )
+        .expect("a window");
+        app.window().show().expect("shown");
+        let shown = opened.elapsed();
+        let (online, longest_pump) = pump_until(&app, Duration::from_secs(60), |app| {
+            app.window()
+                .global::<HostsAdapter>()
+                .get_summary()
+                .contains(&format!("{count} online"))
+        });
+        let rss_hosts = rss_kib();
+        report.add(Figure {
+            name: format!("GUI: open a file of {count} hosts"),
+            unit: "ms",
+            value: super::ms(shown),
+            p99: None,
+            baseline: None,
+            ratio: None,
+            note: "window built, hosts listed".into(),
+        });
+        report.add(Figure {
+            name: format!("GUI: all {count} hosts checked online"),
+            unit: "ms",
+            value: super::ms(shown + online),
+            p99: None,
+            baseline: None,
+            ratio: None,
+            note: format!("longest UI-thread pump {:.1} ms", super::ms(longest_pump)),
+        });
+        report.add(Figure {
+            name: format!("GUI: memory with {count} hosts"),
+            unit: "KiB",
+            value: rss_hosts.saturating_sub(rss_before) as f64,
+            p99: None,
+            baseline: None,
+            ratio: None,
+            note: format!("window process RSS {rss_hosts} KiB; the agents run in another process"),
+        });
+
+        // Select one host and run a command that prints 100 MB.
+        let hosts = app.window().global::<HostsAdapter>();
+        hosts.invoke_select_none();
+        hosts.invoke_toggle(0);
+        let bytes: u64 = if options.smoke {
+            5_000_000
+        } else {
+            100_000_000
+        };
+        let before = rss_kib();
+        let command = app.window().global::<CommandAdapter>();
+        command
+            .invoke_run(format!("head -c {bytes} /dev/zero | tr '\\0' 'x' | fold -w 100").into());
+        let mut peak = before;
+        let (took, longest) = pump_until(&app, Duration::from_secs(120), |app| {
+            peak = peak.max(rss_kib());
+            !app.window().global::<CommandAdapter>().get_running()
+        });
+        report.add(Figure {
+            name: format!("GUI: a command printing {} MB", bytes / 1_000_000),
+            unit: "ms",
+            value: super::ms(took),
+            p99: None,
+            baseline: None,
+            ratio: None,
+            note: format!(
+                "longest UI-thread pump {:.1} ms; RSS grew {} KiB at most",
+                super::ms(longest),
+                peak.saturating_sub(before)
+            ),
+        });
+        drop(app);
+        drop(farm);
     }
 }
 

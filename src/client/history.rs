@@ -31,6 +31,25 @@ pub struct Entry {
     pub results: Vec<HostRecord>,
 }
 
+impl Entry {
+    /// "3 ok, 1 skipped": how many hosts ended each way, in order of first
+    /// appearance.
+    pub fn summary(&self) -> String {
+        let mut counts: Vec<(&str, usize)> = Vec::new();
+        for r in &self.results {
+            match counts.iter_mut().find(|(s, _)| *s == r.status) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((&r.status, 1)),
+            }
+        }
+        counts
+            .into_iter()
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// What happened on one host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostRecord {
@@ -245,6 +264,13 @@ mod tests {
         let commands: Vec<&str> = loaded.entries.iter().map(|e| e.command.as_str()).collect();
         assert_eq!(commands, vec!["one", "two"]);
         assert_eq!(loaded.skipped_lines, 1);
+        let mut entry = entry("three");
+        entry.results.push(HostRecord {
+            status: "skipped".into(),
+            ..entry.results[0].clone()
+        });
+        entry.results.push(entry.results[0].clone());
+        assert_eq!(entry.summary(), "2 ok, 1 skipped");
     }
 
     #[test]

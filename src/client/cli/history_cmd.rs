@@ -6,7 +6,7 @@ use super::{
     CliError, Context, Global,
     output::{self, Printer, table},
 };
-use crate::{client::history::Entry, command::ExecRequest};
+use crate::command::ExecRequest;
 
 /// What to do with the history.
 #[derive(Debug, clap::Subcommand)]
@@ -76,7 +76,7 @@ pub(super) async fn run(
                     vec![
                         (i + 1).to_string(),
                         when(e.time_ms),
-                        summarize(e),
+                        e.summary(),
                         crate::client::group::compact(&e.targets),
                         e.command.clone(),
                     ]
@@ -142,22 +142,6 @@ pub(super) async fn run(
             )
         }
     }
-}
-
-/// "3 ok, 1 failed" style summary of an entry.
-fn summarize(entry: &Entry) -> String {
-    let mut counts: Vec<(String, usize)> = Vec::new();
-    for r in &entry.results {
-        match counts.iter_mut().find(|(s, _)| *s == r.status) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((r.status.clone(), 1)),
-        }
-    }
-    counts
-        .into_iter()
-        .map(|(s, n)| format!("{n} {s}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// A time as "YYYY-MM-DD HH:MM:SS" (UTC).

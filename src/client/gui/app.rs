@@ -68,9 +68,9 @@ pub struct Options {
 /// Something that happened in the background, for the UI thread.
 enum Update {
     HostsChanged,
-    Run {
-        id: u64,
-        event: RunEvent,
+    /// A host's output or status changed in the output controller.
+    OutputChanged {
+        slot: usize,
     },
     RunEnded {
         id: u64,
@@ -129,6 +129,10 @@ struct Inner {
     window: MainWindow,
     runtime: tokio::runtime::Handle,
     updates: Arc<Updates>,
+    /// Filled by the runs' background tasks (splitting, hashing and
+    /// spilling output off the UI thread); the UI thread only copies the
+    /// visible part.
+    output: Arc<Mutex<OutputController>>,
     state: RefCell<State>,
     models: Models,
 }
@@ -149,7 +153,6 @@ struct Models {
 struct State {
     config: ClientConfig,
     hosts: HostsController,
-    output: OutputController,
     chart: ChartController,
     recall: Recall,
     files: FileBrowser,
@@ -225,10 +228,10 @@ impl App {
                 scheduled: AtomicBool::new(false),
                 wake,
             }),
+            output: Arc::new(Mutex::new(OutputController::default())),
             state: RefCell::new(State {
                 config: options.config,
                 hosts: HostsController::detached(Vec::new()),
-                output: OutputController::default(),
                 chart: ChartController::new(120_000),
                 recall,
                 files: FileBrowser::at(&start_dir),
@@ -289,13 +292,11 @@ impl App {
             for update in updates {
                 match update {
                     Update::HostsChanged => hosts_changed = true,
-                    Update::Run { id, event } => {
-                        if let Some(slot) = state.output.apply(id, event) {
-                            tabs_changed.insert(slot);
-                        }
+                    Update::OutputChanged { slot } => {
+                        tabs_changed.insert(slot);
                     }
                     Update::RunEnded { id } => {
-                        if state.output.run_id() == Some(id) {
+                        if self.output().run_id() == Some(id) {
                             run_ended = true;
                         }
                     }
@@ -349,6 +350,10 @@ impl App {
         if history_changed {
             self.refresh_history();
         }
+    }
+
+    fn output(&self) -> std::sync::MutexGuard<'_, OutputController> {
+        lock(&self.inner.output)
     }
 
     fn status(&self, message: &str, error: bool) {
@@ -552,9 +557,8 @@ impl App {
             move |slot| {
                 if let Some(app) = app() {
                     let state = app.inner.state.borrow();
-                    if let (Some(run), Some(host)) =
-                        (&state.run, state.output.host_of_slot(slot as usize))
-                    {
+                    let host = app.output().host_of_slot(slot as usize);
+                    if let (Some(run), Some(host)) = (&state.run, host) {
                         run.cancel_host(host);
                     }
                 }
@@ -572,10 +576,9 @@ impl App {
             let app = app.clone();
             move || {
                 if let Some(app) = app() {
-                    let state = app.inner.state.borrow();
-                    let text = state
-                        .current_slot
-                        .map(|slot| state.output.tail_text(slot))
+                    let slot = app.inner.state.borrow().current_slot;
+                    let text = slot
+                        .map(|slot| app.output().tail_text(slot))
                         .unwrap_or_default();
                     app.inner
                         .window
@@ -1029,7 +1032,7 @@ impl App {
             .iter()
             .map(|&i| (i, state.hosts.fleet().hosts()[i].name().to_owned()))
             .collect();
-        state.output.start(id, title, &names);
+        lock(&self.inner.output).start(id, title, &names);
         state.current_slot = Some(0);
         state.shown_version = u64::MAX;
         drop(state);
@@ -1062,9 +1065,12 @@ impl App {
         let mut run = fleet.exec(&selection, ExecRequest::new(text), RunOptions::default());
         self.inner.state.borrow_mut().run = Some(run.handle());
         let updates = self.inner.updates.clone();
+        let output = self.inner.output.clone();
         self.inner.runtime.spawn(async move {
             while let Some(event) = run.events.recv().await {
-                updates.push(Update::Run { id, event });
+                if let Some(slot) = lock(&output).apply(id, event) {
+                    updates.push(Update::OutputChanged { slot });
+                }
             }
             updates.push(Update::RunEnded { id });
         });
@@ -1148,7 +1154,13 @@ impl App {
                 }
             }
         });
+        let output = self.inner.output.clone();
         self.inner.runtime.spawn(async move {
+            let apply = |event: RunEvent| {
+                if let Some(slot) = lock(&output).apply(id, event) {
+                    updates.push(Update::OutputChanged { slot });
+                }
+            };
             while let Some((host, outcome)) = answers.recv().await {
                 let (text, outcome) = match outcome {
                     Outcome::Done(text) => (Some(text), answered(started.elapsed())),
@@ -1161,23 +1173,17 @@ impl App {
                     if !data.ends_with(b"\n") {
                         data.push(b'\n');
                     }
-                    updates.push(Update::Run {
-                        id,
-                        event: RunEvent::Output {
-                            host,
-                            stream: crate::command::OutputStream::Stdout,
-                            data: data.into(),
-                        },
+                    apply(RunEvent::Output {
+                        host,
+                        stream: crate::command::OutputStream::Stdout,
+                        data: data.into(),
                     });
                 }
-                updates.push(Update::Run {
-                    id,
-                    event: RunEvent::Finished {
-                        host,
-                        result: HostResult {
-                            outcome,
-                            duration: started.elapsed(),
-                        },
+                apply(RunEvent::Finished {
+                    host,
+                    result: HostResult {
+                        outcome,
+                        duration: started.elapsed(),
                     },
                 });
             }
@@ -1209,30 +1215,26 @@ impl App {
 
     fn refresh_output(&self, changed: &BTreeSet<usize>, everything: bool) {
         let mut state = self.inner.state.borrow_mut();
+        let output = lock(&self.inner.output);
         let m = &self.inner.models;
-        if everything || m.tabs.row_count() != state.output.tabs().len() {
-            let tabs: Vec<TabItem> = state.output.tabs().into_iter().map(tab_item).collect();
+        if everything || m.tabs.row_count() != output.tabs().len() {
+            let tabs: Vec<TabItem> = output.tabs().into_iter().map(tab_item).collect();
             update_model(&m.tabs, tabs);
         } else {
             for &slot in changed {
-                if let Some(tab) = state.output.tab(slot) {
+                if let Some(tab) = output.tab(slot) {
                     m.tabs.set_row_data(slot, tab_item(tab));
                 }
             }
         }
         let adapter = self.inner.window.global::<OutputAdapter>();
         if let Some(slot) = state.current_slot {
-            let version = state.output.version(slot);
+            let version = output.version(slot);
             if version != state.shown_version {
                 state.shown_version = version;
-                let lines: Vec<LineItem> = state
-                    .output
-                    .lines(slot)
-                    .into_iter()
-                    .map(line_item)
-                    .collect();
+                let lines: Vec<LineItem> = output.lines(slot).into_iter().map(line_item).collect();
                 m.lines.set_vec(lines);
-                let (bytes, shown) = state.output.sizes(slot);
+                let (bytes, shown) = output.sizes(slot);
                 adapter.set_sizes(
                     format!(
                         "{} · {} lines shown{}",
@@ -1247,14 +1249,14 @@ impl App {
                     .into(),
                 );
             }
-            if let Some(tab) = state.output.tab(slot) {
+            if let Some(tab) = output.tab(slot) {
                 adapter.set_header(format!("{} — {}", tab.name, tab.status).into());
             }
         } else {
             m.lines.set_vec(Vec::new());
             adapter.set_header(SharedString::new());
         }
-        let summary = state.output.summary();
+        let summary = output.summary();
         adapter.set_summary(
             format!(
                 "{} ok · {} failed · {} skipped · {} unreachable{} · {}",
@@ -1267,22 +1269,18 @@ impl App {
                 } else {
                     String::new()
                 },
-                crate::client::format::duration(state.output.elapsed())
+                crate::client::format::duration(output.elapsed())
             )
             .into(),
         );
         // Grouping hashes every host's output: done as hosts finish, not
         // for every chunk.
         if everything
-            || changed.iter().any(|&slot| {
-                state
-                    .output
-                    .tab(slot)
-                    .is_some_and(|t| t.kind != TabKind::Running)
-            })
+            || changed
+                .iter()
+                .any(|&slot| output.tab(slot).is_some_and(|t| t.kind != TabKind::Running))
         {
-            let groups: Vec<GroupItem> = state
-                .output
+            let groups: Vec<GroupItem> = output
                 .groups()
                 .into_iter()
                 .map(|g| GroupItem {
@@ -1310,10 +1308,11 @@ impl App {
         let (entry, summary, elapsed, history) = {
             let mut state = self.inner.state.borrow_mut();
             state.run = None;
+            let output = lock(&self.inner.output);
             (
-                state.output.history_entry(),
-                state.output.summary(),
-                state.output.elapsed(),
+                output.history_entry(),
+                output.summary(),
+                output.elapsed(),
                 state.history.clone(),
             )
         };
@@ -1356,12 +1355,10 @@ impl App {
     }
 
     fn save_output(&self, path: &Path) {
-        let result = {
-            let mut state = self.inner.state.borrow_mut();
-            match state.current_slot {
-                Some(slot) => state.output.save(slot, path),
-                None => Err(std::io::Error::other("no output to save")),
-            }
+        let slot = self.inner.state.borrow().current_slot;
+        let result = match slot {
+            Some(slot) => self.output().save(slot, path),
+            None => Err(std::io::Error::other("no output to save")),
         };
         match result {
             Ok(bytes) => self.status(
@@ -1387,24 +1384,12 @@ impl App {
             .iter()
             .enumerate()
             .rev()
-            .map(|(i, e)| {
-                let failed = e
-                    .results
-                    .iter()
-                    .filter(|r| r.status != "ok" && r.status != "skipped")
-                    .count();
-                HistoryItem {
-                    id: (i + 1) as i32,
-                    when: crate::clock::utc(e.time_ms).into(),
-                    command: e.command.clone().into(),
-                    hosts: crate::client::group::compact(&e.targets).into(),
-                    result: if failed == 0 {
-                        format!("{} ok", e.results.len())
-                    } else {
-                        format!("{failed} of {} not ok", e.results.len())
-                    }
-                    .into(),
-                }
+            .map(|(i, e)| HistoryItem {
+                id: (i + 1) as i32,
+                when: crate::clock::utc(e.time_ms).into(),
+                command: e.command.clone().into(),
+                hosts: crate::client::group::compact(&e.targets).into(),
+                result: e.summary().into(),
             })
             .collect();
         update_model(&self.inner.models.history, rows);
@@ -1550,6 +1535,12 @@ impl Drop for Inner {
             run.cancel();
         }
     }
+}
+
+/// Locks the output controller; a panic elsewhere while it was locked
+/// leaves it usable.
+fn lock(output: &Mutex<OutputController>) -> std::sync::MutexGuard<'_, OutputController> {
+    output.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A successful answer to a preset, as a command that exited with 0.

@@ -82,17 +82,36 @@ pub struct GroupRow {
     pub lines: Vec<Line>,
 }
 
+/// A line as received: a slice of the chunk it came in (no copy), shown
+/// only when the screen asks for it.
+#[derive(Debug, Clone)]
+struct RawLine {
+    bytes: bytes::Bytes,
+    stderr: bool,
+}
+
+impl RawLine {
+    fn shown(&self) -> Line {
+        Line {
+            text: sanitize(&self.bytes),
+            stderr: self.stderr,
+        }
+    }
+}
+
 /// One host's output in the current run.
 #[derive(Debug)]
 struct HostOutput {
     fleet_index: usize,
     name: String,
-    lines: VecDeque<Line>,
+    lines: VecDeque<RawLine>,
     partial: [Vec<u8>; 2],
     full: Option<File>,
     bytes: u64,
     head: Vec<u8>,
-    digest: Sha256,
+    /// One digest per stream: two hosts that wrote the same stdout and the
+    /// same stderr are identical even if the two interleaved differently.
+    digests: [Sha256; 2],
     result: Option<HostResult>,
     version: u64,
 }
@@ -109,15 +128,15 @@ impl HostOutput {
             full: tempfile::tempfile().ok(),
             bytes: 0,
             head: Vec::new(),
-            digest: Sha256::new(),
+            digests: [Sha256::new(), Sha256::new()],
             result: None,
             version: 0,
         }
     }
 
-    fn push(&mut self, stream: OutputStream, data: &[u8]) {
+    fn push(&mut self, stream: OutputStream, data: &bytes::Bytes) {
         self.bytes += data.len() as u64;
-        self.digest.update(data);
+        self.digests[usize::from(stream == OutputStream::Stderr)].update(data);
         if self.head.len() < OUTPUT_KEPT {
             let room = OUTPUT_KEPT - self.head.len();
             self.head.extend_from_slice(&data[..data.len().min(room)]);
@@ -128,29 +147,32 @@ impl HostOutput {
             self.full = None;
         }
         let stderr = stream == OutputStream::Stderr;
-        let partial = &mut self.partial[usize::from(stderr)];
-        partial.extend_from_slice(data);
-        if let Some(end) = partial.iter().rposition(|b| *b == b'\n') {
-            let complete: Vec<u8> = partial.drain(..=end).collect();
-            for line in complete[..complete.len() - 1].split(|b| *b == b'\n') {
-                self.lines.push_back(Line {
-                    text: sanitize(line),
-                    stderr,
-                });
+        let mut rest = data.clone();
+        while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+            let line = rest.split_to(end + 1);
+            let line = line.slice(..end);
+            let partial = &mut self.partial[usize::from(stderr)];
+            let bytes = if partial.is_empty() {
+                line
+            } else {
+                partial.extend_from_slice(&line);
+                bytes::Bytes::from(std::mem::take(partial))
+            };
+            self.lines.push_back(RawLine { bytes, stderr });
+            if self.lines.len() > TAIL_LINES {
+                self.lines.pop_front();
             }
         }
+        let partial = &mut self.partial[usize::from(stderr)];
+        partial.extend_from_slice(&rest);
         // A line that never ends (a progress bar, binary output) must not
         // grow without bound: show it in pieces.
-        let partial = &mut self.partial[usize::from(stderr)];
         if partial.len() > MAX_LINE_CHARS * 4 {
-            let piece: Vec<u8> = std::mem::take(partial);
-            self.lines.push_back(Line {
-                text: sanitize(&piece),
-                stderr,
-            });
-        }
-        while self.lines.len() > TAIL_LINES {
-            self.lines.pop_front();
+            let bytes = bytes::Bytes::from(std::mem::take(partial));
+            self.lines.push_back(RawLine { bytes, stderr });
+            if self.lines.len() > TAIL_LINES {
+                self.lines.pop_front();
+            }
         }
         self.version += 1;
     }
@@ -159,8 +181,8 @@ impl HostOutput {
         for (index, stderr) in [(0, false), (1, true)] {
             let rest = std::mem::take(&mut self.partial[index]);
             if !rest.is_empty() {
-                self.lines.push_back(Line {
-                    text: sanitize(&rest),
+                self.lines.push_back(RawLine {
+                    bytes: rest.into(),
                     stderr,
                 });
             }
@@ -379,7 +401,7 @@ impl OutputController {
         self.run
             .as_ref()
             .and_then(|r| r.hosts.get(slot))
-            .map_or_else(Vec::new, |h| h.lines.iter().cloned().collect())
+            .map_or_else(Vec::new, |h| h.lines.iter().map(RawLine::shown).collect())
     }
 
     /// A slot's lines as one text, to select and copy.
@@ -433,10 +455,12 @@ impl OutputController {
                 TabKind::Ok => "exit 0".to_owned(),
                 _ => status,
             };
-            (
-                h.name.clone(),
-                (h.digest.clone().finalize().to_vec(), status, slot),
-            )
+            let digest: Vec<u8> = h
+                .digests
+                .iter()
+                .flat_map(|d| d.clone().finalize().to_vec())
+                .collect();
+            (h.name.clone(), (digest, status, slot))
         });
         // The slot is not part of the key; group on (digest, status).
         let groups = group::group_by(keyed.map(|(name, (digest, status, slot))| {
@@ -649,6 +673,26 @@ mod tests {
             big.len() as u64 + 5,
             "saving twice works"
         );
+    }
+
+    #[test]
+    fn streams_interleaved_differently_still_group() {
+        let mut out = OutputController::default();
+        out.start(1, "x", &[(0, "a".into()), (1, "b".into())]);
+        out.apply(1, output(0, OutputStream::Stdout, b"out\n"));
+        out.apply(1, output(0, OutputStream::Stderr, b"err\n"));
+        out.apply(1, output(1, OutputStream::Stderr, b"err\n"));
+        out.apply(1, output(1, OutputStream::Stdout, b"out\n"));
+        for host in [0, 1] {
+            out.apply(
+                1,
+                RunEvent::Finished {
+                    host,
+                    result: exit(0),
+                },
+            );
+        }
+        assert_eq!(out.groups().len(), 1);
     }
 
     #[test]

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Starts vigie-gui under Xvfb against three agents on this machine (and one
+# host where nothing listens), drives it with xdotool, and saves screenshots
+# in docs/screenshots/. Everything stays on 127.0.0.1 and is stopped at the end.
+#
+# Needs Xvfb, ImageMagick's `import` and xdotool (installed with apt-get when
+# missing and running as root). The clicks assume the window's default
+# 1280 × 800 layout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=docs/screenshots
+mkdir -p "$out"
+
+if ! command -v Xvfb >/dev/null || ! command -v import >/dev/null || ! command -v xdotool >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && apt-get install -y -qq xvfb imagemagick xdotool \
+            libx11-6 libx11-xcb1 libxcursor1 libxi6 libxkbcommon-x11-0 libfontconfig1 >/dev/null
+    else
+        echo "screenshots: install xvfb, imagemagick and xdotool first" >&2
+        exit 1
+    fi
+fi
+
+cargo build --release --features gui --bins
+bin=${CARGO_TARGET_DIR:-target}/release
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Three agents on free loopback ports; db1 points at a port nobody serves.
+echo "name,address,port,tags" > "$work/hosts.csv"
+for name in web1 web2 web3; do
+    "$bin/vigie-agent" --listen 127.0.0.1:0 --log-level error > "$work/$name.out" &
+    pids+=($!)
+    for _ in $(seq 50); do [ -s "$work/$name.out" ] && break; sleep 0.1; done
+    port=$(sed -n 's/^listening on 127.0.0.1://p' "$work/$name.out")
+    echo "$name,127.0.0.1,$port,web" >> "$work/hosts.csv"
+done
+free=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+echo "db1,127.0.0.1,$free,db" >> "$work/hosts.csv"
+
+display=:97
+Xvfb "$display" -screen 0 1280x800x24 -nolisten tcp > "$work/xvfb.log" 2>&1 &
+pids+=($!)
+export DISPLAY=$display
+sleep 1
+mkdir -p "$work/home"
+HOME="$work/home" VIGIE_HISTORY="$work/history.jsonl" "$bin/vigie-gui" "$work/hosts.csv" > "$work/gui.log" 2>&1 &
+pids+=($!)
+window=$(xdotool search --sync --name vigie | head -n 1)
+xdotool windowfocus --sync "$window"
+sleep 3  # the hosts are checked
+
+shot() { sleep "${2:-1}"; import -window root "$out/$1.png"; echo "saved $out/$1.png"; }
+click() { xdotool mousemove "$1" "$2" click 1; }
+
+xdotool key ctrl+shift+a                    # select every host
+click 700 74                                  # the command line
+xdotool type --delay 2 "uname -sr; df -h / | tail -n 1; echo 'a warning on stderr' >&2"
+xdotool key Return
+shot output 2
+click 470 145; shot grouped                   # Grouped
+click 178 180; click 564 145; shot info       # web1, then System info
+( timeout 8 sh -c 'while :; do :; done' & )   # some CPU load for the chart
+click 648 145; shot chart 12                  # Chart
+click 718 145; sleep 1; click 560 228; shot history  # History, first entry
+click 1240 34; shot confirm                   # Kill asks first
+xdotool key Escape; sleep 0.5; click 820 400
+click 1216 780; click 390 145; shot light     # the light theme

@@ -1,0 +1,340 @@
+//! The desktop client's real window, driven through Slint's testing backend
+//! (no display needed) against real agents on 127.0.0.1:0: load a hosts
+//! file, select hosts, run a preset and a command, see output arrive,
+//! cancel, see an offline host skipped, add and remove hosts.
+
+#![cfg(feature = "gui")]
+
+mod support;
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use i_slint_backend_testing::ElementHandle;
+use slint::{ComponentHandle, Model};
+use support::{TestAgent, marker, processes_with};
+use vigie::client::{
+    gui::{CommandAdapter, HistoryAdapter, HostsAdapter, OutputAdapter, app::App, app::Options},
+    history::History,
+};
+
+/// A window with its runtime and scratch files.
+struct Window {
+    app: App,
+    dir: tempfile::TempDir,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Window {
+    fn open(hosts_file: Option<PathBuf>) -> Self {
+        i_slint_backend_testing::init_no_event_loop();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let app = App::new(
+            Options {
+                hosts_file,
+                settings_path: Some(dir.path().join("gui.toml")),
+                history: Some(History::at(dir.path().join("history.jsonl"))),
+                monitor_interval: Duration::from_secs(1),
+                ..Options::default()
+            },
+            runtime.handle().clone(),
+            false,
+        )
+        .expect("the window opens");
+        app.window().show().expect("shown");
+        Self {
+            app,
+            dir,
+            _runtime: runtime,
+        }
+    }
+
+    /// Pumps background results into the window until `done` holds.
+    fn wait_until(&self, what: &str, mut done: impl FnMut(&App) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            self.app.pump();
+            if done(&self.app) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(20));
+            i_slint_backend_testing::mock_elapsed_time(Duration::from_millis(20));
+        }
+    }
+
+    fn element(&self, label: &str) -> ElementHandle {
+        ElementHandle::find_by_accessible_label(self.app.window(), label)
+            .next()
+            .unwrap_or_else(|| panic!("no element labelled {label:?}"))
+    }
+
+    fn click(&self, label: &str) {
+        self.element(label).invoke_accessible_default_action();
+    }
+
+    fn type_into(&self, label: &str, text: &str) {
+        self.element(label).set_accessible_value(text);
+    }
+
+    fn hosts(&self) -> Vec<(String, String, bool)> {
+        let model = self.app.window().global::<HostsAdapter>().get_hosts();
+        model
+            .iter()
+            .map(|h| (h.name.to_string(), h.state.to_string(), h.selected))
+            .collect()
+    }
+
+    fn tabs(&self) -> Vec<(String, String, String)> {
+        let model = self.app.window().global::<OutputAdapter>().get_tabs();
+        model
+            .iter()
+            .map(|t| (t.name.to_string(), t.kind.to_string(), t.status.to_string()))
+            .collect()
+    }
+
+    fn lines(&self) -> Vec<(String, bool)> {
+        let model = self.app.window().global::<OutputAdapter>().get_lines();
+        model
+            .iter()
+            .map(|l| (l.text.to_string(), l.stderr))
+            .collect()
+    }
+
+    fn running(&self) -> bool {
+        self.app.window().global::<CommandAdapter>().get_running()
+    }
+}
+
+fn hosts_file(dir: &Path, agents: &[(&str, &TestAgent)], offline: bool) -> PathBuf {
+    let mut text = String::from("name,address,port,tags\n");
+    for (name, agent) in agents {
+        text.push_str(&format!("{name},127.0.0.1,{},web\n", agent.addr().port()));
+    }
+    if offline {
+        let free = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        text.push_str(&format!("down,127.0.0.1,{free},db\n"));
+    }
+    let path = dir.join("hosts.csv");
+    std::fs::write(&path, text).expect("written");
+    path
+}
+
+#[test]
+fn load_select_run_a_preset_and_a_command_and_see_an_offline_host_skipped() {
+    let (a, b) = (TestAgent::start(), TestAgent::start());
+    let files = tempfile::tempdir().expect("a directory");
+    let path = hosts_file(files.path(), &[("web1", &a), ("web2", &b)], true);
+    let window = Window::open(None);
+
+    // Load the file the way a user does: type its path, press Load.
+    window.type_into("Hosts file", &path.display().to_string());
+    window.click("Load");
+    window.wait_until("the hosts are checked", |_| {
+        let hosts = window.hosts();
+        hosts.len() == 3
+            && hosts
+                .iter()
+                .all(|(_, state, _)| state == "online" || state == "offline")
+    });
+    assert_eq!(
+        window
+            .hosts()
+            .iter()
+            .map(|(n, s, _)| (n.as_str(), s.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("web1", "online"), ("web2", "online"), ("down", "offline")]
+    );
+
+    window.click("Select all");
+    assert!(window.hosts().iter().all(|(_, _, selected)| *selected));
+    window.click("web2");
+    assert_eq!(
+        window.hosts().iter().filter(|(_, _, s)| *s).count(),
+        2,
+        "clicking a row's check toggles it"
+    );
+    window.click("web2");
+
+    window.click("RAM");
+    window.wait_until("the preset answers", |_| !window.running());
+    let tabs = window.tabs();
+    assert_eq!(tabs.len(), 3);
+    assert_eq!((tabs[0].1.as_str(), tabs[1].1.as_str()), ("ok", "ok"));
+    assert_eq!(tabs[2].1, "skipped", "{tabs:?}");
+    assert!(
+        tabs[2].2.contains("offline"),
+        "the reason is shown: {tabs:?}"
+    );
+    assert!(
+        window.lines()[0].0.starts_with("total "),
+        "web1's memory is shown: {:?}",
+        window.lines()
+    );
+
+    window.type_into(
+        "Command",
+        "echo hello; echo oops >&2; printf '\\033[31mred\\033[0m\\n'",
+    );
+    window.click("Run");
+    window.wait_until("the command ends", |_| !window.running());
+    let lines = window.lines();
+    assert!(lines.contains(&("hello".to_owned(), false)), "{lines:?}");
+    assert!(
+        lines.contains(&("oops".to_owned(), true)),
+        "stderr is marked: {lines:?}"
+    );
+    assert!(
+        lines.contains(&("^[[31mred^[[0m".to_owned(), false)),
+        "escape sequences are shown, not obeyed: {lines:?}"
+    );
+    let groups = window.app.window().global::<OutputAdapter>().get_groups();
+    let first = groups.row_data(0).expect("a group");
+    assert_eq!((first.hosts.as_str(), first.count), ("web[1-2]", 2));
+    let status = window
+        .element("Status")
+        .accessible_description()
+        .unwrap_or_default();
+    assert!(
+        status.contains("2 ok") && status.contains("1 skipped"),
+        "{status}"
+    );
+
+    // Both runs are in the shared history.
+    window.wait_until("the history is written", |app| {
+        app.window()
+            .global::<HistoryAdapter>()
+            .get_entries()
+            .row_count()
+            == 2
+    });
+    let history = History::at(window.dir.path().join("history.jsonl"))
+        .load()
+        .expect("readable");
+    assert_eq!(
+        history.entries[1].command,
+        "echo hello; echo oops >&2; printf '\\033[31mred\\033[0m\\n'"
+    );
+    assert_eq!(history.entries[1].results[2].status, "skipped");
+}
+
+#[test]
+fn cancel_stops_the_command_on_every_host() {
+    let (a, b) = (TestAgent::start(), TestAgent::start());
+    let files = tempfile::tempdir().expect("a directory");
+    let path = hosts_file(files.path(), &[("web1", &a), ("web2", &b)], false);
+    let window = Window::open(Some(path));
+    window.click("Select all");
+    let mark = marker();
+    window.type_into("Command", &format!("echo started; sleep {mark}"));
+    window.click("Run");
+    window.wait_until("both commands run", |_| processes_with(&mark).len() >= 2);
+    window.click("Cancel");
+    window.wait_until("the run is over", |_| !window.running());
+    let tabs = window.tabs();
+    assert!(
+        tabs.iter()
+            .all(|(_, kind, status)| kind == "failed" && status == "cancelled"),
+        "{tabs:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_with(&mark).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the commands were killed on the agents"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn adding_and_removing_hosts_edits_the_file() {
+    let a = TestAgent::start();
+    let files = tempfile::tempdir().expect("a directory");
+    let path = hosts_file(files.path(), &[("web1", &a)], false);
+    let window = Window::open(Some(path.clone()));
+    let hosts = window.app.window().global::<HostsAdapter>();
+
+    // Through the dialog, as a user fills it in.
+    window.click("Add host…");
+    window.type_into("New host name", "web2");
+    window.type_into("New host address", "127.0.0.1");
+    window.type_into("New host port", "port");
+    window.click("Add");
+    assert!(
+        hosts.get_add_error().contains("bad port"),
+        "{}",
+        hosts.get_add_error()
+    );
+    window.type_into("New host port", &a.addr().port().to_string());
+    window.click("Add");
+    assert_eq!(hosts.get_add_error(), "");
+    let text = std::fs::read_to_string(&path).expect("readable");
+    assert!(
+        text.ends_with(&format!("web2,127.0.0.1,{},\n", a.addr().port())),
+        "{text}"
+    );
+    window.wait_until("the new host is checked", |_| {
+        window
+            .hosts()
+            .iter()
+            .any(|(n, s, _)| n == "web2" && s == "online")
+    });
+
+    window.click("web1");
+    window.click("Remove");
+    window.click("Remove them");
+    let text = std::fs::read_to_string(&path).expect("readable");
+    assert!(!text.contains("web1"), "{text}");
+    assert_eq!(window.hosts().len(), 1);
+}
+
+#[test]
+fn kill_asks_for_confirmation_and_stops_the_agents() {
+    let (a, b) = (TestAgent::start(), TestAgent::start());
+    let files = tempfile::tempdir().expect("a directory");
+    let path = hosts_file(files.path(), &[("web1", &a), ("web2", &b)], false);
+    let window = Window::open(Some(path));
+    window.click("Select all");
+    window.click("Kill");
+    assert!(!a.is_finished(), "nothing happens before the confirmation");
+    window.click("Stop them");
+    window.wait_until("both agents answered", |_| !window.running());
+    let tabs = window.tabs();
+    assert!(tabs.iter().all(|(_, kind, _)| kind == "ok"), "{tabs:?}");
+    assert!(
+        window.lines()[0].0.starts_with("the agent is stopping"),
+        "{:?}",
+        window.lines()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(a.is_finished() && b.is_finished()) {
+        assert!(Instant::now() < deadline, "both agents stopped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn without_a_hosts_file_the_window_shows_this_machine() {
+    let window = Window::open(None);
+    window.wait_until("this machine is online", |_| {
+        window
+            .hosts()
+            .first()
+            .is_some_and(|(_, state, selected)| state == "online" && *selected)
+    });
+    window.type_into("Command", "echo from the window");
+    window.click("Run");
+    window.wait_until("the command ends", |_| !window.running());
+    assert_eq!(window.lines(), vec![("from the window".to_owned(), false)]);
+}
