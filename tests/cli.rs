@@ -132,6 +132,45 @@ fn one_host_behaves_like_ssh() {
 }
 
 #[test]
+fn output_without_newlines_is_byte_exact_alone_and_split_with_prefixes_in_a_fleet() {
+    // 300,000 bytes with no newline: a single host gets them untouched (as
+    // ssh would), several hosts get 64 KiB pieces, each with its prefix,
+    // instead of the CLI holding an unbounded line in memory.
+    let (a, b) = (TestAgent::start(), TestAgent::start());
+    let scratch = Scratch::new();
+    let command = "head -c 300000 /dev/zero | tr '\\0' x";
+    let alone = run(scratch
+        .vigie()
+        .args(["-H", &a.addr().to_string(), "exec", "--", command]));
+    assert!(alone.status.success(), "{}", stderr(&alone));
+    assert_eq!(alone.stdout, vec![b'x'; 300_000], "byte-exact");
+
+    let hosts = scratch.hosts(&[("a", &a), ("b", &b)], "");
+    let fleet = run(scratch
+        .vigie()
+        .args(hosts_arg(&hosts))
+        .args(["exec", "--", command]));
+    assert!(fleet.status.success(), "{}", stderr(&fleet));
+    let text = stdout(&fleet);
+    for host in ["a", "b"] {
+        let prefix = format!("{host}: ");
+        let pieces: Vec<usize> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .map(|rest| {
+                assert!(rest.bytes().all(|c| c == b'x'), "only x after the prefix");
+                rest.len()
+            })
+            .collect();
+        assert_eq!(
+            pieces,
+            vec![65_536, 65_536, 65_536, 65_536, 37_856],
+            "{host}'s pieces"
+        );
+    }
+}
+
+#[test]
 fn json_output_has_stable_fields() {
     let (a, b) = (TestAgent::start(), TestAgent::start());
     let scratch = Scratch::new();

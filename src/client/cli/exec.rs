@@ -22,7 +22,7 @@ use crate::{
     client::{
         fleet::{HostOutcome, HostResult, RunEvent, RunOptions, Summary},
         group,
-        history::{Entry, HostRecord},
+        history::{Entry, HostRecord, OUTPUT_KEPT},
     },
     command::{ExecRequest, OutputStream, Shell},
 };
@@ -94,13 +94,52 @@ pub(super) async fn run(
     Ok(execute(context, request, args.gather, args.timeout, printer).await)
 }
 
-/// What is kept of one host's output.
-#[derive(Default)]
+/// What is kept of one host's output: the beginning (all of it up to
+/// [`GATHER_KEPT`] with `-b`, else what the history keeps), its size and a
+/// hash of all of it, and the unfinished last line of each stream. Memory
+/// stays bounded however much a command prints.
 struct HostOutput {
-    /// Everything, in arrival order (for -b and for the history).
-    all: Vec<u8>,
-    /// The unfinished last line of each stream, printed when it ends.
+    kept: Vec<u8>,
+    limit: usize,
+    total: u64,
+    hash: std::collections::hash_map::DefaultHasher,
     partial: [Vec<u8>; 2],
+}
+
+/// With `-b`, the output shown for a group of hosts: the first 16 MiB of
+/// each host's output (hosts are grouped by the hash of all of it).
+const GATHER_KEPT: usize = 16 << 20;
+
+/// When several hosts print at once, a line longer than this is shown in
+/// pieces, each with its host's prefix, so that memory does not grow with
+/// output that has no newlines.
+const LONGEST_LINE: usize = 64 * 1024;
+
+impl HostOutput {
+    fn new(gather: bool) -> Self {
+        Self {
+            kept: Vec::new(),
+            // One byte more than the history keeps tells it was truncated.
+            limit: if gather { GATHER_KEPT } else { OUTPUT_KEPT + 1 },
+            total: 0,
+            hash: Default::default(),
+            partial: [Vec::new(), Vec::new()],
+        }
+    }
+
+    fn record(&mut self, data: &[u8]) {
+        use std::hash::Hasher;
+        let room = self.limit.saturating_sub(self.kept.len());
+        self.kept.extend_from_slice(&data[..data.len().min(room)]);
+        self.total += data.len() as u64;
+        self.hash.write(data);
+    }
+
+    /// What hosts are grouped by with `-b`: equal outputs have equal keys.
+    fn key(&self) -> (u64, u64) {
+        use std::hash::Hasher;
+        (self.total, self.hash.finish())
+    }
 }
 
 /// Runs a request on the selected hosts and prints everything; returns the
@@ -149,15 +188,19 @@ pub(super) async fn execute(
         match event {
             RunEvent::Started { .. } => {}
             RunEvent::Output { host, stream, data } => {
-                let kept = outputs.entry(host).or_default();
-                kept.all.extend_from_slice(&data);
+                let kept = outputs
+                    .entry(host)
+                    .or_insert_with(|| HostOutput::new(gather));
+                kept.record(&data);
                 if !gather {
                     print_lines(context, printer, host, stream, &data, kept, single);
                 }
             }
             RunEvent::Finished { host, result } => {
                 if !gather {
-                    let kept = outputs.entry(host).or_default();
+                    let kept = outputs
+                        .entry(host)
+                        .or_insert_with(|| HostOutput::new(gather));
                     flush_partial(context, printer, host, kept, single);
                     report(context, printer, host, &result, single);
                 }
@@ -286,8 +329,10 @@ fn stream_index(stream: OutputStream) -> usize {
     }
 }
 
-/// Prints the complete lines of a chunk; the unfinished end waits for the
-/// rest of its line.
+/// Prints a chunk. With one host the bytes go out as they come, as with
+/// ssh; with several, complete lines go out with their host's prefix and
+/// the unfinished end waits for the rest of its line (up to
+/// [`LONGEST_LINE`]).
 fn print_lines(
     context: &Context,
     printer: &Printer,
@@ -297,13 +342,26 @@ fn print_lines(
     kept: &mut HostOutput,
     single: bool,
 ) {
-    let partial = &mut kept.partial[stream_index(stream)];
-    partial.extend_from_slice(data);
-    let Some(end) = partial.iter().rposition(|b| *b == b'\n') else {
+    if single && !printer.json {
+        emit(context, printer, host, stream, data, single);
         return;
-    };
-    let complete: Vec<u8> = partial.drain(..=end).collect();
-    emit(context, printer, host, stream, &complete, single);
+    }
+    let partial = &mut kept.partial[stream_index(stream)];
+    // Only the new bytes are searched, so a long line costs linear time.
+    match data.iter().rposition(|b| *b == b'\n') {
+        Some(end) => {
+            partial.extend_from_slice(&data[..=end]);
+            let complete = std::mem::take(partial);
+            emit(context, printer, host, stream, &complete, single);
+            partial.extend_from_slice(&data[end + 1..]);
+        }
+        None => partial.extend_from_slice(data),
+    }
+    while partial.len() >= LONGEST_LINE {
+        let mut piece: Vec<u8> = partial.drain(..LONGEST_LINE).collect();
+        piece.push(b'\n');
+        emit(context, printer, host, stream, &piece, single);
+    }
 }
 
 fn flush_partial(
@@ -391,16 +449,23 @@ fn print_groups(
     results: &[(usize, HostResult)],
     outputs: &HashMap<usize, HostOutput>,
 ) {
-    let empty = Vec::new();
+    // Hosts are grouped by the size and hash of their whole output; a
+    // group shows the beginning kept of its first host's (all the same).
+    let by_name: HashMap<&str, &HostOutput> = outputs
+        .iter()
+        .map(|(host, output)| (context.name(*host), output))
+        .collect();
     let groups = group::group_by(results.iter().map(|(host, result)| {
-        let output = outputs.get(host).map_or(&empty, |o| &o.all);
+        let key = outputs.get(host).map_or((0, 0), HostOutput::key);
         (
             context.name(*host).to_owned(),
-            (output.clone(), status_key(&result.outcome)),
+            (key, status_key(&result.outcome)),
         )
     }));
     for group in groups {
-        let (output, status) = &group.key;
+        let (_, status) = &group.key;
+        let first = group.hosts.first().and_then(|h| by_name.get(h.as_str()));
+        let (output, total) = first.map_or((&[][..], 0), |o| (o.kept.as_slice(), o.total));
         let hosts = group::compact(&group.hosts);
         if printer.json {
             #[derive(Serialize)]
@@ -436,6 +501,14 @@ fn print_groups(
         if !output.is_empty() && !output.ends_with(b"\n") {
             let _ = out.write_all(b"\n");
         }
+        drop(out);
+        if total > output.len() as u64 {
+            printer.note(&format!(
+                "vigie: only the first {} of {} shown",
+                crate::client::format::bytes(output.len() as u64),
+                crate::client::format::bytes(total)
+            ));
+        }
     }
 }
 
@@ -466,7 +539,7 @@ fn record_history(
                 history_record(
                     context.name(*host),
                     result,
-                    outputs.get(host).map(|o| o.all.as_slice()),
+                    outputs.get(host).map(|o| o.kept.as_slice()),
                 )
             })
             .collect(),

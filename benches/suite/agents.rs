@@ -1,0 +1,193 @@
+//! The agents a run measures: the release `vigie-agent` binary on
+//! 127.0.0.1:0, and a farm of many agents served from one child process.
+//! Both are stopped and reaped on drop.
+
+use std::{
+    io::{BufRead, Read, Write},
+    process::{Command, Stdio},
+};
+
+/// The release agent binary, started on 127.0.0.1:0.
+pub struct Agent {
+    child: std::process::Child,
+    pub url: String,
+    pub port: u16,
+}
+
+impl Agent {
+    pub fn start(extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vigie-agent"))
+            .args(["--listen", "127.0.0.1:0", "--log-level", "error"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("vigie-agent starts");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("a first line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        let port = addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .expect("a port");
+        Self {
+            url: format!("http://{addr}"),
+            port,
+            child,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn address(&self) -> vigie::client::Address {
+        vigie::client::Address {
+            host: "127.0.0.1".into(),
+            port: self.port,
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(self.child.id() as i32).expect("a pid"),
+            rustix::process::Signal::TERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+/// A field of /proc/PID/status in KiB (VmRSS, VmHWM), 0 when unreadable.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// CPU time (user + system, in clock ticks) and context switches summed
+/// over every thread of a process: what it costs while it should sleep.
+#[derive(Clone, Copy, Default)]
+pub struct Activity {
+    pub ticks: u64,
+    pub switches: u64,
+}
+
+impl Activity {
+    pub fn of(pid: u32) -> Self {
+        let mut activity = Self::default();
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // Fields after the command name, which is in parentheses.
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map_or("", |(_, rest)| rest)
+                .split_whitespace()
+                .collect();
+            // utime and stime are fields 14 and 15, that is 11 and 12 here.
+            activity.ticks = [11, 12]
+                .iter()
+                .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+                .sum();
+        }
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for task in tasks.flatten() {
+                let status =
+                    std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+                activity.switches += status
+                    .lines()
+                    .filter(|l| l.contains("ctxt_switches:"))
+                    .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                    .sum::<u64>();
+            }
+        }
+        activity
+    }
+
+    pub fn since(self, earlier: Self) -> Self {
+        Self {
+            ticks: self.ticks.saturating_sub(earlier.ticks),
+            switches: self.switches.saturating_sub(earlier.switches),
+        }
+    }
+}
+
+/// Many agents served by one runtime in a child process (this benchmark
+/// binary, run with `--agent-farm N`), each on its own loopback port, so
+/// that the client's figures and memory are its own. Stopped on drop.
+pub struct AgentFarm {
+    pub ports: Vec<u16>,
+    child: std::process::Child,
+}
+
+impl AgentFarm {
+    pub fn start(count: usize) -> Self {
+        let mut child = Command::new(std::env::current_exe().expect("this program"))
+            .args(["--agent-farm", &count.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the agent farm starts");
+        let stdout = child.stdout.take().expect("piped");
+        let ports = std::io::BufReader::new(stdout)
+            .lines()
+            .take(count)
+            .map(|l| l.expect("a line").trim().parse().expect("a port"))
+            .collect();
+        Self { ports, child }
+    }
+
+    /// The child side: serves `count` agents until stdin closes.
+    pub fn serve(count: usize) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let stop = tokio_util::sync::CancellationToken::new();
+        runtime.block_on(async {
+            let mut tasks = Vec::new();
+            let mut out = std::io::stdout().lock();
+            for _ in 0..count {
+                let agent = vigie::server::Agent::bind(vigie::server::AgentConfig {
+                    listen: "127.0.0.1:0".into(),
+                    ..vigie::server::AgentConfig::default()
+                })
+                .expect("an agent binds");
+                writeln!(out, "{}", agent.local_addr().port()).expect("stdout");
+                let stop = stop.clone();
+                tasks.push(tokio::spawn(async move {
+                    let _ = agent.serve_restarting_in_process(&stop).await;
+                }));
+            }
+            out.flush().expect("stdout");
+            drop(out);
+            // The parent closes our stdin when it is done with us.
+            let _ = tokio::task::spawn_blocking(|| {
+                let mut sink = Vec::new();
+                let _ = std::io::stdin().read_to_end(&mut sink);
+            })
+            .await;
+            stop.cancel();
+            for task in tasks {
+                let _ = task.await;
+            }
+        });
+    }
+}
+
+impl Drop for AgentFarm {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,166 @@
+//! Streaming 1 GiB of stdout. Floor: `head` into a local pipe, read here.
+//! Then the same command through the agent (plaintext, then mTLS + token)
+//! and through OpenSSH (its default cipher, and AES-GCM, its fastest here).
+
+use std::{
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use futures::StreamExt;
+use vigie::{
+    client::{AgentClient, ConnectionSettings},
+    command::{Event, ExecRequest},
+};
+
+use crate::{
+    Run,
+    agents::{Agent, status_kib},
+    latency::tls_agent,
+    report::{Figure, median_f64},
+    ssh,
+};
+
+pub fn run(run: &mut Run) {
+    let bytes: u64 = if run.options.smoke { 16 << 20 } else { 1 << 30 };
+    let runs = if run.options.smoke { 1 } else { 5 };
+    let command = format!("head -c {bytes} /dev/zero");
+    let label = size(bytes);
+
+    let mut pipe = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            let mut child = Command::new("sh")
+                .args(["-c", &command])
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("head runs");
+            let total = ssh::drain(child.stdout.take().expect("piped"));
+            assert!(child.wait().expect("reaped").success());
+            assert_eq!(total, bytes);
+            rate(bytes, t)
+        })
+        .collect::<Vec<_>>();
+    let pipe = median_f64(&mut pipe);
+    run.report.add(
+        Figure::new("pipe", format!("local pipe, {label}"), "MB/s", pipe)
+            .note(format!("floor; runs={runs}, 1 MB = 10^6 B")),
+    );
+
+    let plain = Agent::start(&[]);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (tls, settings) = tls_agent(dir.path());
+    let vigie_plain = through_agent(run, &plain, &ConnectionSettings::default(), bytes, runs);
+    let plain_peak = status_kib(plain.pid(), "VmHWM:");
+    let vigie_tls = through_agent(run, &tls, &settings, bytes, runs);
+
+    let ssh_runs = if run.options.smoke { 1 } else { 3 };
+    let mut by_ssh = Vec::new();
+    for (name, cipher) in [
+        ("default cipher", None),
+        ("aes128-gcm", Some("aes128-gcm@openssh.com")),
+    ] {
+        if let Some(sshd) = run.sshd(&format!("stream, {name}")) {
+            let mut rates = (0..ssh_runs)
+                .map(|_| sshd.stream(bytes, cipher).expect("ssh streams"))
+                .collect::<Vec<_>>();
+            by_ssh.push((name, median_f64(&mut rates)));
+        }
+    }
+    // The stronger of OpenSSH's two figures is the one to beat.
+    let best_ssh = by_ssh.iter().map(|(_, r)| *r).reduce(f64::max);
+
+    let mut figure = Figure::new(
+        "stream",
+        format!("vigie stream {label} stdout, plaintext"),
+        "MB/s",
+        vigie_plain,
+    )
+    .ratio("local pipe", Some(pipe))
+    .ratio("OpenSSH (faster cipher)", best_ssh)
+    .note(format!("runs={runs}; agent peak RSS {plain_peak} KiB"));
+    let target = ">= 1500 MB/s and >= 2x OpenSSH";
+    figure = figure.target(
+        target,
+        vigie_plain >= 1500.0 && best_ssh.is_none_or(|s| vigie_plain >= 2.0 * s),
+    );
+    run.report.add(figure);
+    run.report.add(
+        Figure::new(
+            "stream_tls",
+            format!("vigie stream {label} stdout, mTLS + token"),
+            "MB/s",
+            vigie_tls,
+        )
+        .ratio("plaintext", Some(vigie_plain))
+        .ratio("OpenSSH (faster cipher)", best_ssh)
+        .target(">= 1000 MB/s", vigie_tls >= 1000.0)
+        .note(format!("runs={runs}")),
+    );
+    for (name, value) in by_ssh {
+        let key = if name == "default cipher" {
+            "ssh_stream"
+        } else {
+            "ssh_stream_aes"
+        };
+        run.report.add(
+            Figure::new(
+                key,
+                format!("OpenSSH stream {label}, {name}"),
+                "MB/s",
+                value,
+            )
+            .note(format!("baseline; runs={ssh_runs}")),
+        );
+    }
+}
+
+/// Streams `bytes` through the agent `runs` times; the median in MB/s.
+fn through_agent(
+    run: &Run,
+    agent: &Agent,
+    settings: &ConnectionSettings,
+    bytes: u64,
+    runs: usize,
+) -> f64 {
+    let mut rates = run.runtime.block_on(async {
+        let client = AgentClient::connect_with(&agent.address(), settings)
+            .await
+            .expect("connects");
+        let mut rates = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            let mut events = client
+                .execute(ExecRequest {
+                    output_limit: Some(bytes),
+                    ..ExecRequest::new(format!("head -c {bytes} /dev/zero"))
+                })
+                .await
+                .expect("streams");
+            let mut total = 0u64;
+            while let Some(event) = events.next().await {
+                match event.expect("an event") {
+                    Event::Output { data, .. } => total += data.len() as u64,
+                    Event::Exited(exit) => assert!(exit.success() && !exit.truncated),
+                    Event::Started { .. } => {}
+                }
+            }
+            assert_eq!(total, bytes);
+            rates.push(rate(bytes, t));
+        }
+        rates
+    });
+    median_f64(&mut rates)
+}
+
+fn rate(bytes: u64, since: Instant) -> f64 {
+    bytes as f64 / since.elapsed().as_secs_f64() / 1e6
+}
+
+fn size(bytes: u64) -> String {
+    if bytes >= 1 << 30 {
+        format!("{} GiB", bytes >> 30)
+    } else {
+        format!("{} MiB", bytes >> 20)
+    }
+}
