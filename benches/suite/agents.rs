@@ -121,29 +121,56 @@ impl Activity {
     }
 }
 
-/// Many agents served by one runtime in a child process (this benchmark
-/// binary, run with `--agent-farm N`), each on its own loopback port, so
-/// that the client's figures and memory are its own. Stopped on drop.
+/// Many agents served by a few child processes (this benchmark binary, run
+/// with `--agent-farm N`), [`AGENTS_PER_PROCESS`] agents each, every agent
+/// on its own loopback port, so that the client's figures and memory are
+/// its own. Stopped on drop.
 pub struct AgentFarm {
     pub ports: Vec<u16>,
-    child: std::process::Child,
+    children: Vec<std::process::Child>,
 }
+
+/// How many agents one farm process serves. Every command an agent spawns
+/// copies its process's descriptor table and closes it again at exec, so
+/// a process holding the listeners and connections of 1,000 agents (2,000
+/// descriptors) would make each spawn cost what no real agent pays: in a
+/// profile that was a tenth of all CPU time of a 1,000-host fan-out. With
+/// 20 agents a process holds about as many descriptors as a busy agent.
+pub const AGENTS_PER_PROCESS: usize = 20;
 
 impl AgentFarm {
     pub fn start(count: usize) -> Self {
-        let mut child = Command::new(std::env::current_exe().expect("this program"))
-            .args(["--agent-farm", &count.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("the agent farm starts");
-        let stdout = child.stdout.take().expect("piped");
-        let ports = std::io::BufReader::new(stdout)
-            .lines()
-            .take(count)
-            .map(|l| l.expect("a line").trim().parse().expect("a port"))
-            .collect();
-        Self { ports, child }
+        let mut children = Vec::new();
+        let mut ports = Vec::with_capacity(count);
+        let mut left = count;
+        while left > 0 {
+            let here = left.min(AGENTS_PER_PROCESS);
+            left -= here;
+            let mut child = Command::new(std::env::current_exe().expect("this program"))
+                .args(["--agent-farm", &here.to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("the agent farm starts");
+            let stdout = child.stdout.take().expect("piped");
+            ports.extend(
+                std::io::BufReader::new(stdout)
+                    .lines()
+                    .take(here)
+                    .map(|l| l.expect("a line").trim().parse::<u16>().expect("a port")),
+            );
+            children.push(child);
+        }
+        Self { ports, children }
+    }
+
+    /// Says how the agents are served, for the notes of the figures.
+    pub fn describe(&self) -> String {
+        format!(
+            "agents served by {} processes of up to {AGENTS_PER_PROCESS} on {} loopback ports",
+            self.children.len(),
+            self.ports.len()
+        )
     }
 
     /// The child side: serves `count` agents until stdin closes.
@@ -187,7 +214,12 @@ impl AgentFarm {
 
 impl Drop for AgentFarm {
     fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.wait();
+        // Every child sees its stdin close at once, then each is reaped.
+        for child in &mut self.children {
+            drop(child.stdin.take());
+        }
+        for child in &mut self.children {
+            let _ = child.wait();
+        }
     }
 }

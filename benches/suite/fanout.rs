@@ -1,8 +1,8 @@
 //! Fan-out of `true` to N agents: through the client library (cold: new
 //! channels; warm: the same fleet again), through one CLI process with a
 //! hosts file (as pssh or clush are used), and, as the baseline, N `ssh`
-//! processes at once. The agents are served from one process on N loopback
-//! ports, so the client's figures are its own.
+//! processes at once. The agents are served by a few processes on N
+//! loopback ports (see `AgentFarm`), so the client's figures are its own.
 
 use std::{
     process::{Command, Stdio},
@@ -72,6 +72,7 @@ pub fn run(run: &mut Run) {
                 t.elapsed()
             })
             .collect::<Vec<_>>();
+        let farm_note = farm.describe();
         drop(farm);
 
         // OpenSSH: up to 100 sessions (1,000 cold logins would take a
@@ -95,9 +96,7 @@ pub fn run(run: &mut Run) {
             cold,
         )
         .ratio("OpenSSH", by_ssh)
-        .note(format!(
-            "client library, new channels; agents served by one process on {count} loopback ports"
-        ));
+        .note(format!("client library, new channels; {}", farm_note));
         if count == 1000 {
             figure = figure.target("< 1 s", cold < 1000.0);
         }

@@ -215,6 +215,22 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Bulk output passes through buffers of a few hundred KiB that live for
+/// microseconds. By default glibc serves each from a fresh mmap, or trims
+/// the heap after each, so every chunk costs page faults and page zeroing:
+/// in a profile of a 1 GiB stream that was a tenth of the agent's CPU time.
+/// Serving them from the heap, and giving memory back only past 16 MiB of
+/// free space at its top, removes that at a bounded memory cost.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is called
+    // before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
+    }
+}
+
 /// Runs `init` or `token add`.
 fn set_up(args: &AgentArgs, command: &AgentCommand) -> Result<(), CliError> {
     match command {
@@ -265,6 +281,7 @@ fn set_up(args: &AgentArgs, command: &AgentCommand) -> Result<(), CliError> {
 
 fn run(args: &AgentArgs) -> Result<(), CliError> {
     let config = args.config()?;
+    tune_allocator();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = args.threads {
         builder.worker_threads(threads.max(1));

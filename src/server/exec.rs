@@ -24,19 +24,15 @@ use std::{
     io,
     path::{Path, PathBuf},
     process::Stdio,
+    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
 use std::os::fd::AsFd;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use rustix::process::{Pid, Signal};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::unix::pipe,
-    sync::mpsc,
-    time::sleep_until,
-};
+use tokio::{io::AsyncWriteExt, net::unix::pipe, sync::mpsc, time::sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use crate::command::{self, EndReason, Exit, OsFamily, OutputStream, Shell};
@@ -287,7 +283,7 @@ fn find_shell(names: &[&str]) -> Option<PathBuf> {
 }
 
 /// Tunables for running commands.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ExecTuning {
     /// Time between TERM and KILL when the agent ends a command.
     pub kill_grace: Duration,
@@ -295,6 +291,9 @@ pub struct ExecTuning {
     pub channel_capacity: usize,
     /// Largest output chunk read at once.
     pub max_chunk: usize,
+    /// Output bytes all commands together may hold beyond [`MIN_CHUNK`]
+    /// each; shared by the clones of one tuning.
+    pub budget: OutputBudget,
 }
 
 impl Default for ExecTuning {
@@ -303,7 +302,37 @@ impl Default for ExecTuning {
             kill_grace: Duration::from_secs(2),
             channel_capacity: 4,
             max_chunk: 256 * 1024,
+            budget: OutputBudget::new(4 << 20),
         }
+    }
+}
+
+/// Bounds the output the agent holds for all commands at once, from the
+/// read of a pipe until the chunk is encoded for the client.
+///
+/// A command streaming in bulk reads large chunks (fewer wake-ups and
+/// frames per megabyte), and up to [`ExecTuning::channel_capacity`] of them
+/// wait for a slow client. Without a shared bound, 100 such commands held
+/// some 2 MiB each. A read larger than [`MIN_CHUNK`] takes its size from
+/// this budget and gives it back when the chunk is dropped; when the budget
+/// is spent, commands read [`MIN_CHUNK`] at a time, so a stalled client
+/// slows others down to small chunks but never stops them.
+#[derive(Debug, Clone)]
+pub struct OutputBudget(Arc<tokio::sync::Semaphore>);
+
+impl OutputBudget {
+    pub fn new(bytes: usize) -> Self {
+        Self(Arc::new(tokio::sync::Semaphore::new(bytes)))
+    }
+
+    /// Bytes still free, for tests.
+    pub fn available(&self) -> usize {
+        self.0.available_permits()
+    }
+
+    fn try_take(&self, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let bytes = u32::try_from(bytes).ok()?;
+        self.0.clone().try_acquire_many_owned(bytes).ok()
     }
 }
 
@@ -531,10 +560,10 @@ pub async fn drive(
                     }
                 }
             }
-            chunk = read_some(&mut stdout, tuning.max_chunk), if may_read => {
+            chunk = read_some(&mut stdout, &tuning), if may_read => {
                 forward(chunk, &mut stdout, &mut budget, &mut permit);
             }
-            chunk = read_some(&mut stderr, tuning.max_chunk), if may_read => {
+            chunk = read_some(&mut stderr, &tuning), if may_read => {
                 forward(chunk, &mut stderr, &mut budget, &mut permit);
             }
         }
@@ -677,19 +706,40 @@ impl Reader {
 /// Reads what the pipe has, up to the current chunk size. `Ok(None)` is EOF.
 async fn read_some(
     reader: &mut Option<Reader>,
-    max_chunk: usize,
+    tuning: &ExecTuning,
 ) -> io::Result<Option<(OutputStream, Bytes)>> {
     let Some(reader) = reader else {
         return std::future::pending().await;
     };
-    reader.buffer.reserve(reader.want);
-    // `read_buf` is cancel-safe: no bytes are lost when another branch wins.
-    let n = reader.pipe.read_buf(&mut reader.buffer).await?;
+    let (n, held) = loop {
+        // Wait until the pipe has something, without holding any budget.
+        reader.pipe.readable().await?;
+        // A large read needs room in the shared budget; without it, a small
+        // one.
+        let mut held = None;
+        let mut size = MIN_CHUNK;
+        if reader.want > MIN_CHUNK
+            && let Some(permit) = tuning.budget.try_take(reader.want)
+        {
+            held = Some(permit);
+            size = reader.want;
+        }
+        reader.buffer.reserve(size);
+        match reader
+            .pipe
+            .try_read_buf(&mut (&mut reader.buffer).limit(size))
+        {
+            Ok(n) => break (n, held),
+            // The readiness was stale: wait again (the budget goes back).
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    };
     if n == 0 {
         return Ok(None);
     }
     if n >= reader.want {
-        reader.want = (reader.want * 2).min(max_chunk);
+        reader.want = (reader.want * 2).min(tuning.max_chunk);
     } else if n < reader.want / 4 {
         reader.want = (reader.want / 2).max(MIN_CHUNK);
     }
@@ -702,7 +752,29 @@ async fn read_some(
     } else {
         reader.buffer.split().freeze()
     };
+    let data = match held {
+        // The budget comes back when the last copy of the chunk is dropped,
+        // that is once it is encoded for the client. A read that came back
+        // small fits in the allowance every command has, and holds nothing.
+        Some(mut permit) if data.len() > MIN_CHUNK => {
+            let used = permit.split(data.len()).unwrap_or(permit);
+            Bytes::from_owner(Budgeted { data, _used: used })
+        }
+        _ => data,
+    };
     Ok(Some((reader.stream, data)))
+}
+
+/// A chunk of output and the part of the shared budget it holds.
+struct Budgeted {
+    data: Bytes,
+    _used: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Budgeted {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
 }
 
 fn forward(
@@ -776,36 +848,66 @@ impl Budget {
 }
 
 /// Observes the leader's exit without reaping it, and reaps it later.
+///
+/// On Linux a pidfd makes the exit an ordinary readiness event. Kernels
+/// before 5.3 (and sandboxes such as valgrind) refuse `pidfd_open`; there,
+/// and on other systems, a blocking thread waits instead.
 #[derive(Debug)]
-struct ExitWatcher {
+enum ExitWatcher {
     #[cfg(target_os = "linux")]
-    pidfd: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
-    #[cfg(not(target_os = "linux"))]
-    pid: Pid,
+    PidFd(tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>),
+    Blocking(Pid),
 }
 
-#[cfg(target_os = "linux")]
 impl ExitWatcher {
     fn new(pid: Pid) -> io::Result<Self> {
-        let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK)?;
-        // SAFETY: an OwnedFd is a valid descriptor that stays open, and
-        // the same, for as long as the AsyncFd owns it.
-        let pidfd = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        #[cfg(target_os = "linux")]
+        match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK) {
+            Ok(fd) => {
+                // SAFETY: an OwnedFd is a valid descriptor that stays open,
+                // and the same, for as long as the AsyncFd owns it.
+                let pidfd = unsafe {
+                    tokio::io::unix::AsyncFd::register_with_interest(
+                        fd,
+                        tokio::io::Interest::READABLE,
+                    )
+                }
+                .map_err(io::Error::from)?;
+                return Ok(Self::PidFd(pidfd));
+            }
+            Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {}
+            Err(e) => return Err(e.into()),
         }
-        .map_err(io::Error::from)?;
-        Ok(Self { pidfd })
+        Ok(Self::Blocking(pid))
     }
 
     /// Waits until the leader has exited; it stays a zombie.
     async fn wait(&self) -> io::Result<rustix::process::WaitIdStatus> {
         use rustix::process::{WaitId, WaitIdOptions, waitid};
-        loop {
-            let mut ready = self.pidfd.readable().await?;
-            let options = WaitIdOptions::EXITED | WaitIdOptions::NOWAIT | WaitIdOptions::NOHANG;
-            match waitid(WaitId::PidFd(self.pidfd.get_ref().as_fd()), options)? {
-                Some(status) => return Ok(status),
-                None => ready.clear_ready(),
+        match self {
+            #[cfg(target_os = "linux")]
+            Self::PidFd(pidfd) => loop {
+                let mut ready = pidfd.readable().await?;
+                let options = WaitIdOptions::EXITED | WaitIdOptions::NOWAIT | WaitIdOptions::NOHANG;
+                match waitid(WaitId::PidFd(pidfd.get_ref().as_fd()), options)? {
+                    Some(status) => return Ok(status),
+                    None => ready.clear_ready(),
+                }
+            },
+            Self::Blocking(pid) => {
+                let pid = *pid;
+                tokio::task::spawn_blocking(move || {
+                    loop {
+                        if let Some(status) = waitid(
+                            WaitId::Pid(pid),
+                            WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+                        )? {
+                            return Ok(status);
+                        }
+                    }
+                })
+                .await
+                .map_err(io::Error::other)?
             }
         }
     }
@@ -813,40 +915,12 @@ impl ExitWatcher {
     /// Reaps the leader, which must have exited.
     fn reap(&self) -> io::Result<Option<rustix::process::WaitIdStatus>> {
         use rustix::process::{WaitId, WaitIdOptions, waitid};
-        Ok(waitid(
-            WaitId::PidFd(self.pidfd.get_ref().as_fd()),
-            WaitIdOptions::EXITED,
-        )?)
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-impl ExitWatcher {
-    fn new(pid: Pid) -> io::Result<Self> {
-        Ok(Self { pid })
-    }
-
-    /// Waits on a blocking thread, since only Linux has pollable pidfds.
-    async fn wait(&self) -> io::Result<rustix::process::WaitIdStatus> {
-        use rustix::process::{WaitId, WaitIdOptions, waitid};
-        let pid = self.pid;
-        tokio::task::spawn_blocking(move || {
-            loop {
-                if let Some(status) = waitid(
-                    WaitId::Pid(pid),
-                    WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
-                )? {
-                    return Ok(status);
-                }
-            }
-        })
-        .await
-        .map_err(io::Error::other)?
-    }
-
-    fn reap(&self) -> io::Result<Option<rustix::process::WaitIdStatus>> {
-        use rustix::process::{WaitId, WaitIdOptions, waitid};
-        Ok(waitid(WaitId::Pid(self.pid), WaitIdOptions::EXITED)?)
+        let id = match self {
+            #[cfg(target_os = "linux")]
+            Self::PidFd(pidfd) => WaitId::PidFd(pidfd.get_ref().as_fd()),
+            Self::Blocking(pid) => WaitId::Pid(*pid),
+        };
+        Ok(waitid(id, WaitIdOptions::EXITED)?)
     }
 }
 
@@ -969,5 +1043,68 @@ mod tests {
         );
         assert_eq!(budget.counted(OutputStream::Stdout), 4);
         assert_eq!(budget.counted(OutputStream::Stderr), 4);
+    }
+
+    /// Runs `command` to the end with the given shared budget; returns the
+    /// output chunks, still held, and the exit.
+    async fn run_with_budget(command: &str, budget: &OutputBudget) -> (Vec<Bytes>, Exit) {
+        let mut host = host();
+        host.output_cap = 1 << 30;
+        let mut r = request(command);
+        r.output_limit = Some(1 << 30);
+        let spawned = spawn(plan(&r, &host).unwrap()).unwrap();
+        let tuning = ExecTuning {
+            budget: budget.clone(),
+            ..ExecTuning::default()
+        };
+        let (tx, mut rx) = mpsc::channel(tuning.channel_capacity);
+        let stops = Stops {
+            session: CancellationToken::new(),
+            agent: CancellationToken::new(),
+        };
+        let driver = tokio::spawn(drive(spawned, tx, stops, tuning));
+        let mut chunks = Vec::new();
+        while let Some(event) = rx.recv().await {
+            if let Event::Output { data, .. } = event {
+                chunks.push(data);
+            }
+        }
+        (chunks, driver.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn bulk_output_uses_the_shared_budget_and_gives_it_back() {
+        let budget = OutputBudget::new(1 << 20);
+        let (chunks, exit) = run_with_budget("head -c 3000000 /dev/zero", &budget).await;
+        assert!(exit.success(), "{exit:?}");
+        assert_eq!(chunks.iter().map(Bytes::len).sum::<usize>(), 3_000_000);
+        assert!(
+            chunks.iter().any(|c| c.len() > MIN_CHUNK),
+            "bulk output travels in large chunks"
+        );
+        let held: usize = chunks
+            .iter()
+            .filter(|c| c.len() > MIN_CHUNK)
+            .map(Bytes::len)
+            .sum();
+        assert!(held <= 1 << 20, "never more than the budget: {held}");
+        assert_eq!(
+            budget.available() + held,
+            1 << 20,
+            "held chunks hold their size"
+        );
+        drop(chunks);
+        assert_eq!(budget.available(), 1 << 20, "all of it back once sent");
+    }
+
+    #[tokio::test]
+    async fn a_spent_budget_slows_output_to_small_chunks_but_loses_nothing() {
+        let budget = OutputBudget::new(0);
+        let (chunks, exit) = run_with_budget("head -c 1000000 /dev/zero; echo end", &budget).await;
+        assert!(exit.success(), "{exit:?}");
+        assert!(chunks.iter().all(|c| c.len() <= MIN_CHUNK));
+        let all: Vec<u8> = chunks.concat();
+        assert_eq!(all.len(), 1_000_004);
+        assert!(all.ends_with(b"end\n"));
     }
 }

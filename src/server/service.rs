@@ -216,7 +216,7 @@ impl RemoteAgent for Service {
             session: ctx.session.token.clone(),
             agent: self.state.agent_token.clone(),
         };
-        let tuning = self.state.tuning;
+        let tuning = self.state.tuning.clone();
         self.state.tracker.spawn(async move {
             let exit = exec::drive(spawned, tx, stops, tuning).await;
             drop(slot);

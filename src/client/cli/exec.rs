@@ -102,7 +102,8 @@ struct HostOutput {
     kept: Vec<u8>,
     limit: usize,
     total: u64,
-    hash: std::collections::hash_map::DefaultHasher,
+    /// Only with `-b`, where hosts are grouped by it.
+    hash: Option<std::collections::hash_map::DefaultHasher>,
     partial: [Vec<u8>; 2],
 }
 
@@ -122,7 +123,7 @@ impl HostOutput {
             // One byte more than the history keeps tells it was truncated.
             limit: if gather { GATHER_KEPT } else { OUTPUT_KEPT + 1 },
             total: 0,
-            hash: Default::default(),
+            hash: gather.then(Default::default),
             partial: [Vec::new(), Vec::new()],
         }
     }
@@ -132,13 +133,15 @@ impl HostOutput {
         let room = self.limit.saturating_sub(self.kept.len());
         self.kept.extend_from_slice(&data[..data.len().min(room)]);
         self.total += data.len() as u64;
-        self.hash.write(data);
+        if let Some(hash) = &mut self.hash {
+            hash.write(data);
+        }
     }
 
     /// What hosts are grouped by with `-b`: equal outputs have equal keys.
     fn key(&self) -> (u64, u64) {
         use std::hash::Hasher;
-        (self.total, self.hash.finish())
+        (self.total, self.hash.as_ref().map_or(0, Hasher::finish))
     }
 }
 
@@ -406,8 +409,12 @@ fn emit(
         OutputStream::Stderr => Box::new(std::io::stderr().lock()),
     };
     if single {
-        // Bytes exactly as the command wrote them, as ssh shows them.
-        let _ = out.write_all(lines);
+        // Bytes exactly as the command wrote them, as ssh shows them. They
+        // go straight to the descriptor (the lock held keeps the order):
+        // the standard stream's line buffering would scan every byte of a
+        // bulk transfer for a newline.
+        let _ = out.flush();
+        let _ = write_unbuffered(stream, lines);
         return;
     }
     let prefix = format!("{}: ", printer.host(name));
@@ -417,6 +424,25 @@ fn emit(
         buffer.extend_from_slice(line);
     }
     let _ = out.write_all(&buffer);
+}
+
+/// Writes all of `bytes` to the process's stdout or stderr descriptor.
+fn write_unbuffered(stream: OutputStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::fd::AsFd;
+    let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
+    let fd = match stream {
+        OutputStream::Stdout => stdout.as_fd(),
+        OutputStream::Stderr => stderr.as_fd(),
+    };
+    while !bytes.is_empty() {
+        match rustix::io::write(fd, bytes) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// One line per host that did not simply succeed (or for every host in
