@@ -166,9 +166,12 @@ impl AgentFarm {
 
     /// Says how the agents are served, for the notes of the figures.
     pub fn describe(&self) -> String {
+        let processes = match self.children.len() {
+            1 => "1 process".to_owned(),
+            n => format!("{n} processes"),
+        };
         format!(
-            "agents served by {} processes of up to {AGENTS_PER_PROCESS} on {} loopback ports",
-            self.children.len(),
+            "agents served by {processes} of up to {AGENTS_PER_PROCESS} on {} loopback ports",
             self.ports.len()
         )
     }

@@ -23,13 +23,12 @@ use crate::{
 
 pub fn run(run: &mut Run) {
     let n = run.options.count(2000);
-    let spawn = Samples::time(n, || {
-        let status = Command::new("sh")
-            .args(["-c", "true"])
-            .status()
-            .expect("sh runs");
-        assert!(status.success());
-    });
+    let plain = Agent::start(&[]);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (tls, settings) = tls_agent(dir.path());
+    // The floor and the warm calls alternate in blocks, so that both see
+    // the same machine: on a shared machine the load drifts within seconds.
+    let (spawn, warm, warm_tls, info) = interleaved(run, &plain, (&tls, &settings), n);
     run.report
         .add(Figure::latency("spawn", "local spawn `sh -c true`", &spawn).note("floor"));
     let spawn = run.report.get("spawn");
@@ -43,11 +42,6 @@ pub fn run(run: &mut Run) {
 
     // Everything is measured first, then reported, so that each figure can
     // carry its ratio to OpenSSH.
-    let plain = Agent::start(&[]);
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let (tls, settings) = tls_agent(dir.path());
-    let (warm, info) = warm_calls(run, &plain, &ConnectionSettings::default(), n);
-    let (warm_tls, _) = warm_calls(run, &tls, &settings, n);
 
     // A new CLI process per call, with its history in a scratch file.
     let cold_n = run.options.count(200);
@@ -149,34 +143,77 @@ pub fn run(run: &mut Run) {
 }
 
 /// `true` and GetSystemInfo `n` times each over one warm channel.
-fn warm_calls(
+fn spawn_true() {
+    let status = Command::new("sh")
+        .args(["-c", "true"])
+        .status()
+        .expect("sh runs");
+    assert!(status.success());
+}
+
+/// `n` local spawns, `n` warm `true` calls in plaintext and `n` over mTLS,
+/// in alternating blocks of a tenth each; then GetSystemInfo calls.
+fn interleaved(
     run: &Run,
-    agent: &Agent,
-    settings: &ConnectionSettings,
+    plain: &Agent,
+    (tls, settings): (&Agent, &ConnectionSettings),
     n: usize,
-) -> (Samples, Samples) {
-    run.runtime.block_on(async {
-        let client = AgentClient::connect_with(&agent.address(), settings)
+) -> (Samples, Samples, Samples, Samples) {
+    let (plain_client, tls_client) = run.runtime.block_on(async {
+        let plain_client =
+            AgentClient::connect_with(&plain.address(), &ConnectionSettings::default())
+                .await
+                .expect("connects");
+        let tls_client = AgentClient::connect_with(&tls.address(), settings)
             .await
-            .expect("connects");
+            .expect("connects over mTLS");
         for _ in 0..run.options.count(100) {
-            client.run(ExecRequest::new("true")).await.expect("runs");
+            plain_client
+                .run(ExecRequest::new("true"))
+                .await
+                .expect("runs");
+            tls_client
+                .run(ExecRequest::new("true"))
+                .await
+                .expect("runs");
         }
-        let mut warm = Vec::with_capacity(n);
-        for _ in 0..n {
-            let t = std::time::Instant::now();
-            let done = client.run(ExecRequest::new("true")).await.expect("runs");
-            warm.push(t.elapsed());
-            assert!(done.exit.is_some_and(|e| e.success()));
-        }
+        (plain_client, tls_client)
+    });
+    let warm = |client: &AgentClient, count: usize| -> Vec<std::time::Duration> {
+        run.runtime.block_on(async {
+            let mut times = Vec::with_capacity(count);
+            for _ in 0..count {
+                let t = std::time::Instant::now();
+                let done = client.run(ExecRequest::new("true")).await.expect("runs");
+                times.push(t.elapsed());
+                assert!(done.exit.is_some_and(|e| e.success()));
+            }
+            times
+        })
+    };
+    let block = (n / 10).max(1);
+    let (mut spawn, mut warm_plain, mut warm_tls) = (Vec::new(), Vec::new(), Vec::new());
+    while spawn.len() < n {
+        let count = block.min(n - spawn.len());
+        spawn.extend(Samples::time(count, spawn_true).0);
+        warm_plain.extend(warm(&plain_client, count));
+        warm_tls.extend(warm(&tls_client, count));
+    }
+    let info = run.runtime.block_on(async {
         let mut info = Vec::new();
         for _ in 0..run.options.count(1000) {
             let t = std::time::Instant::now();
-            client.system_info().await.expect("system info");
+            plain_client.system_info().await.expect("system info");
             info.push(t.elapsed());
         }
-        (Samples(warm), Samples(info))
-    })
+        info
+    });
+    (
+        Samples(spawn),
+        Samples(warm_plain),
+        Samples(warm_tls),
+        Samples(info),
+    )
 }
 
 /// An agent with TLS, client certificates and a token, as `vigie-agent

@@ -27,32 +27,35 @@ pub fn run(run: &mut Run) {
     let command = format!("head -c {bytes} /dev/zero");
     let label = size(bytes);
 
-    let mut pipe = (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            let mut child = Command::new("sh")
-                .args(["-c", &command])
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("head runs");
-            let total = ssh::drain(child.stdout.take().expect("piped"));
-            assert!(child.wait().expect("reaped").success());
-            assert_eq!(total, bytes);
-            rate(bytes, t)
-        })
-        .collect::<Vec<_>>();
+    let plain = Agent::start(&[]);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (tls, settings) = tls_agent(dir.path());
+    let (plain_client, tls_client) = run.runtime.block_on(async {
+        (
+            AgentClient::connect_with(&plain.address(), &ConnectionSettings::default())
+                .await
+                .expect("connects"),
+            AgentClient::connect_with(&tls.address(), &settings)
+                .await
+                .expect("connects over mTLS"),
+        )
+    });
+    // The floor and both transports take turns, run after run, so that all
+    // three see the same machine: on a shared machine the load drifts.
+    let (mut pipe, mut vigie_plain, mut vigie_tls) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        pipe.push(through_pipe(&command, bytes));
+        vigie_plain.push(through_agent(run, &plain_client, bytes));
+        vigie_tls.push(through_agent(run, &tls_client, bytes));
+    }
     let pipe = median_f64(&mut pipe);
+    let vigie_plain = median_f64(&mut vigie_plain);
+    let vigie_tls = median_f64(&mut vigie_tls);
+    let plain_peak = status_kib(plain.pid(), "VmHWM:");
     run.report.add(
         Figure::new("pipe", format!("local pipe, {label}"), "MB/s", pipe)
             .note(format!("floor; runs={runs}, 1 MB = 10^6 B")),
     );
-
-    let plain = Agent::start(&[]);
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let (tls, settings) = tls_agent(dir.path());
-    let vigie_plain = through_agent(run, &plain, &ConnectionSettings::default(), bytes, runs);
-    let plain_peak = status_kib(plain.pid(), "VmHWM:");
-    let vigie_tls = through_agent(run, &tls, &settings, bytes, runs);
 
     let ssh_runs = if run.options.smoke { 1 } else { 3 };
     let mut by_ssh = Vec::new();
@@ -115,42 +118,42 @@ pub fn run(run: &mut Run) {
     }
 }
 
-/// Streams `bytes` through the agent `runs` times; the median in MB/s.
-fn through_agent(
-    run: &Run,
-    agent: &Agent,
-    settings: &ConnectionSettings,
-    bytes: u64,
-    runs: usize,
-) -> f64 {
-    let mut rates = run.runtime.block_on(async {
-        let client = AgentClient::connect_with(&agent.address(), settings)
+/// Reads `command`'s stdout through a local pipe; MB/s.
+fn through_pipe(command: &str, bytes: u64) -> f64 {
+    let t = Instant::now();
+    let mut child = Command::new("sh")
+        .args(["-c", command])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("head runs");
+    let total = ssh::drain(child.stdout.take().expect("piped"));
+    assert!(child.wait().expect("reaped").success());
+    assert_eq!(total, bytes);
+    rate(bytes, t)
+}
+
+/// Streams `bytes` of stdout through an agent once; MB/s.
+fn through_agent(run: &Run, client: &AgentClient, bytes: u64) -> f64 {
+    run.runtime.block_on(async {
+        let t = Instant::now();
+        let mut events = client
+            .execute(ExecRequest {
+                output_limit: Some(bytes),
+                ..ExecRequest::new(format!("head -c {bytes} /dev/zero"))
+            })
             .await
-            .expect("connects");
-        let mut rates = Vec::new();
-        for _ in 0..runs {
-            let t = Instant::now();
-            let mut events = client
-                .execute(ExecRequest {
-                    output_limit: Some(bytes),
-                    ..ExecRequest::new(format!("head -c {bytes} /dev/zero"))
-                })
-                .await
-                .expect("streams");
-            let mut total = 0u64;
-            while let Some(event) = events.next().await {
-                match event.expect("an event") {
-                    Event::Output { data, .. } => total += data.len() as u64,
-                    Event::Exited(exit) => assert!(exit.success() && !exit.truncated),
-                    Event::Started { .. } => {}
-                }
+            .expect("streams");
+        let mut total = 0u64;
+        while let Some(event) = events.next().await {
+            match event.expect("an event") {
+                Event::Output { data, .. } => total += data.len() as u64,
+                Event::Exited(exit) => assert!(exit.success() && !exit.truncated),
+                Event::Started { .. } => {}
             }
-            assert_eq!(total, bytes);
-            rates.push(rate(bytes, t));
         }
-        rates
-    });
-    median_f64(&mut rates)
+        assert_eq!(total, bytes);
+        rate(bytes, t)
+    })
 }
 
 fn rate(bytes: u64, since: Instant) -> f64 {

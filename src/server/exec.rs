@@ -724,7 +724,11 @@ async fn read_some(
             held = Some(permit);
             size = reader.want;
         }
-        reader.buffer.reserve(size);
+        // The buffer holds exactly what the read may fill, so that a chunk
+        // never pins much more memory than it is counted for.
+        if reader.buffer.capacity() < size || reader.buffer.capacity() > 2 * size {
+            reader.buffer = BytesMut::with_capacity(size);
+        }
         match reader
             .pipe
             .try_read_buf(&mut (&mut reader.buffer).limit(size))
@@ -743,21 +747,24 @@ async fn read_some(
     } else if n < reader.want / 4 {
         reader.want = (reader.want / 2).max(MIN_CHUNK);
     }
-    let data = if n < reader.buffer.capacity() / 8 {
-        // A small read would pin the whole large allocation until the
-        // client has the chunk; copy it out and keep the buffer.
+    let (data, counted) = if n <= reader.buffer.capacity() / 2 {
+        // A read that filled less than half the buffer is copied out, and
+        // the buffer kept for the next read.
         let data = Bytes::copy_from_slice(&reader.buffer);
         reader.buffer.clear();
-        data
+        (data, n)
     } else {
-        reader.buffer.split().freeze()
+        // A fuller one is sent as it is; the allocation goes with it.
+        let capacity = reader.buffer.capacity();
+        let data = std::mem::take(&mut reader.buffer).freeze();
+        (data, capacity)
     };
     let data = match held {
         // The budget comes back when the last copy of the chunk is dropped,
-        // that is once it is encoded for the client. A read that came back
+        // that is once it is encoded for the client. A chunk that came back
         // small fits in the allowance every command has, and holds nothing.
-        Some(mut permit) if data.len() > MIN_CHUNK => {
-            let used = permit.split(data.len()).unwrap_or(permit);
+        Some(mut permit) if counted > MIN_CHUNK => {
+            let used = permit.split(counted).unwrap_or(permit);
             Bytes::from_owner(Budgeted { data, _used: used })
         }
         _ => data,
