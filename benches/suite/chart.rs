@@ -198,7 +198,8 @@ fn draw_panel<DB: DrawingBackend>(
     let (low, high) = if panel.log {
         let min = bars.iter().map(|b| b.1).fold(f64::INFINITY, f64::min);
         let max = bars.iter().map(|b| b.1).fold(0.0, f64::max);
-        (min.log10().floor(), max.log10().ceil() + 0.5)
+        // Half a decade below the smallest bar, so that no bar is empty.
+        ((min.log10() - 0.5).floor(), max.log10().ceil() + 0.5)
     } else {
         let max = bars.iter().map(|b| b.1).fold(0.0, f64::max);
         (0.0, max * 1.3)

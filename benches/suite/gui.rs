@@ -113,7 +113,7 @@ pub fn run(options: &BenchOptions, report: &mut Report) {
             rss_hosts.saturating_sub(rss_before) as f64,
         )
         .note(format!(
-            "window process RSS {rss_hosts} KiB; the agents run in another process"
+            "window process RSS {rss_hosts} KiB; the agents run in other processes"
         )),
     );
 
