@@ -164,6 +164,17 @@ impl AgentFarm {
         Self { ports, children }
     }
 
+    /// Writes a hosts file naming the agents `PREFIX0000`, `PREFIX0001`, …
+    pub fn write_hosts(&self, path: &std::path::Path, prefix: &str) {
+        let text: String = self
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| format!("{prefix}{i:04}=127.0.0.1:{port}\n"))
+            .collect();
+        std::fs::write(path, text).expect("a hosts file");
+    }
+
     /// Says how the agents are served, for the notes of the figures.
     pub fn describe(&self) -> String {
         let processes = match self.children.len() {

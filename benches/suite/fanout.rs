@@ -50,13 +50,7 @@ pub fn run(run: &mut Run) {
         }
 
         let hosts = dir.path().join(format!("hosts-{count}.txt"));
-        let text: String = farm
-            .ports
-            .iter()
-            .enumerate()
-            .map(|(i, port)| format!("a{i}=127.0.0.1:{port}\n"))
-            .collect();
-        std::fs::write(&hosts, text).expect("a hosts file");
+        farm.write_hosts(&hosts, "a");
         let history = dir.path().join("history.jsonl");
         let mut cli = (0..repeats)
             .map(|_| {

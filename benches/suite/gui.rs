@@ -49,13 +49,7 @@ pub fn run(options: &BenchOptions, report: &mut Report) {
     let farm = AgentFarm::start(count);
     let dir = tempfile::tempdir().expect("a directory");
     let path = dir.path().join("hosts.txt");
-    let text: String = farm
-        .ports
-        .iter()
-        .enumerate()
-        .map(|(i, port)| format!("h{i:04}=127.0.0.1:{port}\n"))
-        .collect();
-    std::fs::write(&path, text).expect("hosts file");
+    farm.write_hosts(&path, "h");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
