@@ -267,6 +267,44 @@ fn gathered_output_groups_identical_hosts() {
 }
 
 #[test]
+fn gathered_output_beyond_16_mib_is_grouped_by_all_of_it_and_shown_in_part() {
+    // Two hosts print the same 17 MB: one group, its first 16 MiB shown, and
+    // a note saying that was not all of it.
+    let (a, b) = (TestAgent::start(), TestAgent::start());
+    let scratch = Scratch::new();
+    let hosts = scratch.hosts(&[("a", &a), ("b", &b)], "");
+    let output = run(scratch.vigie().args(hosts_arg(&hosts)).args([
+        "exec",
+        "-b",
+        "--",
+        "head -c 17000000 /dev/zero | tr '\\0' x",
+    ]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let shown: Vec<usize> = output
+        .stdout
+        .split(|c| *c == b'\n')
+        .filter(|line| !line.is_empty() && line.iter().all(|c| *c == b'x'))
+        .map(<[u8]>::len)
+        .collect();
+    assert_eq!(
+        shown,
+        vec![16 << 20],
+        "the first 16 MiB of the group's output"
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        text.matches(" (2) exit 0").count(),
+        1,
+        "one group of two hosts"
+    );
+    let err = stderr(&output);
+    assert!(
+        err.contains("only the first") && err.contains("shown"),
+        "{err}"
+    );
+}
+
+#[test]
 fn hosts_add_and_remove_keep_the_file_intact() {
     let agent = TestAgent::start();
     let scratch = Scratch::new();
