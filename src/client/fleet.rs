@@ -346,25 +346,9 @@ impl Fleet {
         concurrency: usize,
         deadline: Duration,
     ) -> mpsc::Receiver<(usize, Result<Arc<SystemInfo>, Error>)> {
-        let (tx, rx) = mpsc::channel(selection.len().max(1));
-        let hosts = self.hosts.clone();
-        let selection = selection.to_vec();
-        tokio::spawn(async move {
-            futures::stream::iter(selection)
-                .map(|i| {
-                    let host = hosts[i].clone();
-                    async move { (i, host.probe(deadline).await) }
-                })
-                .buffer_unordered(concurrency.max(1))
-                .for_each(|item| {
-                    let tx = tx.clone();
-                    async move {
-                        let _ = tx.send(item).await;
-                    }
-                })
-                .await;
-        });
-        rx
+        self.fan_out(selection, concurrency, move |host| async move {
+            host.probe(deadline).await
+        })
     }
 
     /// Runs `action` with each selected host's client, at most
@@ -382,37 +366,54 @@ impl Fleet {
         F: Fn(AgentClient) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, Error>> + Send,
     {
+        let action = Arc::new(action);
+        self.fan_out(selection, concurrency, move |host| {
+            let action = action.clone();
+            async move {
+                if let HostState::Offline { reason } = host.status().state {
+                    return Outcome::Skipped(format!("offline: {reason}"));
+                }
+                let run = async {
+                    let client = host.client().await?;
+                    action(client).await
+                };
+                let result = match deadline {
+                    Some(limit) => tokio::time::timeout(limit, run).await.unwrap_or_else(|_| {
+                        Err(Error::Transport {
+                            address: host.entry.endpoint(),
+                            reason: format!("no answer within {limit:?}"),
+                        })
+                    }),
+                    None => run.await,
+                };
+                host.observe(&result);
+                Outcome::from_result(result)
+            }
+        })
+    }
+
+    /// Runs `work` for each selected host on a background task, at most
+    /// `concurrency` at once; each result comes with its host's index as
+    /// soon as it is ready.
+    fn fan_out<T, F, Fut>(
+        &self,
+        selection: &[usize],
+        concurrency: usize,
+        work: F,
+    ) -> mpsc::Receiver<(usize, T)>
+    where
+        T: Send + 'static,
+        F: Fn(Arc<Host>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = T> + Send,
+    {
         let (tx, rx) = mpsc::channel(selection.len().max(1));
         let hosts = self.hosts.clone();
         let selection = selection.to_vec();
-        let action = Arc::new(action);
         tokio::spawn(async move {
             futures::stream::iter(selection)
                 .map(|i| {
-                    let host = hosts[i].clone();
-                    let action = action.clone();
-                    async move {
-                        if let HostState::Offline { reason } = host.status().state {
-                            return (i, Outcome::Skipped(format!("offline: {reason}")));
-                        }
-                        let run = async {
-                            let client = host.client().await?;
-                            action(client).await
-                        };
-                        let result = match deadline {
-                            Some(limit) => {
-                                tokio::time::timeout(limit, run).await.unwrap_or_else(|_| {
-                                    Err(Error::Transport {
-                                        address: host.entry.endpoint(),
-                                        reason: format!("no answer within {limit:?}"),
-                                    })
-                                })
-                            }
-                            None => run.await,
-                        };
-                        host.observe(&result);
-                        (i, Outcome::from_result(result))
-                    }
+                    let result = work(hosts[i].clone());
+                    async move { (i, result.await) }
                 })
                 .buffer_unordered(concurrency.max(1))
                 .for_each(|item| {

@@ -15,6 +15,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use crate::client::fleet::{HostOutcome, HostResult};
+
 /// The most output kept per host in an entry.
 pub const OUTPUT_KEPT: usize = 4096;
 
@@ -78,6 +80,31 @@ pub struct HostRecord {
 }
 
 impl HostRecord {
+    /// The record of one host's result; `head` is the beginning of its
+    /// output and `total` how many bytes it printed in all.
+    pub fn of_result(name: &str, result: &HostResult, head: &[u8], total: u64) -> Self {
+        let (exit_code, signal, error) = match &result.outcome {
+            HostOutcome::Exited(exit) => (Some(exit.exit_code), exit.signal, None),
+            HostOutcome::Failed(e) | HostOutcome::Skipped(e) | HostOutcome::Unreachable(e) => {
+                (None, None, Some(e.clone()))
+            }
+            HostOutcome::Cancelled => (None, None, Some("cancelled".into())),
+        };
+        let mut record = Self {
+            host: name.to_owned(),
+            status: result.outcome.kind().to_owned(),
+            exit_code,
+            signal,
+            error,
+            duration_ms: result.duration.as_millis() as u64,
+            output: String::new(),
+            output_truncated: false,
+        };
+        record.keep_output(head);
+        record.output_truncated = total > OUTPUT_KEPT as u64;
+        record
+    }
+
     /// Keeps the first [`OUTPUT_KEPT`] bytes of `output`.
     pub fn keep_output(&mut self, output: &[u8]) {
         let kept = &output[..output.len().min(OUTPUT_KEPT)];

@@ -120,8 +120,7 @@ impl HostOutput {
     fn new(gather: bool) -> Self {
         Self {
             kept: Vec::new(),
-            // One byte more than the history keeps tells it was truncated.
-            limit: if gather { GATHER_KEPT } else { OUTPUT_KEPT + 1 },
+            limit: if gather { GATHER_KEPT } else { OUTPUT_KEPT },
             total: 0,
             hash: gather.then(Default::default),
             partial: [Vec::new(), Vec::new()],
@@ -562,38 +561,14 @@ fn record_history(
         results: results
             .iter()
             .map(|(host, result)| {
-                history_record(
-                    context.name(*host),
-                    result,
-                    outputs.get(host).map(|o| o.kept.as_slice()),
-                )
+                let (head, total) = outputs
+                    .get(host)
+                    .map_or((&[][..], 0), |o| (o.kept.as_slice(), o.total));
+                HostRecord::of_result(context.name(*host), result, head, total)
             })
             .collect(),
     };
     if let Err(e) = history.append(&entry) {
         printer.note(&format!("vigie: not recorded in the history: {e}"));
     }
-}
-
-/// A history record of one host's result.
-pub(super) fn history_record(name: &str, result: &HostResult, output: Option<&[u8]>) -> HostRecord {
-    let (exit_code, signal, error) = match &result.outcome {
-        HostOutcome::Exited(exit) => (Some(exit.exit_code), exit.signal, None),
-        HostOutcome::Failed(e) | HostOutcome::Skipped(e) | HostOutcome::Unreachable(e) => {
-            (None, None, Some(e.clone()))
-        }
-        HostOutcome::Cancelled => (None, None, Some("cancelled".into())),
-    };
-    let mut record = HostRecord {
-        host: name.to_owned(),
-        status: result.outcome.kind().to_owned(),
-        exit_code,
-        signal,
-        error,
-        duration_ms: result.duration.as_millis() as u64,
-        output: String::new(),
-        output_truncated: false,
-    };
-    record.keep_output(output.unwrap_or_default());
-    record
 }

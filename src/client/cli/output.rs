@@ -175,20 +175,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_and_durations_read_well() {
-        assert_eq!(bytes(512), "512 B");
-        assert_eq!(bytes(1536), "1.5 KiB");
-        assert_eq!(bytes(25 << 30), "25.0 GiB");
-        assert_eq!(duration(std::time::Duration::from_millis(850)), "850 ms");
-        assert_eq!(duration(std::time::Duration::from_millis(2500)), "2.5 s");
-        assert_eq!(duration(std::time::Duration::from_secs(302)), "5m 2s");
-        assert_eq!(
-            duration(std::time::Duration::from_secs(3 * 86_400 + 4 * 3600)),
-            "3d 4h"
-        );
-    }
-
-    #[test]
     fn escape_sequences_take_no_width() {
         assert_eq!(visible_width("\u{1b}[1mweb1\u{1b}[0m"), 4);
     }

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     client::{
-        fleet::{HostOutcome, HostResult, RunEvent, Summary},
+        fleet::{HostResult, RunEvent, Summary},
         group,
         history::{Entry, HostRecord, OUTPUT_KEPT},
     },
@@ -518,26 +518,7 @@ impl OutputController {
                 .iter()
                 .map(|h| {
                     let result = h.result.as_ref().expect("checked above");
-                    let (exit_code, signal, error) = match &result.outcome {
-                        HostOutcome::Exited(exit) => (Some(exit.exit_code), exit.signal, None),
-                        HostOutcome::Failed(e)
-                        | HostOutcome::Skipped(e)
-                        | HostOutcome::Unreachable(e) => (None, None, Some(e.clone())),
-                        HostOutcome::Cancelled => (None, None, Some("cancelled".into())),
-                    };
-                    let mut record = HostRecord {
-                        host: h.name.clone(),
-                        status: result.outcome.kind().to_owned(),
-                        exit_code,
-                        signal,
-                        error,
-                        duration_ms: result.duration.as_millis() as u64,
-                        output: String::new(),
-                        output_truncated: false,
-                    };
-                    record.keep_output(&h.head);
-                    record.output_truncated = h.bytes > OUTPUT_KEPT as u64;
-                    record
+                    HostRecord::of_result(&h.name, result, &h.head, h.bytes)
                 })
                 .collect(),
         })
@@ -564,7 +545,10 @@ impl Eq for GroupKey {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{EndReason, Exit};
+    use crate::{
+        client::fleet::HostOutcome,
+        command::{EndReason, Exit},
+    };
 
     fn exit(code: i32) -> HostResult {
         HostResult {
