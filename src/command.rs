@@ -278,7 +278,8 @@ pub struct ExecRequest {
     pub command: String,
     /// How to run it.
     pub shell: Shell,
-    /// With `Shell::None`, the program and its arguments.
+    /// With `Shell::None`, the program and its arguments; `command` is
+    /// then empty (an agent refuses a request that sets both).
     pub argv: Vec<String>,
     /// The OS the command needs.
     pub required_os: Option<OsFamily>,
@@ -303,8 +304,9 @@ impl ExecRequest {
         }
     }
 
-    /// The command line as logs, audit records and allow-lists see it: the
-    /// argv joined with shell quoting when there is one, else `command`.
+    /// The command line as the client's history shows it: the argv joined
+    /// with shell quoting when there is one, else `command`. (The agent
+    /// logs and checks its own plan of the request, never this text.)
     pub fn command_line(&self) -> String {
         if self.argv.is_empty() {
             self.command.clone()

@@ -326,7 +326,7 @@ async fn argv_runs_without_a_shell() -> TestResult {
     let request = ExecRequest {
         shell: Shell::None,
         argv: vec!["printf".into(), "%s|".into(), "a b".into(), "$HOME".into()],
-        ..ExecRequest::new("printf")
+        ..ExecRequest::default()
     };
     let events = events_of(&client, request).await?;
     assert_eq!(

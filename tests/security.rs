@@ -4,16 +4,15 @@
 mod support;
 
 use std::{
-    collections::HashMap,
     net::SocketAddr,
-    path::{Path, PathBuf},
+    path::Path,
     str::FromStr,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use prost::Message as _;
-use support::{BinaryAgent, TestAgent};
+use support::{BinaryAgent, TestAgent, access_file, loopback, with_token};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::{Code, transport::Channel};
 use vigie::{
@@ -27,49 +26,6 @@ use vigie::{
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-/// An access file with one token per role, in a temporary directory.
-struct AccessFixture {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-    tokens: HashMap<Role, String>,
-}
-
-fn access_file() -> AccessFixture {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let mut file = auth::AccessFile::default();
-    let mut tokens = HashMap::new();
-    for role in Role::ALL {
-        let token = auth::generate_token().expect("random");
-        file.tokens.push(auth::TokenEntry {
-            name: role.as_str().into(),
-            role,
-            sha256: auth::hash_token(&token),
-        });
-        tokens.insert(role, token);
-    }
-    let path = dir.path().join("access.toml");
-    std::fs::write(&path, toml::to_string(&file).expect("toml")).expect("written");
-    AccessFixture {
-        _dir: dir,
-        path,
-        tokens,
-    }
-}
-
-fn loopback(addr: SocketAddr) -> Address {
-    Address {
-        host: addr.ip().to_string(),
-        port: addr.port(),
-    }
-}
-
-fn with_token(token: &str) -> ConnectionSettings {
-    ConnectionSettings {
-        token: Some(Secret::new(token)),
-        ..ConnectionSettings::default()
-    }
-}
 
 /// Calls `path` with an empty message, the way any client could, and
 /// returns the status code (Ok when the call was accepted).
@@ -607,6 +563,11 @@ async fn limits_answer_resource_exhausted() -> TestResult {
         panic!("the agent-wide command limit applies");
     };
     assert_eq!(status.code(), Code::ResourceExhausted);
+    // An idle session is reclaimed when room is needed; a stream keeps the
+    // second one busy, so the third finds no room.
+    let _watching = second
+        .watch_metrics(Duration::from_millis(1000), false)
+        .await?;
     let third = agent.client().await;
     let Err(Error::Status(status)) = third.system_info().await else {
         panic!("a third session is over the limit");

@@ -204,7 +204,12 @@ impl AgentFarm {
                     ..vigie::server::AgentConfig::default()
                 })
                 .expect("an agent binds");
-                writeln!(out, "{}", agent.local_addr().port()).expect("stdout");
+                let port = agent
+                    .tcp_listener()
+                    .and_then(|l| l.local_addr().ok())
+                    .expect("a TCP agent")
+                    .port();
+                writeln!(out, "{port}").expect("stdout");
                 let stop = stop.clone();
                 tasks.push(tokio::spawn(async move {
                     let _ = agent.serve_restarting_in_process(&stop).await;

@@ -43,10 +43,12 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use super::{Error, config::ConnectionSettings};
 use crate::server::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};
 
-/// Where an agent is: host (name or address) and port.
+/// Where an agent is: host (name or address) and port, or the path of a
+/// Unix socket (a host that starts with `/`; the port is then unused).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Address {
-    /// A DNS name or an IP address (IPv6 without brackets).
+    /// A DNS name, an IP address (IPv6 without brackets), or an absolute
+    /// socket path.
     pub host: String,
     /// The port.
     pub port: u16,
@@ -54,7 +56,9 @@ pub struct Address {
 
 impl std::fmt::Display for Address {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.host.contains(':') {
+        if let Some(path) = self.socket_path() {
+            write!(f, "unix:{}", path.display())
+        } else if self.host.contains(':') {
             write!(f, "[{}]:{}", self.host, self.port)
         } else {
             write!(f, "{}:{}", self.host, self.port)
@@ -63,9 +67,16 @@ impl std::fmt::Display for Address {
 }
 
 impl Address {
-    /// True when the host is a loopback address or `localhost`.
+    /// The Unix socket's path, when the agent listens on one.
+    pub fn socket_path(&self) -> Option<&Path> {
+        self.host.starts_with('/').then(|| Path::new(&self.host))
+    }
+
+    /// True when the host is a loopback address or `localhost`, or a Unix
+    /// socket (which never leaves the machine).
     pub fn is_loopback(&self) -> bool {
-        self.host.eq_ignore_ascii_case("localhost")
+        self.socket_path().is_some()
+            || self.host.eq_ignore_ascii_case("localhost")
             || self
                 .host
                 .parse::<IpAddr>()
@@ -117,7 +128,13 @@ pub async fn channel(
     lazy: bool,
 ) -> Result<Channel, Error> {
     let prepared = prepare(address, settings)?;
-    let endpoint = endpoint(&format!("http://{address}"))?;
+    // The connector dials the address itself; the URL only has to be one.
+    let url = if address.socket_path().is_some() {
+        "http://localhost".to_owned()
+    } else {
+        format!("http://{address}")
+    };
+    let endpoint = endpoint(&url)?;
     let connector = tower::service_fn(move |_: Uri| {
         let prepared = prepared.clone();
         async move { dial(&prepared).await.map(TokioIo::new) }
@@ -259,6 +276,12 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 
 async fn dial(prepared: &Prepared) -> Result<Stream, DialError> {
     let address = &prepared.address;
+    if let Some(path) = address.socket_path() {
+        let unix = tokio::net::UnixStream::connect(path)
+            .await
+            .map_err(|e| DialError::Tcp(address.to_string(), e))?;
+        return Ok(Stream::Unix(unix));
+    }
     let tcp = TcpStream::connect((address.host.as_str(), address.port))
         .await
         .map_err(|e| DialError::Tcp(address.to_string(), e))?;
@@ -467,11 +490,12 @@ impl ServerCertVerifier for Verifier {
     }
 }
 
-/// A connection with or without TLS; a TLS one may start with bytes read
-/// while connecting, which are handed out first.
+/// A connection with or without TLS, or over a Unix socket; a TLS one may
+/// start with bytes read while connecting, which are handed out first.
 enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>, Bytes),
+    Unix(tokio::net::UnixStream),
 }
 
 impl AsyncRead for Stream {
@@ -488,6 +512,7 @@ impl AsyncRead for Stream {
                 Poll::Ready(Ok(()))
             }
             Stream::Tls(s, _) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -501,6 +526,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s, _) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -512,6 +538,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Tls(s, _) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -519,6 +546,7 @@ impl AsyncWrite for Stream {
         match self {
             Stream::Plain(s) => s.is_write_vectored(),
             Stream::Tls(s, _) => s.is_write_vectored(),
+            Stream::Unix(s) => s.is_write_vectored(),
         }
     }
 
@@ -526,6 +554,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s, _) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -533,6 +562,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s, _) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

@@ -17,7 +17,7 @@ use serde::Serialize;
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Record {
     /// What happened: "call", "denied", "exec_start", "exec_end",
-    /// "exec_refused", "shutdown", "restart".
+    /// "exec_refused", "signal", "signal_refused", "shutdown", "restart".
     pub event: &'static str,
     /// The rpc, e.g. "Execute".
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -31,9 +31,17 @@ pub struct Record {
     /// The caller's session.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
-    /// The command line, for Execute.
+    /// The command line, for Execute: as planned (what the policy checked)
+    /// for a command that started, as asked for one that was refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
+    /// The program and arguments: as executed for a command that started,
+    /// as asked for one that was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argv: Option<Vec<String>>,
+    /// The signal sent, for SignalProcess.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal_name: Option<String>,
     /// The command's pid.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<i32>,

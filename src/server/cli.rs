@@ -197,6 +197,8 @@ impl AgentArgs {
 
 /// The whole `vigie-agent` program.
 pub fn main() -> ExitCode {
+    // Before any other thread exists, since it names the calling thread.
+    restore_name();
     let args = AgentArgs::parse();
     init_logging(&args.log_level, args.log_format);
     let result = match &args.command {
@@ -305,7 +307,10 @@ async fn serve(config: AgentConfig) -> Result<Option<OwnedFd>, CliError> {
     tokio::spawn(stop_on_signals(stop.clone()));
     match agent.serve_generation(&stop).await? {
         Outcome::Restart if !stop.is_cancelled() => {
-            Ok(Some(net::inheritable_copy(agent.listener())?))
+            let listener = agent
+                .tcp_listener()
+                .ok_or_else(|| std::io::Error::other("only a TCP agent restarts by exec"))?;
+            Ok(Some(net::inheritable_copy(listener)?))
         }
         _ => {
             tracing::info!("agent stopped");
@@ -341,32 +346,74 @@ async fn stop_on_signals(stop: CancellationToken) {
 /// arguments, handing over the listening socket. Returns only on failure.
 fn restart_in_place(listener: &OwnedFd) -> std::io::Error {
     use std::os::unix::process::CommandExt;
-    // /proc/self/exe is this very binary even if the file was replaced or
-    // deleted since it started; elsewhere, the path it was started from.
-    let exe: PathBuf = if cfg!(target_os = "linux") {
-        PathBuf::from("/proc/self/exe")
-    } else {
-        match std::env::current_exe() {
-            Ok(path) => path,
-            Err(e) => return e,
-        }
-    };
     let mut args = std::env::args_os();
     let arg0 = args.next().unwrap_or_else(|| OsString::from("vigie-agent"));
     tracing::info!("restarting in place");
     let _ = std::io::stderr().flush();
-    std::process::Command::new(exe)
+    std::process::Command::new(running_binary())
         .arg0(arg0)
         .args(args)
         .env(LISTEN_FD_ENV, listener.as_raw_fd().to_string())
         .exec()
 }
 
+/// The path to exec for a restart: this very binary.
+///
+/// The binary's own path keeps the process's name (`pidof vigie-agent`,
+/// monitoring, `ps` all read it from the path exec'd), but only while that
+/// path is still the file that runs: after an upgrade or a deletion it
+/// names another file or none. Then `/proc/self/exe`, which is always this
+/// binary, is used, and the new process puts its name back itself
+/// ([`restore_name`]).
+fn running_binary() -> PathBuf {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let running = std::fs::metadata("/proc/self/exe");
+        let same = |path: &PathBuf| {
+            let (Ok(running), Ok(on_disk)) = (&running, std::fs::metadata(path)) else {
+                return false;
+            };
+            running.dev() == on_disk.dev() && running.ino() == on_disk.ino()
+        };
+        match std::env::current_exe() {
+            Ok(path) if same(&path) => path,
+            _ => PathBuf::from("/proc/self/exe"),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        std::env::current_exe().unwrap_or_else(|_| PathBuf::from("vigie-agent"))
+    }
+}
+
+/// After a restart through `/proc/self/exe` the kernel names the process
+/// `exe`; give it back the name of its first argument.
+fn restore_name() {
+    #[cfg(target_os = "linux")]
+    if std::env::var_os(LISTEN_FD_ENV).is_some()
+        && std::fs::read_to_string("/proc/self/comm").is_ok_and(|name| name.trim() == "exe")
+        && let Some(arg0) = std::env::args_os().next()
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let name = std::path::Path::new(&arg0)
+            .file_name()
+            .map(|n| n.as_bytes().iter().copied().take(15).collect::<Vec<u8>>())
+            .unwrap_or_else(|| b"vigie-agent".to_vec());
+        if let Ok(name) = std::ffi::CString::new(name) {
+            let _ = rustix::thread::set_name(&name);
+        }
+    }
+}
+
 fn init_logging(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: a log file must hold text, not escape
+    // sequences (text from clients is written escaped, see service.rs).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),

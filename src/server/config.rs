@@ -10,7 +10,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::auth::Role;
+use super::{auth::Role, policy::AllowRule};
 
 /// The port the agent listens on when none is given.
 pub const DEFAULT_PORT: u16 = 7421;
@@ -27,6 +27,25 @@ pub struct AgentConfig {
     pub shutdown_grace_ms: u64,
     /// Most sessions at once.
     pub max_sessions: usize,
+    /// Of `max_sessions`, how many only admins may open, so that an admin
+    /// can always reach a busy agent to stop it.
+    pub admin_reserved_sessions: usize,
+    /// Most sessions one identity may hold at once.
+    pub max_sessions_per_identity: usize,
+    /// Most sessions one connection may carry at once.
+    pub max_sessions_per_connection: usize,
+    /// Most WatchMetrics streams one identity may have open.
+    pub max_streams_per_identity: usize,
+    /// Most WatchMetrics streams open in all.
+    pub max_streams_total: usize,
+    /// Most unauthenticated streams (health Watch, reflection) open in all.
+    pub max_public_streams: usize,
+    /// Most HTTP/2 streams (calls) open at once on one connection.
+    pub max_concurrent_streams_per_connection: u32,
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Most connections open at once from one IP address.
+    pub max_connections_per_ip: usize,
     /// Most running commands in one session.
     pub max_commands_per_session: u32,
     /// Most running commands in all.
@@ -60,9 +79,15 @@ pub struct AgentConfig {
     /// Refuses every Execute: the agent only reports and signals.
     pub no_exec: bool,
     /// Per role, the command lines it may run (`*` and `?` wildcards that
-    /// never match shell control characters). A role without an entry may
-    /// run anything its role allows.
-    pub exec_allow: BTreeMap<Role, Vec<String>>,
+    /// never match shell control characters), each a pattern or a table
+    /// `{ command = "…", env = ["NAME"], stdin = true }`. Allow-listed
+    /// commands run without a shell, with the program found on the agent's
+    /// own PATH. A role without an entry may run anything its role allows.
+    pub exec_allow: BTreeMap<Role, Vec<AllowRule>>,
+    /// Lets identities whose Execute is restricted (`no_exec`, or an
+    /// `exec_allow` entry for their role) signal any process the agent may
+    /// signal. Without it they may signal only the agent's own commands.
+    pub signal_any_process: bool,
 }
 
 impl Default for AgentConfig {
@@ -72,6 +97,15 @@ impl Default for AgentConfig {
             kill_grace_ms: 2_000,
             shutdown_grace_ms: 5_000,
             max_sessions: 256,
+            admin_reserved_sessions: 16,
+            max_sessions_per_identity: 64,
+            max_sessions_per_connection: 32,
+            max_streams_per_identity: 16,
+            max_streams_total: 128,
+            max_public_streams: 64,
+            max_concurrent_streams_per_connection: 256,
+            max_connections: 4096,
+            max_connections_per_ip: 512,
             max_commands_per_session: 128,
             max_commands_total: 512,
             max_output_bytes: 4 << 30,
@@ -86,6 +120,7 @@ impl Default for AgentConfig {
             insecure_plaintext: false,
             no_exec: false,
             exec_allow: BTreeMap::new(),
+            signal_any_process: false,
         }
     }
 }

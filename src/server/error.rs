@@ -6,7 +6,12 @@
 
 use tonic::{Code, Status};
 
-use super::{exec::ExecError, processes::SignalError, session::SessionError, system::ProbeError};
+use super::{
+    exec::ExecError,
+    processes::SignalError,
+    session::{SessionError, StreamError},
+    system::ProbeError,
+};
 
 /// Any error an rpc can end with.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +25,9 @@ pub enum Error {
     /// The session cannot be joined or has no room.
     #[error(transparent)]
     Session(#[from] SessionError),
+    /// A stream is over its limits.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
     /// The system could not be read.
     #[error(transparent)]
     Probe(#[from] ProbeError),
@@ -47,10 +55,14 @@ impl From<Error> for Status {
                 | ExecError::NotExecutable { .. } => Code::FailedPrecondition,
                 ExecError::ProgramNotFound(_) => Code::NotFound,
                 ExecError::Spawn(_) => Code::ResourceExhausted,
+                ExecError::NotAllowed(_) => Code::PermissionDenied,
             },
             Error::Signal(e) => match e {
-                SignalError::InvalidPid(_) => Code::InvalidArgument,
+                SignalError::InvalidPid(_) | SignalError::IsThread { .. } => Code::InvalidArgument,
                 SignalError::IsAgent(_) => Code::FailedPrecondition,
+                SignalError::Protected { .. } | SignalError::NotOwnCommand(_) => {
+                    Code::PermissionDenied
+                }
                 SignalError::NotFound(_) => Code::NotFound,
                 SignalError::NotPermitted(_) => Code::PermissionDenied,
                 SignalError::Other { .. } => Code::Internal,
@@ -58,9 +70,12 @@ impl From<Error> for Status {
             Error::Session(e) => match e {
                 SessionError::InvalidId => Code::InvalidArgument,
                 SessionError::TooMany(_)
+                | SessionError::TooManyForIdentity { .. }
+                | SessionError::TooManyForConnection(_)
                 | SessionError::TooManyCommands(_)
                 | SessionError::TooManyCommandsTotal(_) => Code::ResourceExhausted,
             },
+            Error::Stream(_) => Code::ResourceExhausted,
             Error::Probe(_) | Error::Internal(_) => Code::Internal,
             Error::InvalidArgument(_) => Code::InvalidArgument,
             Error::PermissionDenied(_) => Code::PermissionDenied,

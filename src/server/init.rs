@@ -77,6 +77,15 @@ pub enum InitError {
     /// The name is taken.
     #[error("a token named {0:?} exists already in the access file")]
     DuplicateName(String),
+    /// The name cannot be used.
+    #[error(
+        "invalid token name {0:?}: use 1 to 64 letters, digits, '.', '_' or '-', starting with a \
+         letter or a digit"
+    )]
+    BadTokenName(String),
+    /// A file could not be written as TOML.
+    #[error("cannot write TOML: {0}")]
+    Serialize(String),
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> InitError + '_ {
@@ -153,31 +162,13 @@ pub fn init(dir: &Path, extra_names: &[String], listen: &str) -> Result<Initiali
         }],
     };
 
-    let agent_config = format!(
-        "# vigie agent configuration written by `vigie-agent init`.\n\
-         # Relative paths are relative to this file. Start the agent with\n\
-         #   vigie-agent --config {config}\n\
-         listen = \"{listen}\"\n\
-         tls_cert = \"{cert}\"\n\
-         tls_key = \"{key}\"\n\
-         # Clients must present a certificate signed by this CA (mutual TLS).\n\
-         # Remove this line to accept bearer tokens alone.\n\
-         client_ca = \"{ca}\"\n\
-         access_file = \"{access}\"\n\
-         audit_log = \"{audit}\"\n",
-        config = path(files::AGENT_CONFIG).display(),
-        cert = files::AGENT_CERT,
-        key = files::AGENT_KEY,
-        ca = files::CA,
-        access = files::ACCESS,
-        audit = files::AUDIT_LOG,
-    );
+    let agent_config = agent_config_text(listen)?;
     let client_config = client_config_text(
         &admin_token,
         files::CLIENT_CERT,
         files::CLIENT_KEY,
         "the admin",
-    );
+    )?;
 
     let mut written = Vec::new();
     let mut write = |name: &str, contents: &[u8], secret: bool| -> Result<(), InitError> {
@@ -195,7 +186,7 @@ pub fn init(dir: &Path, extra_names: &[String], listen: &str) -> Result<Initiali
         client_key.serialize_pem().as_bytes(),
         true,
     )?;
-    write(files::ACCESS, access_text(&access).as_bytes(), true)?;
+    write(files::ACCESS, access_text(&access)?.as_bytes(), true)?;
     write(files::AGENT_CONFIG, agent_config.as_bytes(), false)?;
     write(files::CLIENT_CONFIG, client_config.as_bytes(), true)?;
     Ok(Initialized {
@@ -220,6 +211,7 @@ pub struct TokenAdded {
 /// for `name` and writes a client config for it (`client-NAME.toml`), so
 /// the new user can connect to an agent that requires mutual TLS.
 pub fn add_token(access_path: &Path, name: &str, role: Role) -> Result<TokenAdded, InitError> {
+    check_name(name)?;
     let mut access = AccessFile::load(access_path)?;
     if access.tokens.iter().any(|t| t.name == name) {
         return Err(InitError::DuplicateName(name.to_owned()));
@@ -250,7 +242,7 @@ pub fn add_token(access_path: &Path, name: &str, role: Role) -> Result<TokenAdde
         let config_name = format!("client-{name}.toml");
         write_new(&dir.join(&cert_name), cert.pem().as_bytes(), false)?;
         write_new(&dir.join(&key_name), key.serialize_pem().as_bytes(), true)?;
-        let text = client_config_text(&token, &cert_name, &key_name, name);
+        let text = client_config_text(&token, &cert_name, &key_name, name)?;
         write_new(&dir.join(&config_name), text.as_bytes(), true)?;
         access.certificates.push(CertificateEntry {
             subject: format!("CN={common_name}"),
@@ -258,35 +250,90 @@ pub fn add_token(access_path: &Path, name: &str, role: Role) -> Result<TokenAdde
         });
         client_config = Some(dir.join(config_name));
     }
-    replace_file(access_path, access_text(&access).as_bytes())?;
+    replace_file(access_path, access_text(&access)?.as_bytes())?;
     Ok(TokenAdded {
         token,
         client_config,
     })
 }
 
-fn client_config_text(token: &str, cert: &str, key: &str, whom: &str) -> String {
-    format!(
-        "# vigie client configuration for {whom}, written by vigie-agent.\n\
-         # It holds a secret token: keep it private (mode 0600).\n\
-         # Relative paths are relative to this file.\n\
-         [defaults]\n\
-         ca = \"{ca}\"\n\
-         cert = \"{cert}\"\n\
-         key = \"{key}\"\n\
-         token = \"{token}\"\n",
-        ca = files::CA,
+/// Checks a token holder's name: it becomes an identity (`token:NAME`), a
+/// certificate subject (`CN=vigie-NAME`) and part of file names, so only
+/// letters, digits, `.`, `_` and `-` are allowed, starting with a letter or
+/// a digit, at most 64 of them.
+pub fn check_name(name: &str) -> Result<(), InitError> {
+    let valid = (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(InitError::BadTokenName(name.to_owned()))
+    }
+}
+
+/// A TOML document from a table, through the serializer only, after a
+/// fixed comment: no value can ever break out of its string.
+fn toml_file(comment: &str, table: toml::Table) -> Result<String, InitError> {
+    let body = toml::to_string(&table).map_err(|e| InitError::Serialize(e.to_string()))?;
+    Ok(format!("{comment}{body}"))
+}
+
+fn agent_config_text(listen: &str) -> Result<String, InitError> {
+    let mut table = toml::Table::new();
+    for (key, value) in [
+        ("listen", listen),
+        ("tls_cert", files::AGENT_CERT),
+        ("tls_key", files::AGENT_KEY),
+        ("client_ca", files::CA),
+        ("access_file", files::ACCESS),
+        ("audit_log", files::AUDIT_LOG),
+    ] {
+        table.insert(key.into(), value.into());
+    }
+    toml_file(
+        "# vigie agent configuration written by `vigie-agent init`.\n\
+         # Relative paths are relative to this file. Start the agent with\n\
+         #   vigie-agent --config THIS_FILE\n\
+         # client_ca makes clients present a certificate signed by the CA\n\
+         # (mutual TLS); remove it to accept bearer tokens alone.\n",
+        table,
     )
 }
 
-fn access_text(access: &AccessFile) -> String {
-    let body = toml::to_string(access).unwrap_or_default();
-    format!(
+fn client_config_text(token: &str, cert: &str, key: &str, whom: &str) -> Result<String, InitError> {
+    let mut defaults = toml::Table::new();
+    for (k, v) in [
+        ("ca", files::CA),
+        ("cert", cert),
+        ("key", key),
+        ("token", token),
+    ] {
+        defaults.insert(k.into(), v.into());
+    }
+    let mut table = toml::Table::new();
+    table.insert("defaults".into(), defaults.into());
+    // `whom` is "the admin" or a name that `check_name` accepted.
+    toml_file(
+        &format!(
+            "# vigie client configuration for {whom}, written by vigie-agent.\n\
+             # It holds a secret token: keep it private (mode 0600).\n\
+             # Relative paths are relative to this file.\n"
+        ),
+        table,
+    )
+}
+
+fn access_text(access: &AccessFile) -> Result<String, InitError> {
+    let body = toml::to_string(access).map_err(|e| InitError::Serialize(e.to_string()))?;
+    Ok(format!(
         "# Who may call this agent. Tokens are stored as SHA-256 hashes only.\n\
          # Add one with: vigie-agent token add --access FILE --name NAME --role ROLE\n\
          # Roles: viewer (read), operator (+ Execute, SignalProcess), admin (+ Shutdown, Restart).\n\n\
          {body}"
-    )
+    ))
 }
 
 fn ca_params(hostname: &str) -> Result<(CertificateParams, KeyPair), InitError> {

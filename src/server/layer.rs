@@ -8,12 +8,14 @@
 //! says the limit.
 
 use std::{
+    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
 
 use futures::future::BoxFuture;
 use http::HeaderValue;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Code, Status, body::Body, transport::server::TlsConnectInfo};
 use tower::{Layer, Service};
 
@@ -42,7 +44,18 @@ pub struct Gate {
     pub audit: Arc<AuditLog>,
     /// The request size limit, for the message of oversized requests.
     pub max_request_bytes: usize,
+    /// Places for public streams (health Watch, reflection), which anyone
+    /// who can connect may open: each holds one until its response ends.
+    pub public_streams: Arc<Semaphore>,
 }
+
+/// The public methods that stream, and so stay open as long as the caller
+/// likes.
+const PUBLIC_STREAMS: &[&str] = &[
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
 
 impl Gate {
     /// Identifies and authorizes a request; on success its identity is in
@@ -182,12 +195,33 @@ where
         if let Err(status) = self.gate.admit(&mut request) {
             return Box::pin(std::future::ready(Ok(status.into_http())));
         }
+        let place = if PUBLIC_STREAMS.contains(&request.uri().path()) {
+            match self.gate.public_streams.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    let status = Status::resource_exhausted(
+                        "too many open health and reflection streams on this agent; try again later",
+                    );
+                    return Box::pin(std::future::ready(Ok(status.into_http())));
+                }
+            }
+        } else {
+            None
+        };
         let limit = self.gate.max_request_bytes;
         let response = self.inner.call(request);
         Box::pin(async move {
             let mut response = response.await?;
             name_oversized_requests(&mut response, limit);
-            Ok(response)
+            Ok(match place {
+                Some(permit) => response.map(|body| {
+                    Body::new(Holding {
+                        inner: body,
+                        _permit: permit,
+                    })
+                }),
+                None => response,
+            })
         })
     }
 }
@@ -206,5 +240,32 @@ fn name_oversized_requests(response: &mut http::Response<Body>, limit: usize) {
         headers.remove("grpc-status");
         headers.remove("grpc-message");
         let _ = replacement.add_header(headers);
+    }
+}
+
+/// A response body that keeps a place taken until the response ends (or
+/// the client goes away and the body is dropped).
+struct Holding {
+    inner: Body,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl http_body::Body for Holding {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -16,11 +16,13 @@ pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod embedded;
 pub mod error;
 pub mod exec;
 pub mod init;
 pub mod layer;
 pub mod net;
+pub mod policy;
 pub mod processes;
 pub mod security;
 pub mod service;
@@ -35,10 +37,13 @@ use std::{
 };
 
 use tokio::{net::TcpListener, sync::watch};
+
+use net::{ListenAddr, Listener};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::transport::Server;
 
 pub use config::{AgentConfig, DEFAULT_PORT};
+pub use embedded::{PrivateAgent, RunningAgent};
 
 use crate::proto::{self, remote_agent_server::RemoteAgentServer};
 
@@ -73,6 +78,18 @@ pub enum StartError {
         /// Why.
         source: io::Error,
     },
+    /// A restart handed over a socket the new configuration does not name.
+    #[error(
+        "the socket handed over by the restart listens on {served}, but the configuration now \
+         says listen = {configured:?}: refusing to serve it; stop the agent and start it again \
+         to listen on the new address"
+    )]
+    InheritedMismatch {
+        /// The address of the socket handed over.
+        served: SocketAddr,
+        /// The configured address.
+        configured: String,
+    },
     /// The system cannot be read.
     #[error(transparent)]
     Probe(#[from] system::ProbeError),
@@ -85,6 +102,8 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct AgentState {
     sessions: Arc<session::Sessions>,
+    /// Long-lived streams (WatchMetrics), counted against their limits.
+    streams: Arc<session::Streams>,
     probe: Arc<system::SystemProbe>,
     /// Cancelled when this generation stops: every command and stream ends.
     agent_token: CancellationToken,
@@ -96,9 +115,11 @@ pub struct AgentState {
     host: exec::Host,
     tuning: exec::ExecTuning,
     hostname: String,
-    listen_address: SocketAddr,
+    listen_address: ListenAddr,
     audit: Arc<audit::AuditLog>,
-    exec_policy: Arc<security::ExecPolicy>,
+    exec_policy: Arc<policy::ExecPolicy>,
+    /// The process groups of the commands running now.
+    own_groups: processes::OwnGroups,
     started: Instant,
     lifecycle: watch::Sender<Option<Outcome>>,
 }
@@ -123,8 +144,11 @@ impl AgentState {
 pub struct Agent {
     config: AgentConfig,
     security: security::Security,
-    listener: Arc<TcpListener>,
-    local_addr: SocketAddr,
+    listener: Arc<Listener>,
+    local_addr: ListenAddr,
+    /// Open connections, counted across generations (a connection of the
+    /// previous generation still counts until it closes).
+    connections: Arc<net::ConnLimits>,
 }
 
 impl Agent {
@@ -151,28 +175,47 @@ impl Agent {
         listener: std::net::TcpListener,
         security: security::Security,
     ) -> Result<Self, StartError> {
-        let bind_error = |source| StartError::Bind {
+        let listener = TcpListener::from_std(listener).map_err(|source| StartError::Bind {
             addr: config.listen.clone(),
             source,
-        };
-        let listener = TcpListener::from_std(listener).map_err(bind_error)?;
-        let local_addr = listener.local_addr().map_err(bind_error)?;
+        })?;
+        Self::on(config, Listener::Tcp(listener), security)
+    }
+
+    /// An agent on any listener, with security settings already loaded.
+    /// Must run inside a tokio runtime.
+    pub fn on(
+        config: AgentConfig,
+        listener: Listener,
+        security: security::Security,
+    ) -> Result<Self, StartError> {
+        let local_addr = listener.address().map_err(|source| StartError::Bind {
+            addr: config.listen.clone(),
+            source,
+        })?;
+        let connections =
+            net::ConnLimits::new(config.max_connections, config.max_connections_per_ip);
         Ok(Self {
             config,
             security,
             listener: Arc::new(listener),
             local_addr,
+            connections,
         })
     }
 
     /// The address actually bound (the real port when 0 was asked).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+    pub fn local_addr(&self) -> &ListenAddr {
+        &self.local_addr
     }
 
-    /// The listening socket, for a restart through `exec`.
-    pub fn listener(&self) -> &TcpListener {
-        &self.listener
+    /// The listening TCP socket, for a restart through `exec`; none for an
+    /// agent on a Unix socket.
+    pub fn tcp_listener(&self) -> Option<&TcpListener> {
+        match &*self.listener {
+            Listener::Tcp(listener) => Some(listener),
+            Listener::Unix(..) => None,
+        }
     }
 
     /// Serves one generation until Shutdown, Restart or `stop`.
@@ -181,12 +224,19 @@ impl Agent {
         let boot_id = uuid::Uuid::new_v4().to_string();
         let sessions = Arc::new(session::Sessions::new(session::SessionLimits {
             max_sessions: config.max_sessions,
+            admin_reserved_sessions: config.admin_reserved_sessions,
+            max_sessions_per_identity: config.max_sessions_per_identity,
+            max_sessions_per_connection: config.max_sessions_per_connection,
             max_commands_per_session: config.max_commands_per_session,
             max_commands_total: config.max_commands_total,
         }));
         let (lifecycle, mut requested) = watch::channel(None);
         let state = Arc::new(AgentState {
             sessions: sessions.clone(),
+            streams: session::Streams::new(
+                config.max_streams_per_identity,
+                config.max_streams_total,
+            ),
             probe: Arc::new(system::SystemProbe::new(boot_id.clone())?),
             agent_token: CancellationToken::new(),
             closing: CancellationToken::new(),
@@ -201,9 +251,10 @@ impl Agent {
                 ..exec::ExecTuning::default()
             },
             hostname: system::hostname(),
-            listen_address: self.local_addr,
+            listen_address: self.local_addr.clone(),
             audit: self.security.audit.clone(),
             exec_policy: self.security.exec_policy.clone(),
+            own_groups: processes::OwnGroups::default(),
             started: Instant::now(),
             lifecycle,
         });
@@ -236,6 +287,13 @@ impl Agent {
             .layer(layer::GateLayer::new(self.security.gate.clone()))
             .http2_keepalive_interval(Some(Duration::from_millis(config.keepalive_interval_ms)))
             .http2_keepalive_timeout(Some(Duration::from_millis(config.keepalive_timeout_ms)))
+            // Bounded work per connection: calls at once, header sizes, and
+            // hyper's guards against rapid-reset floods (streams opened and
+            // reset before they are served, or reset by errors) kept on.
+            .max_concurrent_streams(Some(config.max_concurrent_streams_per_connection))
+            .http2_max_header_list_size(Some(MAX_HEADER_LIST))
+            .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
+            .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
             .initial_stream_window_size(Some(STREAM_WINDOW))
             .initial_connection_window_size(Some(CONNECTION_WINDOW))
             .max_frame_size(Some(MAX_FRAME))
@@ -244,7 +302,7 @@ impl Agent {
             .add_service(reflection_v1alpha)
             .add_service(agent_service)
             .serve_with_incoming_shutdown(
-                net::incoming(self.listener.clone(), sessions),
+                net::incoming(self.listener.clone(), sessions, self.connections.clone()),
                 stopping.clone().cancelled_owned(),
             );
         tokio::pin!(server);
@@ -315,9 +373,24 @@ pub const CONNECTION_WINDOW: u32 = 8 << 20;
 /// See [`STREAM_WINDOW`].
 pub const MAX_FRAME: u32 = 1 << 20;
 
+/// Largest header block a request may send (the defaults of hyper allow
+/// 16 MiB); vigie's requests carry a few hundred bytes of metadata.
+const MAX_HEADER_LIST: u32 = 64 * 1024;
+/// Streams a client may open and reset before the server has accepted
+/// them, after which the connection is closed (hyper's default, 20, made
+/// explicit so that it cannot be lost).
+const MAX_PENDING_RESETS: usize = 20;
+/// Streams the server may reset because of a client's errors before it
+/// closes the connection.
+const MAX_LOCAL_ERROR_RESETS: usize = 256;
+
 /// Resolves and binds the configured address (refusing exposure the
 /// security settings do not cover), or adopts the socket a restarting agent
 /// handed over. Needs no runtime.
+///
+/// The exposure check runs on the socket actually bound, as the kernel
+/// reports it: an adopted socket keeps the address of the configuration it
+/// was bound under, which may not be the one read now.
 pub fn bind_listener(config: &AgentConfig) -> Result<std::net::TcpListener, StartError> {
     let addr = resolve(&config.listen)?;
     security::check_exposure(addr, config)?;
@@ -325,7 +398,16 @@ pub fn bind_listener(config: &AgentConfig) -> Result<std::net::TcpListener, Star
         addr: config.listen.clone(),
         source,
     };
-    let listener = net::bind(addr).map_err(bind_error)?;
+    let (listener, inherited) = net::bind(addr).map_err(bind_error)?;
+    let served = listener.local_addr().map_err(bind_error)?;
+    if inherited && (served.ip() != addr.ip() || (addr.port() != 0 && served.port() != addr.port()))
+    {
+        return Err(StartError::InheritedMismatch {
+            served,
+            configured: config.listen.clone(),
+        });
+    }
+    security::check_exposure(served, config)?;
     listener.set_nonblocking(true).map_err(bind_error)?;
     Ok(listener)
 }
@@ -346,91 +428,4 @@ pub fn resolve(listen: &str) -> Result<SocketAddr, StartError> {
         .or_else(|| addrs.first())
         .copied()
         .ok_or_else(|| resolve_error(io::Error::new(io::ErrorKind::NotFound, "no address found")))
-}
-
-/// An agent serving on its own thread and runtime, for tests and for the
-/// desktop client's embedded agent. Dropping it stops the agent and waits
-/// until every command it ran is terminated and reaped.
-#[derive(Debug)]
-pub struct RunningAgent {
-    addr: SocketAddr,
-    stop: CancellationToken,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl RunningAgent {
-    /// Binds and starts an agent with this configuration. Restart requests
-    /// restart it in place; Shutdown stops it.
-    pub fn start(config: AgentConfig) -> Result<Self, StartError> {
-        // Everything that can be wrong with the settings is reported here,
-        // to the caller, rather than logged by the agent's thread.
-        let security = security::Security::load(&config)?;
-        let listener = bind_listener(&config)?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: config.listen.clone(),
-            source,
-        })?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("vigie-agent")
-            .enable_all()
-            .build()
-            .map_err(|e| StartError::Serve(e.to_string()))?;
-        let stop = CancellationToken::new();
-        let thread_stop = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("vigie-agent-main".into())
-            .spawn(move || {
-                let served = runtime.block_on(async {
-                    Agent::with_security(config, listener, security)?
-                        .serve_restarting_in_process(&thread_stop)
-                        .await
-                });
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "embedded agent failed");
-                }
-                // Leave the thread only when every task is gone, so that no
-                // command outlives the agent.
-                runtime.shutdown_timeout(Duration::from_secs(10));
-            })
-            .map_err(|e| StartError::Serve(e.to_string()))?;
-        Ok(Self {
-            addr,
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    /// The address the agent listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// The address as a URL for a client channel, e.g. `http://127.0.0.1:40123`.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// True once the agent has stopped (after a Shutdown request, say).
-    pub fn is_finished(&self) -> bool {
-        self.thread.as_ref().is_none_or(|t| t.is_finished())
-    }
-
-    /// Stops the agent and waits for it.
-    pub fn stop(mut self) {
-        self.stop_and_join();
-    }
-
-    fn stop_and_join(&mut self) {
-        self.stop.cancel();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for RunningAgent {
-    fn drop(&mut self) {
-        self.stop_and_join();
-    }
 }

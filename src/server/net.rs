@@ -6,23 +6,25 @@
 //! that simply goes away gets the same cleanup as one that disconnects.
 
 use std::{
+    collections::HashMap,
     io,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     os::fd::{AsFd, FromRawFd, OwnedFd},
     pin::Pin,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::Stream;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::{TcpListener, TcpStream},
+    net::{TcpListener, TcpStream, UnixListener, UnixStream},
 };
+use tokio_util::either::Either;
 use tonic::transport::server::Connected;
 
 use super::{exec::LISTEN_FD_ENV, session::Sessions};
@@ -34,12 +36,83 @@ pub struct ConnInfo {
     pub id: u64,
     /// The client's address.
     pub peer: Option<SocketAddr>,
+    /// The session of requests on this connection that name none: an
+    /// unguessable id, so that no other connection can name it.
+    pub implicit_session: Arc<str>,
+}
+
+/// Where the agent listens: a TCP socket, or a Unix socket that only its
+/// owner can reach (the embedded agent of the CLI and the desktop client).
+#[derive(Debug)]
+pub enum Listener {
+    /// A TCP socket.
+    Tcp(TcpListener),
+    /// A Unix socket in a directory only the agent's user can enter.
+    Unix(UnixListener, std::path::PathBuf),
+}
+
+/// The address of a [`Listener`], as answers and logs show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// The path of a Unix socket.
+    Unix(std::path::PathBuf),
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(addr) => write!(f, "{addr}"),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+impl Listener {
+    /// Its address.
+    pub fn address(&self) -> io::Result<ListenAddr> {
+        Ok(match self {
+            Self::Tcp(listener) => ListenAddr::Tcp(listener.local_addr()?),
+            Self::Unix(_, path) => ListenAddr::Unix(path.clone()),
+        })
+    }
+
+    /// Waits for the next connection, with the client's address (none for
+    /// a Unix socket).
+    async fn accept(&self) -> io::Result<(Either<TcpStream, UnixStream>, Option<SocketAddr>)> {
+        match self {
+            Self::Tcp(listener) => {
+                let (stream, peer) = listener.accept().await?;
+                // Small requests and replies must not wait for Nagle's
+                // algorithm: it costs tens of milliseconds per round trip.
+                let _ = stream.set_nodelay(true);
+                Ok((Either::Left(stream), Some(peer)))
+            }
+            Self::Unix(listener, _) => loop {
+                let (stream, _) = listener.accept().await?;
+                // The directory already keeps others out; the peer's user
+                // is checked too, so that a socket passed on by mistake
+                // still serves nobody else.
+                match stream.peer_cred() {
+                    Ok(cred) if cred.uid() == rustix::process::geteuid().as_raw() => {
+                        return Ok((Either::Right(stream), None));
+                    }
+                    Ok(cred) => tracing::warn!(
+                        uid = cred.uid(),
+                        "refused a connection from another user on the private socket"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "cannot read a connection's credentials"),
+                }
+            },
+        }
+    }
 }
 
 /// An accepted connection.
 #[derive(Debug)]
 pub struct Conn {
-    stream: TcpStream,
+    stream: Either<TcpStream, UnixStream>,
     info: ConnInfo,
     _guard: CloseGuard,
 }
@@ -48,11 +121,76 @@ pub struct Conn {
 struct CloseGuard {
     id: u64,
     sessions: Arc<Sessions>,
+    _counted: Counted,
 }
 
 impl Drop for CloseGuard {
     fn drop(&mut self) {
         self.sessions.connection_closed(self.id);
+    }
+}
+
+/// How many connections the agent keeps at once, in all and per client
+/// address, so that one client cannot take every descriptor.
+#[derive(Debug)]
+pub struct ConnLimits {
+    total: usize,
+    per_ip: usize,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// One open connection, counted until dropped.
+#[derive(Debug)]
+struct Counted {
+    limits: Arc<ConnLimits>,
+    /// The client's address; none on a Unix socket.
+    ip: Option<IpAddr>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut open = self.limits.lock();
+        open.0 = open.0.saturating_sub(1);
+        if let Some(ip) = self.ip
+            && let Some(n) = open.1.get_mut(&ip)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.1.remove(&ip);
+            }
+        }
+    }
+}
+
+impl ConnLimits {
+    /// Limits of `total` connections, `per_ip` of them from one address.
+    pub fn new(total: usize, per_ip: usize) -> Arc<Self> {
+        Arc::new(Self {
+            total,
+            per_ip,
+            open: Mutex::new((0, HashMap::new())),
+        })
+    }
+
+    fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Option<Counted> {
+        let mut open = self.lock();
+        let from_ip = ip.map_or(0, |ip| open.1.get(&ip).copied().unwrap_or(0));
+        if open.0 >= self.total || from_ip >= self.per_ip {
+            return None;
+        }
+        open.0 += 1;
+        if let Some(ip) = ip {
+            *open.1.entry(ip).or_default() += 1;
+        }
+        Some(Counted {
+            limits: self.clone(),
+            ip,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, HashMap<IpAddr, usize>)> {
+        // Counts updated together under the lock; nothing there panics.
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -113,29 +251,36 @@ static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 /// Accept errors that concern one connection are skipped; running out of
 /// file descriptors or memory pauses accepting briefly instead of spinning.
 pub fn incoming(
-    listener: Arc<TcpListener>,
+    listener: Arc<Listener>,
     sessions: Arc<Sessions>,
+    limits: Arc<ConnLimits>,
 ) -> impl Stream<Item = io::Result<Conn>> + Send + 'static {
-    futures::stream::unfold((listener, sessions), |(listener, sessions)| async move {
+    let state = (listener, sessions, limits);
+    futures::stream::unfold(state, |(listener, sessions, limits)| async move {
         loop {
             match listener.accept().await {
                 Ok((stream, peer)) => {
-                    // Small requests and replies must not wait for Nagle's
-                    // algorithm: it costs tens of milliseconds per round trip.
-                    let _ = stream.set_nodelay(true);
+                    let Some(counted) = limits.admit(peer.map(|p| p.ip())) else {
+                        // Closed at once: the client sees a reset, and the
+                        // descriptor is free again.
+                        refused_connection(peer);
+                        continue;
+                    };
                     let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
                     let conn = Conn {
                         stream,
                         info: ConnInfo {
                             id,
-                            peer: Some(peer),
+                            peer,
+                            implicit_session: super::session::implicit_id().into(),
                         },
                         _guard: CloseGuard {
                             id,
                             sessions: sessions.clone(),
+                            _counted: counted,
                         },
                     };
-                    return Some((Ok(conn), (listener, sessions)));
+                    return Some((Ok(conn), (listener, sessions, limits)));
                 }
                 Err(e) if is_per_connection(&e) => continue,
                 Err(e) => {
@@ -145,6 +290,20 @@ pub fn incoming(
             }
         }
     })
+}
+
+/// Logs a connection refused for the limits, at most every ten seconds, so
+/// that a flood of them cannot flood the log.
+fn refused_connection(peer: Option<SocketAddr>) {
+    static LAST: Mutex<Option<Instant>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+        *last = Some(Instant::now());
+        tracing::warn!(
+            ?peer,
+            "connection refused: too many connections (max_connections, max_connections_per_ip)"
+        );
+    }
 }
 
 fn is_per_connection(e: &io::Error) -> bool {
@@ -159,15 +318,33 @@ fn is_per_connection(e: &io::Error) -> bool {
 }
 
 /// Binds the listening socket, or adopts the one a restarting agent handed
-/// over through `VIGIE_LISTEN_FD`.
-pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+/// over through `VIGIE_LISTEN_FD`; says which.
+pub fn bind(addr: SocketAddr) -> io::Result<(std::net::TcpListener, bool)> {
     if let Some(listener) = inherited_listener()? {
-        return Ok(listener);
+        return Ok((listener, true));
     }
     // std's bind sets SO_REUSEADDR, so a restart can bind again at once even
     // with connections of the old process in TIME_WAIT.
     let listener = std::net::TcpListener::bind(addr)?;
-    Ok(listener)
+    Ok((listener, false))
+}
+
+/// Binds a Unix socket in a new directory that only this user may enter,
+/// under `$XDG_RUNTIME_DIR` (or the temporary directory). The directory
+/// goes when the returned guard is dropped.
+pub fn bind_private() -> io::Result<(tempfile::TempDir, std::os::unix::net::UnixListener)> {
+    use std::os::unix::fs::PermissionsExt;
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .filter(|dir| dir.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = tempfile::Builder::new()
+        .prefix("vigie-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(base)?;
+    let listener = std::os::unix::net::UnixListener::bind(dir.path().join("agent.sock"))?;
+    listener.set_nonblocking(true)?;
+    Ok((dir, listener))
 }
 
 fn inherited_listener() -> io::Result<Option<std::net::TcpListener>> {

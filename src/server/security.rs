@@ -6,7 +6,6 @@
 //! otherwise, loudly), and no anonymous access beyond loopback, ever.
 
 use std::{
-    collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::Arc,
@@ -18,9 +17,10 @@ use tonic::transport::{Certificate, Identity as TlsIdentity, ServerTlsConfig};
 
 use super::{
     audit::AuditLog,
-    auth::{self, AccessList, Identity, Role},
+    auth::{self, AccessList},
     config::AgentConfig,
     layer::{AccessMode, Gate},
+    policy::{ExecPolicy, PolicyError},
     system,
 };
 
@@ -55,6 +55,9 @@ pub enum SecurityError {
     /// The access file is unusable.
     #[error(transparent)]
     Access(#[from] auth::AccessFileError),
+    /// The exec allow-list is unusable.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
 }
 
 /// Checks, from the settings alone, that the agent may listen on `addr`.
@@ -138,12 +141,14 @@ impl Security {
                 access,
                 audit: audit.clone(),
                 max_request_bytes: config.max_request_bytes,
+                public_streams: Arc::new(tokio::sync::Semaphore::new(config.max_public_streams)),
             }),
             audit,
-            exec_policy: Arc::new(ExecPolicy {
-                disabled: config.no_exec,
-                allow: config.exec_allow.clone(),
-            }),
+            exec_policy: Arc::new(ExecPolicy::new(
+                config.no_exec,
+                config.exec_allow.clone(),
+                config.signal_any_process,
+            )?),
         })
     }
 }
@@ -229,36 +234,4 @@ fn check_validity(cert: &CertificateDer<'_>) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// Which commands an identity may run.
-#[derive(Debug, Clone, Default)]
-pub struct ExecPolicy {
-    /// Execute is off for everyone.
-    pub disabled: bool,
-    /// Per role, the command lines it may run.
-    pub allow: BTreeMap<Role, Vec<String>>,
-}
-
-impl ExecPolicy {
-    /// Checks that `identity` may run `command_line`; the error says why not.
-    pub fn check(&self, identity: &Identity, command_line: &str) -> Result<(), String> {
-        if self.disabled {
-            return Err("command execution is disabled on this agent (no_exec)".into());
-        }
-        match self.allow.get(&identity.role) {
-            None => Ok(()),
-            Some(patterns)
-                if patterns
-                    .iter()
-                    .any(|p| auth::command_matches(p, command_line)) =>
-            {
-                Ok(())
-            }
-            Some(_) => Err(format!(
-                "{} ({}) may not run this command: it matches no allowed pattern for the role",
-                identity.name, identity.role
-            )),
-        }
-    }
 }

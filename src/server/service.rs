@@ -42,6 +42,15 @@ impl Service {
     /// Who calls, from where, in which session.
     fn context<T>(&self, request: &Request<T>) -> Result<CallContext, Status> {
         let (conn, tls) = connection_of(request);
+        // The gate puts an identity on every request it lets through to this
+        // service (the anonymous admin only when the agent runs without
+        // access control). A request without one never passed the gate, so
+        // it is refused rather than given any role.
+        let identity = request
+            .extensions()
+            .get::<Identity>()
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("missing or invalid credentials"))?;
         let session_id = match request.metadata().get(SESSION_HEADER) {
             Some(value) => {
                 let id = value
@@ -50,18 +59,13 @@ impl Service {
                 session::validate_id(id).map_err(Error::Session)?;
                 id.to_owned()
             }
-            None => format!("conn-{}", conn.id),
+            None => conn.implicit_session.to_string(),
         };
         let session = self
             .state
             .sessions
-            .enter(&session_id, conn.id)
+            .enter(&session_id, conn.id, &identity)
             .map_err(Error::Session)?;
-        let identity = request
-            .extensions()
-            .get::<Identity>()
-            .cloned()
-            .unwrap_or_else(Identity::anonymous);
         Ok(CallContext {
             conn,
             tls,
@@ -99,7 +103,14 @@ fn connection_of<T>(request: &Request<T>) -> (ConnInfo, bool) {
     }
     // Requests always come through our listener; this only happens to a
     // service driven directly, as in unit tests.
-    (ConnInfo { id: 0, peer: None }, false)
+    (
+        ConnInfo {
+            id: 0,
+            peer: None,
+            implicit_session: Arc::from("conn-direct"),
+        },
+        false,
+    )
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<proto::ExecuteResponse, Status>> + Send>>;
@@ -138,6 +149,19 @@ impl RemoteAgent for Service {
             ))
             .into());
         }
+        // Each stream samples the host on its own timer: bound how many
+        // there are, per identity and in all, and keep the session busy
+        // (not reclaimable) while the stream is open.
+        let permit = self
+            .state
+            .streams
+            .open(&ctx.identity)
+            .map_err(Error::Stream)?;
+        let hold = self
+            .state
+            .sessions
+            .hold(&ctx.session)
+            .map_err(Error::Session)?;
         let mut sampler = MetricsSampler::new(request.per_core).map_err(Error::Probe)?;
         let interval = Duration::from_millis(u64::from(request.interval_ms));
         let (tx, rx) = mpsc::channel(1);
@@ -146,6 +170,7 @@ impl RemoteAgent for Service {
             agent: self.state.agent_token.clone(),
         };
         self.state.tracker.spawn(async move {
+            let _counted = (permit, hold);
             let mut ticks =
                 tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -175,22 +200,22 @@ impl RemoteAgent for Service {
         let ctx = self.context(&request)?;
         self.ensure_running()?;
         let request = exec_request(request.into_inner())?;
-        let command_line = request.command_line();
         let audit = |event: &'static str| Record {
             event,
             rpc: Some("Execute".into()),
             identity: Some(ctx.identity.name.clone()),
             peer: ctx.conn.peer.map(|p| p.to_string()),
             session: Some(ctx.session.id.clone()),
-            command: Some(command_line.clone()),
             ..Record::default()
         };
-        let started = self.start_command(&ctx, &request, &command_line);
-        let (spawned, slot) = match started {
+        let (spawned, slot) = match self.start_command(&ctx, &request) {
             Ok(started) => started,
             Err(error) => {
                 let status = Status::from(error);
+                // Nothing was planned: the record names what was asked.
                 self.state.audit.record(&Record {
+                    command: Some(request.command.clone()),
+                    argv: (!request.argv.is_empty()).then(|| request.argv.clone()),
                     reason: Some(status.message().to_owned()),
                     ..audit("exec_refused")
                 });
@@ -198,18 +223,28 @@ impl RemoteAgent for Service {
             }
         };
         let pid = spawned.pid();
+        let group = self.state.own_groups.register(pid);
+        // The record, the log and the `started` event all read the plan
+        // that runs, never the request.
+        let spec = spawned.spec();
+        let command_line = spec.command_line.clone();
         self.state.audit.record(&Record {
             pid: Some(pid),
+            command: Some(command_line.clone()),
+            argv: Some(spec.display_argv()),
             ..audit("exec_start")
         });
         tracing::info!(
             pid,
             session = %ctx.session.id,
             identity = %ctx.identity.name,
-            command = %command_line,
+            command = ?command_line,
             "command started"
         );
-        let end_record = audit("exec_end");
+        let end_record = Record {
+            command: Some(command_line),
+            ..audit("exec_end")
+        };
         let audit_log = self.state.audit.clone();
         let (tx, rx) = mpsc::channel(self.state.tuning.channel_capacity);
         let stops = Stops {
@@ -219,6 +254,7 @@ impl RemoteAgent for Service {
         let tuning = self.state.tuning.clone();
         self.state.tracker.spawn(async move {
             let exit = exec::drive(spawned, tx, stops, tuning).await;
+            drop(group);
             drop(slot);
             audit_log.record(&Record {
                 pid: Some(pid),
@@ -264,14 +300,54 @@ impl RemoteAgent for Service {
     ) -> Result<Response<proto::SignalProcessResponse>, Status> {
         let ctx = self.context(&request)?;
         let request = request.into_inner();
+        let audit = |event: &'static str| Record {
+            event,
+            rpc: Some("SignalProcess".into()),
+            identity: Some(ctx.identity.name.clone()),
+            peer: ctx.conn.peer.map(|p| p.to_string()),
+            session: Some(ctx.session.id.clone()),
+            pid: Some(request.pid),
+            ..Record::default()
+        };
         let signal = convert::process_signal(request.signal).ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "signal is required and must be one of the Signal values, got {}",
                 request.signal
             ))
         })?;
-        processes::send(request.pid, signal).map_err(Error::Signal)?;
-        tracing::info!(pid = request.pid, signal = signal.name(), identity = %ctx.identity.name, "signal sent");
+        let reach = if self
+            .state
+            .exec_policy
+            .signals_own_commands_only(&ctx.identity)
+        {
+            processes::Reach::OwnCommands(&self.state.own_groups)
+        } else {
+            processes::Reach::Any
+        };
+        let signalled = match processes::send(request.pid, signal, reach) {
+            Ok(signalled) => signalled,
+            Err(error) => {
+                let status = Status::from(Error::Signal(error));
+                self.state.audit.record(&Record {
+                    signal_name: Some(signal.name().to_owned()),
+                    reason: Some(status.message().to_owned()),
+                    ..audit("signal_refused")
+                });
+                return Err(status);
+            }
+        };
+        self.state.audit.record(&Record {
+            signal_name: Some(signal.name().to_owned()),
+            command: Some(signalled.command_line.clone()),
+            ..audit("signal")
+        });
+        tracing::info!(
+            pid = request.pid,
+            signal = signal.name(),
+            identity = %ctx.identity.name,
+            command = ?signalled.command_line,
+            "signal sent"
+        );
         Ok(Response::new(proto::SignalProcessResponse {
             pid: request.pid,
             signal_name: signal.name().to_owned(),
@@ -308,7 +384,7 @@ impl RemoteAgent for Service {
         request: Request<proto::DisconnectRequest>,
     ) -> Result<Response<proto::DisconnectResponse>, Status> {
         let ctx = self.context(&request)?;
-        let cancelled = self.state.sessions.end(&ctx.session.id).unwrap_or(0);
+        let cancelled = self.state.sessions.end(&ctx.session).unwrap_or(0);
         tracing::info!(session = %ctx.session.id, cancelled, "session disconnected");
         Ok(Response::new(proto::DisconnectResponse {
             session_id: ctx.session.id,
@@ -322,7 +398,7 @@ impl RemoteAgent for Service {
     ) -> Result<Response<proto::ShutdownResponse>, Status> {
         let ctx = self.context(&request)?;
         let reason = request.into_inner().reason;
-        tracing::warn!(identity = %ctx.identity.name, reason = %reason, "shutdown requested");
+        tracing::warn!(identity = %ctx.identity.name, reason = ?reason, "shutdown requested");
         self.audit_lifecycle(&ctx, "shutdown", reason);
         let cancelled = self.state.sessions.running_total();
         self.state.request(Outcome::Shutdown);
@@ -338,7 +414,7 @@ impl RemoteAgent for Service {
     ) -> Result<Response<proto::RestartResponse>, Status> {
         let ctx = self.context(&request)?;
         let reason = request.into_inner().reason;
-        tracing::warn!(identity = %ctx.identity.name, reason = %reason, "restart requested");
+        tracing::warn!(identity = %ctx.identity.name, reason = ?reason, "restart requested");
         self.audit_lifecycle(&ctx, "restart", reason);
         let cancelled = self.state.sessions.running_total();
         self.state.request(Outcome::Restart);
@@ -350,19 +426,20 @@ impl RemoteAgent for Service {
 }
 
 impl Service {
-    /// Everything between a valid request and a running command: the exec
-    /// policy, planning, the session's limits, spawning.
+    /// Everything between a valid request and a running command: the
+    /// caller's exec scope, planning (which applies it), the session's
+    /// limits, spawning the plan.
     fn start_command(
         &self,
         ctx: &CallContext,
         request: &ExecRequest,
-        command_line: &str,
     ) -> Result<(exec::Spawned, session::CommandSlot), Error> {
-        self.state
+        let scope = self
+            .state
             .exec_policy
-            .check(&ctx.identity, command_line)
+            .scope(&ctx.identity)
             .map_err(Error::PermissionDenied)?;
-        let spec = exec::plan(request, &self.state.host)?;
+        let spec = exec::plan(request, &self.state.host, scope)?;
         let slot = self.state.sessions.start_command(&ctx.session)?;
         let spawned = exec::spawn(spec)?;
         Ok((spawned, slot))

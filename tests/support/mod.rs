@@ -8,9 +8,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::{collections::HashMap, net::SocketAddr};
+
 use vigie::{
-    client::AgentClient,
-    server::{AgentConfig, RunningAgent},
+    client::{AgentClient, ConnectionSettings, Secret, connect::Address},
+    server::{
+        AgentConfig, RunningAgent,
+        auth::{self, Role},
+    },
 };
 
 /// An agent serving on loopback with a free port, in its own thread and
@@ -190,6 +195,12 @@ impl BinaryAgent {
         Self::spawn(&all, std::process::Stdio::from(file))
     }
 
+    /// Starts the agent with exactly these arguments, its log in `log`.
+    pub fn start_plain_logging(args: &[&str], log: &std::path::Path) -> Self {
+        let file = std::fs::File::create(log).expect("a log file");
+        Self::spawn(args, std::process::Stdio::from(file))
+    }
+
     fn spawn(args: &[&str], stderr: std::process::Stdio) -> Self {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vigie-agent"))
@@ -311,5 +322,44 @@ impl Drop for BinaryAgent {
                 let _ = self.child.wait();
             }
         }
+    }
+}
+
+/// An access file with one token per role, in a temporary directory.
+pub struct AccessFixture {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub tokens: HashMap<Role, String>,
+}
+
+pub fn access_file() -> AccessFixture {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut file = auth::AccessFile::default();
+    let mut tokens = HashMap::new();
+    for role in Role::ALL {
+        let token = auth::generate_token().expect("random");
+        file.tokens.push(auth::TokenEntry {
+            name: role.as_str().into(),
+            role,
+            sha256: auth::hash_token(&token),
+        });
+        tokens.insert(role, token);
+    }
+    let path = dir.path().join("access.toml");
+    std::fs::write(&path, toml::to_string(&file).expect("toml")).expect("written");
+    AccessFixture { dir, path, tokens }
+}
+
+pub fn loopback(addr: SocketAddr) -> Address {
+    Address {
+        host: addr.ip().to_string(),
+        port: addr.port(),
+    }
+}
+
+pub fn with_token(token: &str) -> ConnectionSettings {
+    ConnectionSettings {
+        token: Some(Secret::new(token)),
+        ..ConnectionSettings::default()
     }
 }

@@ -76,8 +76,14 @@ pub(super) async fn run(
             std::fs::read(path).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?,
         ),
     };
+    // Without a shell the words travel as argv alone: an agent refuses a
+    // request that carries both a command line and an argv.
     let request = ExecRequest {
-        command: args.command.join(" "),
+        command: if args.no_shell {
+            String::new()
+        } else {
+            args.command.join(" ")
+        },
         shell: if args.no_shell {
             Shell::None
         } else {

@@ -275,7 +275,7 @@ pub struct Context {
     /// Where runs are recorded.
     pub history: Option<History>,
     /// The agent started in this process when there is no hosts file.
-    _local_agent: Option<crate::server::RunningAgent>,
+    _local_agent: Option<crate::server::PrivateAgent>,
 }
 
 impl Context {
@@ -334,23 +334,19 @@ impl Context {
         let mut local_agent = None;
         if hosts_path.is_none() && selected.is_empty() {
             // No hosts at all: show something real with an agent of our
-            // own, on loopback, for this machine.
-            let agent = crate::server::RunningAgent::start(crate::server::AgentConfig {
-                listen: "127.0.0.1:0".into(),
-                ..crate::server::AgentConfig::default()
-            })
-            .map_err(|e| CliError::LocalAgent(e.to_string()))?;
+            // own, for this machine, on a socket only this user can reach.
+            let agent = crate::server::PrivateAgent::start(crate::server::AgentConfig::default())
+                .map_err(|e| CliError::LocalAgent(e.to_string()))?;
             if !global.json {
-                printer.note(&printer.dim(&format!(
-                    "vigie: no hosts file: using an agent started in this process on {} (this machine); \
-                     give --hosts FILE for other hosts",
-                    agent.addr()
-                )));
+                printer.note(&printer.dim(
+                    "vigie: no hosts file: using an agent started in this process (this machine, \
+                     on a socket only you can reach); give --hosts FILE for other hosts",
+                ));
             }
             entries.push(HostEntry::new(
                 "localhost",
-                agent.addr().ip().to_string(),
-                agent.addr().port(),
+                agent.path().to_string_lossy(),
+                0,
             ));
             local_agent = Some(agent);
         }

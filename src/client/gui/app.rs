@@ -168,7 +168,7 @@ struct State {
     shown_host: Option<usize>,
     metrics_stop: CancellationToken,
     metrics_generation: u64,
-    local_agent: Option<crate::server::RunningAgent>,
+    local_agent: Option<crate::server::PrivateAgent>,
 }
 
 impl App {
@@ -738,17 +738,12 @@ impl App {
 
     /// With no hosts file: an agent in this process, for this machine.
     fn start_local(&self) {
-        let agent = crate::server::RunningAgent::start(crate::server::AgentConfig {
-            listen: "127.0.0.1:0".into(),
-            ..crate::server::AgentConfig::default()
-        });
+        // A Unix socket that only this user can reach: while the window is
+        // open, no other local user can borrow its rights.
+        let agent = crate::server::PrivateAgent::start(crate::server::AgentConfig::default());
         match agent {
             Ok(agent) => {
-                let entry = HostEntry::new(
-                    "this machine",
-                    agent.addr().ip().to_string(),
-                    agent.addr().port(),
-                );
+                let entry = HostEntry::new("this machine", agent.path().to_string_lossy(), 0);
                 {
                     let mut state = self.inner.state.borrow_mut();
                     state.hosts = HostsController::detached(vec![entry]);
