@@ -3,77 +3,17 @@
 mod support;
 
 use std::{
-    path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use support::{TestAgent, marker, processes_with, wait_none_with};
+use support::{
+    TestAgent,
+    cli::{Scratch, hosts_arg, json_lines, run, stderr, stdout},
+    marker, processes_with, wait_none_with,
+};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-/// A scratch home for the CLI: its own HOME (no user config is read), its
-/// own history file, and a hosts file.
-struct Scratch {
-    dir: tempfile::TempDir,
-}
-
-impl Scratch {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("a temporary directory"),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn vigie(&self) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_vigie"));
-        command
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.dir.path())
-            .env("VIGIE_HISTORY", self.path("history.jsonl"))
-            .stdin(Stdio::null());
-        command
-    }
-
-    fn hosts(&self, agents: &[(&str, &TestAgent)], extra: &str) -> PathBuf {
-        let mut text = String::from("# test fleet\n");
-        for (name, agent) in agents {
-            text.push_str(&format!("{name}={}\n", agent.addr()));
-        }
-        text.push_str(extra);
-        let path = self.path("hosts.txt");
-        std::fs::write(&path, text).expect("hosts file written");
-        path
-    }
-}
-
-fn run(command: &mut Command) -> Output {
-    command.output().expect("vigie runs")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn json_lines(output: &Output) -> Vec<serde_json::Value> {
-    stdout(output)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?} is not JSON: {e}")))
-        .collect()
-}
-
-fn hosts_arg(path: &Path) -> [&std::ffi::OsStr; 2] {
-    ["--hosts".as_ref(), path.as_os_str()]
-}
 
 #[test]
 fn exec_prefixes_lines_keeps_stderr_apart_and_fails_when_a_host_fails() {

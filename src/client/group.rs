@@ -100,9 +100,12 @@ fn render(prefix: &str, suffix: &str, width: usize, numbers: &[u64]) -> String {
 /// varies in a range.
 fn split_number(name: &str) -> Option<(&str, &str, &str)> {
     let end = name.rfind(|c: char| c.is_ascii_digit())? + 1;
+    // The character before the digits may take more than one byte.
     let start = name[..end]
-        .rfind(|c: char| !c.is_ascii_digit())
-        .map_or(0, |i| i + 1);
+        .char_indices()
+        .rev()
+        .find(|(_, c)| !c.is_ascii_digit())
+        .map_or(0, |(i, c)| i + c.len_utf8());
     Some((&name[..start], &name[start..end], &name[end..]))
 }
 
@@ -244,6 +247,12 @@ mod tests {
         assert!(expand("web[3-1]").is_err());
         assert!(expand("web[1-").is_err());
         assert!(expand("web[a-b]").is_err());
+    }
+
+    #[test]
+    fn names_with_characters_beyond_ascii_before_the_number() {
+        assert_eq!(compact(&["wéb1", "wéb2"]), "wéb[1-2]");
+        assert_eq!(compact(&["web\u{202e}1"]), "web\u{202e}1");
     }
 
     #[test]

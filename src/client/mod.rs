@@ -13,6 +13,7 @@ pub mod group;
 pub mod gui;
 pub mod history;
 pub mod hosts;
+pub mod text;
 
 pub use agent::{AgentClient, Collected, EventStream, MetricsStream};
 pub use config::{ClientConfig, ConnectionSettings, Secret};

@@ -1,7 +1,10 @@
 //! Helpers shared by the integration tests: a real agent on 127.0.0.1:0,
-//! and ways to look for processes a command may have left behind.
+//! ways to look for processes a command may have left behind, and the
+//! `vigie` binary run in a scratch home (`cli`).
 
 #![allow(dead_code)]
+
+pub mod cli;
 
 use std::{
     path::PathBuf,

@@ -1,10 +1,11 @@
 //! `vigie exec`: one command on many hosts, with live output.
 //!
 //! Each line is printed as it arrives, prefixed by its host (stdout on
-//! stdout, stderr on stderr); with one host the prefix is left out, as with
-//! ssh. `-b` gathers the output and shows hosts with identical results
-//! once, like `clush -b`. Ctrl-C cancels the command on every agent, which
-//! kills it, and waits for them to confirm.
+//! stdout, stderr on stderr), with control characters shown rather than
+//! obeyed; with one host the prefix is left out and the bytes go out
+//! exactly as they came, as with ssh. `-b` gathers the output and shows
+//! hosts with identical results once, like `clush -b`. Ctrl-C cancels the
+//! command on every agent, which kills it, and waits for them to confirm.
 
 use std::{
     collections::HashMap,
@@ -23,6 +24,7 @@ use crate::{
         fleet::{HostOutcome, HostResult, RunEvent, RunOptions, Summary},
         group,
         history::{Entry, HostRecord, OUTPUT_KEPT},
+        text::{visible, visible_bytes},
     },
     command::{ExecRequest, OutputStream, Shell},
 };
@@ -414,21 +416,43 @@ fn emit(
         OutputStream::Stderr => Box::new(std::io::stderr().lock()),
     };
     if single {
-        // Bytes exactly as the command wrote them, as ssh shows them. They
-        // go straight to the descriptor (the lock held keeps the order):
-        // the standard stream's line buffering would scan every byte of a
-        // bulk transfer for a newline.
+        // Bytes exactly as the command wrote them, as ssh shows them: with
+        // one host vigie adds no framing, escape sequences included reach
+        // the terminal as they would through ssh, and `> file` gets the
+        // exact bytes. They go straight to the descriptor (the lock held
+        // keeps the order): the standard stream's line buffering would
+        // scan every byte of a bulk transfer for a newline.
         let _ = out.flush();
         let _ = write_unbuffered(stream, lines);
         return;
     }
     let prefix = format!("{}: ", printer.host(name));
-    let mut buffer = Vec::with_capacity(lines.len() + 32);
-    for line in lines.split_inclusive(|b| *b == b'\n') {
+    let _ = write_visible_lines(&mut out, &prefix, lines);
+}
+
+/// Bytes written at once by [`write_visible_lines`].
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// Writes `data` line by line, each line after `prefix`, with what it
+/// holds made visible: these lines are framed by vigie (a host's prefix, a
+/// `-b` group), so an escape sequence in them must not be obeyed by the
+/// terminal, nor a carriage return overwrite the prefix. A carriage return
+/// that ends a line (CRLF) is a line ending, not content, and is dropped.
+/// An unfinished last line gets its newline.
+fn write_visible_lines(out: &mut dyn Write, prefix: &str, data: &[u8]) -> std::io::Result<()> {
+    let mut buffer = Vec::with_capacity(data.len().min(WRITE_BATCH) + 64);
+    for line in data.split_inclusive(|b| *b == b'\n') {
+        let content = line.strip_suffix(b"\n").unwrap_or(line);
+        let content = content.strip_suffix(b"\r").unwrap_or(content);
         buffer.extend_from_slice(prefix.as_bytes());
-        buffer.extend_from_slice(line);
+        buffer.extend_from_slice(visible_bytes(content).as_bytes());
+        buffer.push(b'\n');
+        if buffer.len() >= WRITE_BATCH {
+            out.write_all(&buffer)?;
+            buffer.clear();
+        }
     }
-    let _ = out.write_all(&buffer);
+    out.write_all(&buffer)
 }
 
 /// Writes all of `bytes` to the process's stdout or stderr descriptor.
@@ -517,7 +541,7 @@ fn print_groups(
             });
             continue;
         }
-        let rule = printer.dim(&"-".repeat(hosts.chars().count().clamp(16, 72)));
+        let rule = printer.dim(&"-".repeat(visible(&hosts).chars().count().clamp(16, 72)));
         let ok = status == "exit 0";
         printer.line(&rule);
         printer.line(&format!(
@@ -527,12 +551,7 @@ fn print_groups(
             printer.status(ok, status)
         ));
         printer.line(&rule);
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(output);
-        if !output.is_empty() && !output.ends_with(b"\n") {
-            let _ = out.write_all(b"\n");
-        }
-        drop(out);
+        let _ = write_visible_lines(&mut std::io::stdout().lock(), "", output);
         if total > output.len() as u64 {
             printer.note(&format!(
                 "vigie: only the first {} of {} shown",

@@ -4,9 +4,9 @@ use std::{process::ExitCode, time::Duration};
 
 use super::{
     CliError, Context, Global,
-    output::{self, Printer, table},
+    output::{self, Cell, Printer, table},
 };
-use crate::command::ExecRequest;
+use crate::{client::text::visible, command::ExecRequest};
 
 /// What to do with the history.
 #[derive(Debug, clap::Subcommand)]
@@ -68,17 +68,17 @@ pub(super) async fn run(
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            let rows: Vec<Vec<String>> = entries
+            let rows: Vec<Vec<Cell>> = entries
                 .iter()
                 .enumerate()
                 .skip(start)
                 .map(|(i, e)| {
                     vec![
-                        (i + 1).to_string(),
-                        when(e.time_ms),
-                        e.summary(),
-                        crate::client::group::compact(&e.targets),
-                        e.command.clone(),
+                        (i + 1).to_string().into(),
+                        when(e.time_ms).into(),
+                        e.summary().into(),
+                        crate::client::group::compact(&e.targets).into(),
+                        e.command.clone().into(),
                     ]
                 })
                 .collect();
@@ -99,7 +99,7 @@ pub(super) async fn run(
                 "{} {}  {}",
                 printer.bold(&format!("#{id}")),
                 when(e.time_ms),
-                e.command
+                visible(&e.command)
             ));
             for r in &e.results {
                 let status = match (r.exit_code, r.signal, &r.error) {
@@ -118,8 +118,10 @@ pub(super) async fn run(
                     printer.status(r.status == "ok" || r.status == "skipped", &status),
                     printer.dim(&output::duration(Duration::from_millis(r.duration_ms)))
                 ));
+                // The output is framed (indented under its host), so it is
+                // shown, never obeyed, unlike a single host's live output.
                 for line in r.output.lines() {
-                    printer.line(&format!("    {line}"));
+                    printer.line(&format!("    {}", visible(line)));
                 }
                 if r.output_truncated {
                     printer.line(&printer.dim("    … (only the start of the output is kept)"));

@@ -10,9 +10,12 @@ use serde::Serialize;
 
 use super::{
     CliError, Context, Global, load_config,
-    output::{Printer, table},
+    output::{Cell, Printer, table},
 };
-use crate::client::hosts::{self, Column, Format, HostEntry, HostsFile};
+use crate::client::{
+    hosts::{self, Column, Format, HostEntry, HostsFile},
+    text::visible,
+};
 
 /// What to do with the hosts file.
 #[derive(Debug, clap::Subcommand)]
@@ -83,12 +86,12 @@ pub(super) async fn run(
             if printer.json {
                 printer.json_line(&HostLine::from(&entry));
             } else {
-                printer.line(&format!(
+                printer.line(&visible(&format!(
                     "added {} ({}) to {}",
                     entry.name,
                     entry.endpoint(),
                     path.display()
-                ));
+                )));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -96,11 +99,11 @@ pub(super) async fn run(
             let mut file = HostsFile::load(&path)?;
             file.remove(&names)?;
             if !printer.json {
-                printer.line(&format!(
+                printer.line(&visible(&format!(
                     "removed {} from {}",
                     names.join(", "),
                     path.display()
-                ));
+                )));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -164,15 +167,15 @@ fn list(path: &Path, printer: &Printer) -> Result<ExitCode, CliError> {
             );
         }
     } else {
-        let rows: Vec<Vec<String>> = file
+        let rows: Vec<Vec<Cell>> = file
             .hosts
             .iter()
             .map(|h| {
                 vec![
-                    printer.host(&h.name),
-                    h.address.clone(),
-                    h.port.to_string(),
-                    h.tags.join(","),
+                    Cell::host(&h.name),
+                    h.address.clone().into(),
+                    h.port.to_string().into(),
+                    h.tags.join(",").into(),
                 ]
             })
             .collect();
@@ -245,16 +248,16 @@ async fn check(context: &Context, printer: &Printer) -> Result<ExitCode, CliErro
             printer.json_line(line);
         }
     } else {
-        let rows: Vec<Vec<String>> = lines
+        let rows: Vec<Vec<Cell>> = lines
             .iter()
             .map(|(_, l)| {
                 vec![
-                    printer.host(l.host),
-                    l.address.clone(),
-                    printer.status(l.state == "online", l.state),
-                    l.os_name.clone().unwrap_or_default(),
-                    l.hostname.clone().unwrap_or_default(),
-                    l.error.clone().unwrap_or_default(),
+                    Cell::host(l.host),
+                    l.address.clone().into(),
+                    Cell::status(l.state == "online", l.state),
+                    l.os_name.clone().unwrap_or_default().into(),
+                    l.hostname.clone().unwrap_or_default().into(),
+                    l.error.clone().unwrap_or_default().into(),
                 ]
             })
             .collect();

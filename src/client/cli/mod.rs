@@ -214,7 +214,9 @@ pub async fn run(cli: Cli) -> ExitCode {
     match dispatch(cli, &printer).await {
         Ok(code) => code,
         Err(e) => {
-            printer.note(&format!("vigie: {e}"));
+            // Errors can quote a host (a certificate's names, a status
+            // message): shown, never obeyed.
+            printer.note(&format!("vigie: {}", super::text::visible(&e.to_string())));
             ExitCode::from(2)
         }
     }
@@ -322,10 +324,10 @@ impl Context {
             Some(path) => {
                 let file = HostsFile::load(path)?;
                 for error in &file.errors {
-                    printer.note(&format!(
+                    printer.note(&super::text::visible(&format!(
                         "vigie: {}: {error} (line skipped)",
                         path.display()
-                    ));
+                    )));
                 }
                 file.hosts
             }

@@ -7,6 +7,8 @@ use std::io::{IsTerminal, Write};
 use anstyle::{AnsiColor, Style};
 use serde::Serialize;
 
+use crate::client::text::visible;
+
 /// Colours a host name always gets the same one of.
 const HOST_COLORS: [AnsiColor; 6] = [
     AnsiColor::Cyan,
@@ -53,28 +55,31 @@ impl Printer {
         }
     }
 
-    /// Styles `text` when colours are on.
+    /// Styles `text` when colours are on, after making it visible: every
+    /// painted text may come from a host, and this is where it is made
+    /// safe, so no caller can forget to. Colour codes are added after, so
+    /// they are the only escape sequences vigie writes.
     pub fn paint(&self, style: Style, text: &str) -> String {
+        self.colored(style, &visible(text))
+    }
+
+    /// Styles text that is already visible.
+    fn colored(&self, style: Style, shown: &str) -> String {
         if self.color {
-            format!("{}{text}{}", style.render(), style.render_reset())
+            format!("{}{shown}{}", style.render(), style.render_reset())
         } else {
-            text.to_owned()
+            shown.to_owned()
         }
     }
 
     /// A host's name in its colour.
     pub fn host(&self, name: &str) -> String {
-        let hash = name
-            .bytes()
-            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
-        let color = HOST_COLORS[hash as usize % HOST_COLORS.len()];
-        self.paint(Style::new().fg_color(Some(color.into())).bold(), name)
+        self.paint(host_style(name), name)
     }
 
     /// Green for success, red otherwise.
     pub fn status(&self, ok: bool, text: &str) -> String {
-        let color = if ok { AnsiColor::Green } else { AnsiColor::Red };
-        self.paint(Style::new().fg_color(Some(color.into())), text)
+        self.paint(status_style(ok), text)
     }
 
     /// Dimmed text.
@@ -91,17 +96,19 @@ impl Printer {
     pub fn json_line<T: Serialize>(&self, value: &T) {
         if let Ok(line) = serde_json::to_string(value) {
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{line}");
+            let _ = writeln!(out, "{}", json_visible(line));
         }
     }
 
-    /// Writes a line on stdout.
+    /// Writes a line on stdout. Text from hosts in it must have gone
+    /// through a painter or [`visible`].
     pub fn line(&self, text: &str) {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{text}");
     }
 
-    /// Writes a line on stderr.
+    /// Writes a line on stderr; text from hosts in it must have gone
+    /// through a painter or [`visible`].
     pub fn note(&self, text: &str) {
         let mut err = std::io::stderr().lock();
         let _ = writeln!(err, "{text}");
@@ -127,45 +134,149 @@ impl Printer {
     }
 }
 
-/// Writes rows with aligned columns; the last column is not padded.
-pub fn table(printer: &Printer, header: &[&str], rows: &[Vec<String>]) {
-    let columns = header.len();
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate().take(columns) {
-            widths[i] = widths[i].max(visible_width(cell));
+/// The colour of a host's name: always the same one for a name.
+fn host_style(name: &str) -> Style {
+    let hash = name
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    let color = HOST_COLORS[hash as usize % HOST_COLORS.len()];
+    Style::new().fg_color(Some(color.into())).bold()
+}
+
+/// Green for success, red otherwise.
+fn status_style(ok: bool) -> Style {
+    let color = if ok { AnsiColor::Green } else { AnsiColor::Red };
+    Style::new().fg_color(Some(color.into()))
+}
+
+/// A serialized JSON line with the characters [`visible`] would rewrite
+/// written as `\uXXXX` escapes. serde_json already escapes C0 controls;
+/// DEL, C1, bidi and invisible characters it leaves raw, and a terminal
+/// showing the line would obey or hide them. Outside strings a JSON line
+/// holds only ASCII punctuation, digits and letters, so every such
+/// character is inside a string, where the escape decodes to the same
+/// value.
+fn json_visible(line: String) -> String {
+    if crate::client::text::shows_as_is(&line) {
+        return line;
+    }
+    let mut escaped = String::with_capacity(line.len() + 16);
+    for c in line.chars() {
+        if crate::client::text::is_hidden(c) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                escaped.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            escaped.push(c);
         }
     }
-    let render = |cells: Vec<String>| {
+    escaped
+}
+
+/// How a table paints a cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Paint {
+    Plain,
+    Host,
+    Status(bool),
+}
+
+/// One cell of a table: the text as it came, which the table makes visible
+/// and paints itself, so that no pre-painted or raw text reaches it.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    text: String,
+    paint: Paint,
+}
+
+impl Cell {
+    /// A host's name, in its colour.
+    pub fn host(name: &str) -> Self {
+        Self {
+            text: name.to_owned(),
+            paint: Paint::Host,
+        }
+    }
+
+    /// A state, green when `ok`, red otherwise.
+    pub fn status(ok: bool, text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            paint: Paint::Status(ok),
+        }
+    }
+}
+
+impl From<String> for Cell {
+    fn from(text: String) -> Self {
+        Self {
+            text,
+            paint: Paint::Plain,
+        }
+    }
+}
+
+impl From<&str> for Cell {
+    fn from(text: &str) -> Self {
+        text.to_owned().into()
+    }
+}
+
+/// Writes rows with aligned columns; the last column is not padded.
+pub fn table(printer: &Printer, header: &[&str], rows: &[Vec<Cell>]) {
+    for line in table_lines(printer, header, rows) {
+        printer.line(&line);
+    }
+}
+
+/// The lines of a table: cells made visible, aligned by their visible
+/// width, then painted.
+fn table_lines(printer: &Printer, header: &[&str], rows: &[Vec<Cell>]) -> Vec<String> {
+    let columns = header.len();
+    let shown: Vec<Vec<(std::borrow::Cow<'_, str>, &Cell)>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| (visible(&cell.text), cell)).collect())
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &shown {
+        for (i, (text, _)) in row.iter().enumerate().take(columns) {
+            widths[i] = widths[i].max(text.chars().count());
+        }
+    }
+    let header_line = {
         let mut line = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            line.push_str(cell);
-            if i + 1 < cells.len() {
-                let pad = widths[i].saturating_sub(visible_width(cell)) + 2;
-                line.push_str(&" ".repeat(pad));
+        for (i, h) in header.iter().enumerate() {
+            line.push_str(h);
+            if i + 1 < header.len() {
+                let room = widths[i].saturating_sub(h.chars().count()) + 2;
+                line.push_str(&" ".repeat(room));
             }
         }
         line.trim_end().to_owned()
     };
-    printer.line(&printer.bold(&render(header.iter().map(|h| (*h).to_owned()).collect())));
-    for row in rows {
-        printer.line(&render(row.clone()));
-    }
-}
-
-/// The width of text on screen, ignoring colour escape sequences.
-fn visible_width(text: &str) -> usize {
-    let mut width = 0;
-    let mut in_escape = false;
-    for c in text.chars() {
-        match (in_escape, c) {
-            (false, '\u{1b}') => in_escape = true,
-            (true, 'm') => in_escape = false,
-            (true, _) => {}
-            (false, _) => width += 1,
+    let mut lines = vec![printer.bold(&header_line)];
+    for row in &shown {
+        // Trailing empty cells are left out, so no line ends in spaces.
+        let count = row
+            .iter()
+            .rposition(|(text, _)| !text.is_empty())
+            .map_or(0, |last| last + 1);
+        let mut line = String::new();
+        for (i, (text, cell)) in row.iter().take(count).enumerate() {
+            line.push_str(&match cell.paint {
+                Paint::Plain => text.to_string(),
+                Paint::Host => printer.colored(host_style(&cell.text), text),
+                Paint::Status(ok) => printer.colored(status_style(ok), text),
+            });
+            if i + 1 < count {
+                let room = widths[i].saturating_sub(text.chars().count()) + 2;
+                line.push_str(&" ".repeat(room));
+            }
         }
+        lines.push(line.trim_end().to_owned());
     }
-    width
+    lines
 }
 
 pub use crate::client::format::{bytes, duration};
@@ -175,7 +286,70 @@ mod tests {
     use super::*;
 
     #[test]
-    fn escape_sequences_take_no_width() {
-        assert_eq!(visible_width("\u{1b}[1mweb1\u{1b}[0m"), 4);
+    fn json_lines_escape_hidden_characters_and_decode_to_the_same_value() {
+        let value = serde_json::json!({
+            "text": "a\u{1b}]0;x\u{7}\u{7f}\u{9b}\u{202e}\u{200b}\u{e0041}z",
+            "plain": "ok",
+        });
+        let line = json_visible(serde_json::to_string(&value).unwrap());
+        assert!(line.is_ascii(), "{line}");
+        assert!(
+            line.contains("\\u007f") && line.contains("\\u202e"),
+            "{line}"
+        );
+        assert!(line.contains("\\udb40\\udc41"), "a surrogate pair: {line}");
+        let decoded: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(decoded, value);
+        let plain = serde_json::to_string(&serde_json::json!({"t": "é ok"})).unwrap();
+        assert_eq!(json_visible(plain.clone()), plain);
+    }
+
+    fn printer(color: bool) -> Printer {
+        Printer {
+            json: false,
+            color,
+            progress: false,
+        }
+    }
+
+    #[test]
+    fn tables_align_on_what_is_shown_and_paint_after_escaping() {
+        let rows = vec![
+            vec![
+                Cell::host("h\u{202e}1"),
+                Cell::from("\u{1b}[2J"),
+                Cell::from("x"),
+            ],
+            vec![
+                Cell::host("h2"),
+                Cell::status(false, "bad\r"),
+                Cell::from(""),
+            ],
+        ];
+        let lines = table_lines(&printer(false), &["HOST", "VALUE", "MORE"], &rows);
+        assert_eq!(
+            lines,
+            vec![
+                "HOST        VALUE  MORE",
+                "h<U+202E>1  ^[[2J  x",
+                "h2          bad^M",
+            ]
+        );
+        let colored = table_lines(&printer(true), &["HOST", "VALUE"], &rows);
+        for line in &colored {
+            let mut rest = line.as_str();
+            while let Some(at) = rest.find('\u{1b}') {
+                rest = &rest[at + 1..];
+                let end = rest.find('m').expect("an SGR sequence ends in m");
+                assert!(
+                    rest.starts_with('[')
+                        && rest[1..end]
+                            .bytes()
+                            .all(|b| b.is_ascii_digit() || b == b';'),
+                    "{line:?}"
+                );
+            }
+        }
+        assert!(colored[1].contains("^[[2J"), "{:?}", colored[1]);
     }
 }

@@ -11,13 +11,14 @@ use serde::Serialize;
 
 use super::{
     CliError, Context, confirm,
-    output::{self, Printer, table},
+    output::{self, Cell, Printer, table},
 };
 use crate::{
     client::{
         AgentClient, Error,
         fleet::Outcome,
         history::{Entry, HostRecord},
+        text::visible,
     },
     types::{ProcessSignal, SystemInfo},
 };
@@ -154,8 +155,14 @@ fn load(info: &SystemInfo) -> String {
     )
 }
 
+/// A table row: a host's name, then plain cells.
+fn row(name: &str, cells: impl IntoIterator<Item = String>) -> Vec<Cell> {
+    std::iter::once(Cell::host(name))
+        .chain(cells.into_iter().map(Cell::from))
+        .collect()
+}
+
 fn print_info(printer: &Printer, what: Option<InfoWhat>, answered: &[(&str, &SystemInfo)]) {
-    let host = |name: &str| printer.host(name);
     match what {
         None => table(
             printer,
@@ -163,18 +170,20 @@ fn print_info(printer: &Printer, what: Option<InfoWhat>, answered: &[(&str, &Sys
             &answered
                 .iter()
                 .map(|(name, i)| {
-                    vec![
-                        host(name),
-                        i.hostname.clone(),
-                        i.os_long_name.clone(),
-                        format!("{:.0}% of {}", i.cpu_usage_percent, i.cpu_count),
-                        format!(
-                            "{} / {}",
-                            output::bytes(i.memory.used_bytes),
-                            output::bytes(i.memory.total_bytes)
-                        ),
-                        output::duration(Duration::from_secs(i.uptime_seconds)),
-                    ]
+                    row(
+                        name,
+                        [
+                            i.hostname.clone(),
+                            i.os_long_name.clone(),
+                            format!("{:.0}% of {}", i.cpu_usage_percent, i.cpu_count),
+                            format!(
+                                "{} / {}",
+                                output::bytes(i.memory.used_bytes),
+                                output::bytes(i.memory.total_bytes)
+                            ),
+                            output::duration(Duration::from_secs(i.uptime_seconds)),
+                        ],
+                    )
                 })
                 .collect::<Vec<_>>(),
         ),
@@ -184,13 +193,15 @@ fn print_info(printer: &Printer, what: Option<InfoWhat>, answered: &[(&str, &Sys
             &answered
                 .iter()
                 .map(|(name, i)| {
-                    vec![
-                        host(name),
-                        i.os_name.clone(),
-                        i.os_version.clone(),
-                        i.kernel_version.clone(),
-                        i.architecture.clone(),
-                    ]
+                    row(
+                        name,
+                        [
+                            i.os_name.clone(),
+                            i.os_version.clone(),
+                            i.kernel_version.clone(),
+                            i.architecture.clone(),
+                        ],
+                    )
                 })
                 .collect::<Vec<_>>(),
         ),
@@ -201,21 +212,23 @@ fn print_info(printer: &Printer, what: Option<InfoWhat>, answered: &[(&str, &Sys
                 .iter()
                 .map(|(name, i)| {
                     let m = &i.memory;
-                    vec![
-                        host(name),
-                        output::bytes(m.total_bytes),
-                        format!(
-                            "{} ({})",
-                            output::bytes(m.used_bytes),
-                            percent(m.used_bytes, m.total_bytes)
-                        ),
-                        output::bytes(m.available_bytes),
-                        format!(
-                            "{} / {}",
-                            output::bytes(m.swap_used_bytes),
-                            output::bytes(m.swap_total_bytes)
-                        ),
-                    ]
+                    row(
+                        name,
+                        [
+                            output::bytes(m.total_bytes),
+                            format!(
+                                "{} ({})",
+                                output::bytes(m.used_bytes),
+                                percent(m.used_bytes, m.total_bytes)
+                            ),
+                            output::bytes(m.available_bytes),
+                            format!(
+                                "{} / {}",
+                                output::bytes(m.swap_used_bytes),
+                                output::bytes(m.swap_total_bytes)
+                            ),
+                        ],
+                    )
                 })
                 .collect::<Vec<_>>(),
         ),
@@ -225,13 +238,15 @@ fn print_info(printer: &Printer, what: Option<InfoWhat>, answered: &[(&str, &Sys
             &answered
                 .iter()
                 .map(|(name, i)| {
-                    vec![
-                        host(name),
-                        format!("{:.1}%", i.cpu_usage_percent),
-                        i.cpu_count.to_string(),
-                        load(i),
-                        i.cpu_model.clone(),
-                    ]
+                    row(
+                        name,
+                        [
+                            format!("{:.1}%", i.cpu_usage_percent),
+                            i.cpu_count.to_string(),
+                            load(i),
+                            i.cpu_model.clone(),
+                        ],
+                    )
                 })
                 .collect::<Vec<_>>(),
         ),
@@ -247,11 +262,7 @@ fn print_info(printer: &Printer, what: Option<InfoWhat>, answered: &[(&str, &Sys
                     if addresses.is_empty() {
                         continue;
                     }
-                    rows.push(vec![
-                        host(name),
-                        interface.name.clone(),
-                        addresses.join(", "),
-                    ]);
+                    rows.push(row(name, [interface.name.clone(), addresses.join(", ")]));
                 }
             }
             table(printer, &["HOST", "INTERFACE", "ADDRESSES"], &rows);
@@ -261,24 +272,26 @@ fn print_info(printer: &Printer, what: Option<InfoWhat>, answered: &[(&str, &Sys
             &["HOST", "NAME"],
             &answered
                 .iter()
-                .map(|(name, i)| vec![host(name), i.hostname.clone()])
+                .map(|(name, i)| row(name, [i.hostname.clone()]))
                 .collect::<Vec<_>>(),
         ),
         Some(InfoWhat::Disks) => {
             let mut rows = Vec::new();
             for (name, i) in answered {
                 for d in &i.disks {
-                    rows.push(vec![
-                        host(name),
-                        d.mount_point.clone(),
-                        d.file_system.clone(),
-                        output::bytes(d.total_bytes),
-                        output::bytes(d.available_bytes),
-                        percent(
-                            d.total_bytes.saturating_sub(d.available_bytes),
-                            d.total_bytes,
-                        ),
-                    ]);
+                    rows.push(row(
+                        name,
+                        [
+                            d.mount_point.clone(),
+                            d.file_system.clone(),
+                            output::bytes(d.total_bytes),
+                            output::bytes(d.available_bytes),
+                            percent(
+                                d.total_bytes.saturating_sub(d.available_bytes),
+                                d.total_bytes,
+                            ),
+                        ],
+                    ));
                 }
             }
             table(
@@ -293,11 +306,13 @@ fn print_info(printer: &Printer, what: Option<InfoWhat>, answered: &[(&str, &Sys
             &answered
                 .iter()
                 .map(|(name, i)| {
-                    vec![
-                        host(name),
-                        output::duration(Duration::from_secs(i.uptime_seconds)),
-                        load(i),
-                    ]
+                    row(
+                        name,
+                        [
+                            output::duration(Duration::from_secs(i.uptime_seconds)),
+                            load(i),
+                        ],
+                    )
                 })
                 .collect::<Vec<_>>(),
         ),
@@ -363,7 +378,13 @@ fn print_info(printer: &Printer, what: Option<InfoWhat>, answered: &[(&str, &Sys
                     ),
                     ("agent", format!("{} (boot {})", i.agent_version, i.boot_id)),
                 ] {
-                    printer.line(&format!("  {:<7}{value}", printer.dim(label)));
+                    // The label is padded before it is painted, so that
+                    // colour codes do not count in its width.
+                    printer.line(&format!(
+                        "  {}{}",
+                        printer.dim(&format!("{label:<7}")),
+                        visible(&value)
+                    ));
                 }
             }
         }
@@ -391,15 +412,17 @@ pub(super) async fn ps(
                 printer.json_line(&serde_json::json!({"host": name, "process": p}));
                 continue;
             }
-            rows.push(vec![
-                printer.host(name),
-                p.pid.to_string(),
-                p.user.clone(),
-                format!("{:.1}", p.cpu_usage_percent),
-                output::bytes(p.memory_bytes),
-                p.name.clone(),
-                p.command_line.chars().take(100).collect(),
-            ]);
+            rows.push(row(
+                name,
+                [
+                    p.pid.to_string(),
+                    p.user.clone(),
+                    format!("{:.1}", p.cpu_usage_percent),
+                    output::bytes(p.memory_bytes),
+                    p.name.clone(),
+                    p.command_line.chars().take(100).collect(),
+                ],
+            ));
         }
     }
     if !printer.json && !rows.is_empty() {
@@ -452,26 +475,28 @@ pub(super) async fn conn(context: &Context, printer: &Printer) -> Result<ExitCod
             printer.json_line(&serde_json::json!({"host": name, "status": "ok", "connection": c}));
             continue;
         }
-        rows.push(vec![
-            printer.host(name),
-            c.peer_address.clone(),
-            format!("{} ({})", c.identity, c.role),
-            if c.tls {
-                "tls".into()
-            } else {
-                "plaintext".into()
-            },
-            c.hostname.clone(),
-            c.listen_addresses.join(","),
-            c.boot_id.chars().take(8).collect(),
-            output::duration(Duration::from_millis(c.agent_uptime_ms)),
-            format!(
-                "{} session{}, {} running",
-                c.session_count,
-                if c.session_count == 1 { "" } else { "s" },
-                c.running_commands
-            ),
-        ]);
+        rows.push(row(
+            name,
+            [
+                c.peer_address.clone(),
+                format!("{} ({})", c.identity, c.role),
+                if c.tls {
+                    "tls".into()
+                } else {
+                    "plaintext".into()
+                },
+                c.hostname.clone(),
+                c.listen_addresses.join(","),
+                c.boot_id.chars().take(8).collect(),
+                output::duration(Duration::from_millis(c.agent_uptime_ms)),
+                format!(
+                    "{} session{}, {} running",
+                    c.session_count,
+                    if c.session_count == 1 { "" } else { "s" },
+                    c.running_commands
+                ),
+            ],
+        ));
     }
     if !printer.json && !rows.is_empty() {
         table(
@@ -609,6 +634,12 @@ impl Lifecycle {
     }
 }
 
+/// The start of a boot id, as `conn` shows it. Cut by characters: the
+/// agent chooses the id, and a byte slice could fall inside a character.
+fn short_boot(boot: &str) -> String {
+    boot.chars().take(8).collect()
+}
+
 pub(super) async fn lifecycle(
     context: &Context,
     action: Lifecycle,
@@ -639,11 +670,11 @@ pub(super) async fn lifecycle(
             Lifecycle::Kill => client
                 .shutdown("vigie kill")
                 .await
-                .map(|boot| format!("stopping (boot {})", &boot[..boot.len().min(8)])),
+                .map(|boot| format!("stopping (boot {})", short_boot(&boot))),
             Lifecycle::Reset => client
                 .restart("vigie reset")
                 .await
-                .map(|boot| format!("restarting (boot {})", &boot[..boot.len().min(8)])),
+                .map(|boot| format!("restarting (boot {})", short_boot(&boot))),
         }
     })
     .await;

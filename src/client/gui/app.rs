@@ -44,6 +44,7 @@ use crate::{
         fleet::{HostOutcome, HostResult, Outcome, RunEvent, RunHandle, RunOptions},
         history::History,
         hosts::{HostEntry, split_host_port},
+        text::visible,
     },
     command::{EndReason, ExecRequest, Exit},
     types::{MetricsSample, SystemInfo},
@@ -304,10 +305,7 @@ impl App {
                         if state.shown_host == Some(host) {
                             let rows = match result {
                                 Ok(info) => info::rows(&info),
-                                Err(e) => vec![info::InfoRow {
-                                    label: "Error".into(),
-                                    value: e,
-                                }],
+                                Err(e) => info::error_rows(&e),
                             };
                             self.inner.models.info.set_vec(
                                 rows.into_iter()
@@ -357,8 +355,10 @@ impl App {
     }
 
     fn status(&self, message: &str, error: bool) {
+        // Every status message goes through here, and many quote an agent
+        // (its errors, its answers): shown, never obeyed.
         let status = self.inner.window.global::<StatusAdapter>();
-        status.set_message(message.into());
+        status.set_message(visible(message).as_ref().into());
         status.set_error(error);
     }
 
@@ -888,7 +888,7 @@ impl App {
                 true
             }
             Err(e) => {
-                adapter.set_add_error(e.into());
+                adapter.set_add_error(visible(&e).as_ref().into());
                 false
             }
         }
@@ -926,8 +926,9 @@ impl App {
             name
         };
         let w = &self.inner.window;
-        w.global::<InfoAdapter>().set_host(name.clone().into());
-        w.global::<ChartAdapter>().set_host(name.into());
+        let name = visible(&name);
+        w.global::<InfoAdapter>().set_host(name.as_ref().into());
+        w.global::<ChartAdapter>().set_host(name.as_ref().into());
         self.inner.models.info.set_vec(Vec::new());
         self.refresh_chart();
         self.refresh_hosts();
@@ -1096,59 +1097,35 @@ impl App {
         let started = Instant::now();
         let query = Query::parse(name);
         let name = name.to_owned();
-        let mut answers = fleet.for_each(&selection, 64, Some(Duration::from_secs(15)), move |client| {
-            let name = name.clone();
-            async move {
-                match (query, name.as_str()) {
-                    (Some(query), _) => Ok(query.answer(&client.system_info().await?)),
-                    (None, "conn") => {
-                        let c = client.connection_info().await?;
-                        Ok(format!(
-                            "seen from {} as {} ({}), {}\nagent host {} listening on {}, boot {}, up {}\n{} sessions, {} running commands",
-                            c.peer_address,
-                            c.identity,
-                            c.role,
-                            if c.tls { "TLS" } else { "plaintext" },
-                            c.hostname,
-                            c.listen_addresses.join(", "),
-                            c.boot_id,
-                            crate::client::format::duration(Duration::from_millis(c.agent_uptime_ms)),
-                            c.session_count,
-                            c.running_commands
-                        ))
-                    }
-                    (None, "ps") => {
-                        let mut processes = client.list_processes("").await?;
-                        processes.sort_by(|a, b| b.cpu_usage_percent.total_cmp(&a.cpu_usage_percent));
-                        let mut text = format!("{:>7}  {:<10} {:>6} {:>10}  COMMAND\n", "PID", "USER", "CPU%", "MEMORY");
-                        for p in processes {
-                            text.push_str(&format!(
-                                "{:>7}  {:<10} {:>6.1} {:>10}  {}\n",
-                                p.pid,
-                                p.user.chars().take(10).collect::<String>(),
-                                p.cpu_usage_percent,
-                                crate::client::format::bytes(p.memory_bytes),
-                                if p.command_line.is_empty() { p.name } else { p.command_line }
-                            ));
+        let mut answers = fleet.for_each(
+            &selection,
+            64,
+            Some(Duration::from_secs(15)),
+            move |client| {
+                let name = name.clone();
+                async move {
+                    match (query, name.as_str()) {
+                        (Some(query), _) => Ok(query.answer(&client.system_info().await?)),
+                        (None, "conn") => {
+                            Ok(info::connection_text(&client.connection_info().await?))
                         }
-                        Ok(text)
+                        (None, "ps") => Ok(info::processes_text(client.list_processes("").await?)),
+                        (None, "disconnect") => client
+                            .disconnect()
+                            .await
+                            .map(|n| format!("session ended, {n} running commands cancelled")),
+                        (None, "kill") => client
+                            .shutdown("vigie-gui kill")
+                            .await
+                            .map(|boot| format!("the agent is stopping (boot {})", visible(&boot))),
+                        (None, "reset") => client.restart("vigie-gui reset").await.map(|boot| {
+                            format!("the agent is restarting (boot {})", visible(&boot))
+                        }),
+                        _ => Ok(String::new()),
                     }
-                    (None, "disconnect") => client
-                        .disconnect()
-                        .await
-                        .map(|n| format!("session ended, {n} running commands cancelled")),
-                    (None, "kill") => client
-                        .shutdown("vigie-gui kill")
-                        .await
-                        .map(|boot| format!("the agent is stopping (boot {boot})")),
-                    (None, "reset") => client
-                        .restart("vigie-gui reset")
-                        .await
-                        .map(|boot| format!("the agent is restarting (boot {boot})")),
-                    _ => Ok(String::new()),
                 }
-            }
-        });
+            },
+        );
         let output = self.inner.output.clone();
         self.inner.runtime.spawn(async move {
             let apply = |event: RunEvent| {
@@ -1382,9 +1359,11 @@ impl App {
             .map(|(i, e)| HistoryItem {
                 id: (i + 1) as i32,
                 when: crate::clock::utc(e.time_ms).into(),
-                command: e.command.clone().into(),
-                hosts: crate::client::group::compact(&e.targets).into(),
-                result: e.summary().into(),
+                command: visible(&e.command).as_ref().into(),
+                hosts: visible(&crate::client::group::compact(&e.targets))
+                    .as_ref()
+                    .into(),
+                result: visible(&e.summary()).as_ref().into(),
             })
             .collect();
         update_model(&self.inner.models.history, rows);
@@ -1406,7 +1385,9 @@ impl App {
                 (None, None) => r.status.clone(),
             };
             lines.push(LineItem {
-                text: format!("── {} · {status}", r.host).into(),
+                text: visible(&format!("── {} · {status}", r.host))
+                    .as_ref()
+                    .into(),
                 stderr: r.status != "ok" && r.status != "skipped",
             });
             for line in r.output.lines() {
@@ -1429,7 +1410,7 @@ impl App {
             format!(
                 "#{id} · {} · {}",
                 crate::clock::utc(entry.time_ms),
-                entry.command
+                visible(&entry.command)
             )
             .into(),
         );

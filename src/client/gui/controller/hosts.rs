@@ -7,6 +7,7 @@ use crate::client::{
     ConnectionSettings,
     fleet::{Fleet, HostState},
     hosts::{HostEntry, HostsFile, LineError},
+    text::visible,
 };
 
 /// What a row shows of a host's state.
@@ -136,31 +137,12 @@ impl HostsController {
     /// The row of the host at `index`.
     pub fn row(&self, index: usize) -> HostRow {
         let host = &self.fleet.hosts()[index];
-        let status = host.status();
-        let (state, os, detail) = match &status.state {
-            HostState::Unknown => (
-                StateKind::Unknown,
-                String::new(),
-                "not contacted yet".into(),
-            ),
-            HostState::Connecting => (StateKind::Connecting, String::new(), "connecting…".into()),
-            HostState::Online(info) => (
-                StateKind::Online,
-                info.os_long_name.clone(),
-                format!("{} · {}", info.hostname, info.kernel_version),
-            ),
-            HostState::Offline { reason } => (StateKind::Offline, String::new(), reason.clone()),
-        };
-        HostRow {
+        host_row(
             index,
-            name: host.entry.name.clone(),
-            address: host.entry.endpoint(),
-            state,
-            os,
-            detail,
-            tags: host.entry.tags.join(","),
-            selected: self.selected.contains(&host.entry.name),
-        }
+            &host.entry,
+            &host.status().state,
+            self.selected.contains(&host.entry.name),
+        )
     }
 
     /// Selects or unselects one host.
@@ -188,24 +170,27 @@ impl HostsController {
         self.selected.clear();
     }
 
-    /// Selects exactly the hosts with this tag.
+    /// Selects exactly the hosts with this tag, as [`groups`](Self::groups)
+    /// shows it.
     pub fn select_group(&mut self, tag: &str) {
         self.selected = self
             .fleet
             .hosts()
             .iter()
-            .filter(|h| h.entry.tags.iter().any(|t| t == tag))
+            .filter(|h| h.entry.tags.iter().any(|t| visible(t) == tag))
             .map(|h| h.entry.name.clone())
             .collect();
     }
 
-    /// Every tag, sorted.
+    /// Every tag as shown (made visible), sorted. The window hands a shown
+    /// tag back to [`select_group`](Self::select_group), which compares
+    /// shown forms too.
     pub fn groups(&self) -> Vec<String> {
         let tags: BTreeSet<String> = self
             .fleet
             .hosts()
             .iter()
-            .flat_map(|h| h.entry.tags.iter().cloned())
+            .flat_map(|h| h.entry.tags.iter().map(|t| visible(t).into_owned()))
             .collect();
         tags.into_iter().collect()
     }
@@ -258,6 +243,41 @@ impl HostsController {
         self.fleet = self.fleet.rebuilt(file.hosts.clone(), settings);
         self.selected.clear();
         Ok(names.len())
+    }
+}
+
+/// A host's row. Everything in it is made visible: the state's texts come
+/// from the agent (its OS, its host name, an error that may quote it), and
+/// a name or tag of the hosts file may hold bidi or zero-width characters
+/// that would make it look like another.
+fn host_row(index: usize, entry: &HostEntry, state: &HostState, selected: bool) -> HostRow {
+    let (state, os, detail) = match state {
+        HostState::Unknown => (
+            StateKind::Unknown,
+            String::new(),
+            "not contacted yet".into(),
+        ),
+        HostState::Connecting => (StateKind::Connecting, String::new(), "connecting…".into()),
+        HostState::Online(info) => (
+            StateKind::Online,
+            visible(&info.os_long_name).into_owned(),
+            visible(&format!("{} · {}", info.hostname, info.kernel_version)).into_owned(),
+        ),
+        HostState::Offline { reason } => (
+            StateKind::Offline,
+            String::new(),
+            visible(reason).into_owned(),
+        ),
+    };
+    HostRow {
+        index,
+        name: visible(&entry.name).into_owned(),
+        address: visible(&entry.endpoint()).into_owned(),
+        state,
+        os,
+        detail,
+        tags: visible(&entry.tags.join(",")).into_owned(),
+        selected,
     }
 }
 
@@ -335,6 +355,32 @@ mod tests {
             hosts.remove_selected(&settings).is_err(),
             "nothing selected"
         );
+    }
+
+    #[test]
+    fn rows_show_what_hosts_and_the_file_hold_instead_of_obeying_it() {
+        use super::super::info::tests::{EVIL, SHOWN, assert_shown, hostile_info};
+        let mut entry = HostEntry::new("web\u{202e}1\u{200b}", "10.0.0.1", 7421);
+        entry.tags = vec!["w\u{202e}eb".into()];
+        let online = HostState::Online(std::sync::Arc::new(hostile_info()));
+        let row = host_row(0, &entry, &online, false);
+        assert_eq!(row.name, "web<U+202E>1<U+200B>");
+        assert_eq!(row.tags, "w<U+202E>eb");
+        assert_shown(&row.os);
+        assert_shown(&row.detail);
+        let offline = HostState::Offline {
+            reason: EVIL.into(),
+        };
+        assert_eq!(host_row(0, &entry, &offline, false).detail, SHOWN);
+    }
+
+    #[test]
+    fn groups_are_shown_and_chosen_by_what_is_shown() {
+        let (_dir, mut hosts) =
+            controller("name,address,tags\nweb1,10.0.0.1,w\u{202e}eb\ndb1,10.0.0.3,db\n");
+        assert_eq!(hosts.groups(), vec!["db", "w<U+202E>eb"]);
+        hosts.select_group("w<U+202E>eb");
+        assert_eq!(hosts.selection(), vec![0]);
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! hosts with byte-identical output can be grouped.
 //!
 //! Bytes from hosts are shown, never interpreted: escape sequences and
-//! other control characters become visible symbols (ESC shows as ␛).
+//! other control characters are shown in caret notation (ESC as `^[`),
+//! bidi and invisible characters as `<U+202E>`, bytes that are not UTF-8
+//! as `\xNN` (`client::text`, shared with the CLI). Host names and
+//! statuses (which quote errors from agents) are shown the same way.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -21,6 +24,7 @@ use crate::{
         fleet::{HostResult, RunEvent, Summary},
         group,
         history::{Entry, HostRecord, OUTPUT_KEPT},
+        text::{visible, visible_bytes},
     },
     command::OutputStream,
 };
@@ -220,14 +224,16 @@ impl HostOutput {
     }
 }
 
-/// Makes bytes safe to show: invalid UTF-8 is replaced, a carriage return
-/// at the end of the line is dropped, and every other control character is
-/// shown in caret notation (ESC as `^[`, BEL as `^G`, DEL as `^?`), so that
-/// escape sequences are seen rather than obeyed; caret notation needs no
-/// special glyph, so every font shows it. Very long lines are cut.
+/// Makes a line's bytes safe to show: a carriage return at the end of the
+/// line is dropped, and everything `client::text::visible_bytes` escapes is
+/// shown escaped (ESC as `^[`, BEL as `^G`, DEL as `^?`, a bidi override
+/// as `<U+202E>`, a byte that is not UTF-8 as `\xff`), so that escape
+/// sequences are seen rather than obeyed; none of it needs a special
+/// glyph, so every font shows it. Tabs become four spaces (the list view
+/// has no tab stops) and very long lines are cut.
 pub fn sanitize(bytes: &[u8]) -> String {
     let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-    let text = String::from_utf8_lossy(bytes);
+    let text = visible_bytes(bytes);
     let mut shown = String::with_capacity(text.len().min(MAX_LINE_CHARS + 1));
     for (count, c) in text.chars().enumerate() {
         if count == MAX_LINE_CHARS {
@@ -236,12 +242,6 @@ pub fn sanitize(bytes: &[u8]) -> String {
         }
         match c {
             '\t' => shown.push_str("    "),
-            '\u{0}'..='\u{1f}' => {
-                shown.push('^');
-                shown.push(char::from(b'@' + c as u8));
-            }
-            '\u{7f}' => shown.push_str("^?"),
-            '\u{80}'..='\u{9f}' => shown.push('�'),
             c => shown.push(c),
         }
     }
@@ -358,8 +358,8 @@ impl OutputController {
                 let (status, kind) = h.status();
                 TabRow {
                     slot,
-                    name: h.name.clone(),
-                    status,
+                    name: visible(&h.name).into_owned(),
+                    status: visible(&status).into_owned(),
                     kind,
                 }
             })
@@ -372,8 +372,8 @@ impl OutputController {
         let (status, kind) = host.status();
         Some(TabRow {
             slot,
-            name: host.name.clone(),
-            status,
+            name: visible(&host.name).into_owned(),
+            status: visible(&status).into_owned(),
             kind,
         })
     }
@@ -476,10 +476,10 @@ impl OutputController {
         groups
             .into_iter()
             .map(|g| GroupRow {
-                hosts: group::compact(&g.hosts),
+                hosts: visible(&group::compact(&g.hosts)).into_owned(),
                 count: g.hosts.len(),
                 ok: g.key.status == "exit 0",
-                status: g.key.status,
+                status: visible(&g.key.status).into_owned(),
                 lines: self.lines(g.key.slot),
             })
             .collect()
@@ -581,9 +581,38 @@ mod tests {
         assert_eq!(sanitize(b"bell\x07 and del\x7f"), "bell^G and del^?");
         assert_eq!(sanitize(b"crlf line\r"), "crlf line");
         assert_eq!(sanitize(b"a\tb"), "a    b");
-        assert_eq!(sanitize(b"bad \xff utf8"), "bad \u{fffd} utf8");
+        assert_eq!(sanitize(b"bad \xff utf8"), "bad \\xff utf8");
+        assert_eq!(sanitize(b"c1 \xc2\x9b"), "c1 <U+009B>");
+        assert_eq!(
+            sanitize("\u{202e}bidi\u{200b}".as_bytes()),
+            "<U+202E>bidi<U+200B>"
+        );
+        assert_eq!(sanitize(b"cr\roverwrites"), "cr^Moverwrites");
         let long = vec![b'x'; MAX_LINE_CHARS + 10];
         assert_eq!(sanitize(&long).chars().count(), MAX_LINE_CHARS + 1);
+    }
+
+    #[test]
+    fn tabs_and_groups_show_host_names_and_errors_instead_of_obeying_them() {
+        let mut out = OutputController::default();
+        out.start(1, "x", &[(0, "web\u{202e}1".into())]);
+        out.apply(
+            1,
+            RunEvent::Finished {
+                host: 0,
+                result: HostResult {
+                    outcome: HostOutcome::Failed("\u{1b}]0;pwned\u{7}\r".into()),
+                    duration: Duration::from_millis(5),
+                },
+            },
+        );
+        let tab = out.tab(0).unwrap();
+        assert_eq!(tab.name, "web<U+202E>1");
+        assert_eq!(tab.status, "failed: ^[]0;pwned^G^M");
+        assert_eq!(out.tabs()[0], tab);
+        let group = &out.groups()[0];
+        assert_eq!(group.hosts, "web<U+202E>1");
+        assert_eq!(group.status, "failed: ^[]0;pwned^G^M");
     }
 
     #[test]
