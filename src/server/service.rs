@@ -42,15 +42,7 @@ impl Service {
     /// Who calls, from where, in which session.
     fn context<T>(&self, request: &Request<T>) -> Result<CallContext, Status> {
         let (conn, tls) = connection_of(request);
-        // The gate puts an identity on every request it lets through to this
-        // service (the anonymous admin only when the agent runs without
-        // access control). A request without one never passed the gate, so
-        // it is refused rather than given any role.
-        let identity = request
-            .extensions()
-            .get::<Identity>()
-            .cloned()
-            .ok_or_else(|| Status::unauthenticated("missing or invalid credentials"))?;
+        let identity = identity_of(request)?;
         let session_id = match request.metadata().get(SESSION_HEADER) {
             Some(value) => {
                 let id = value
@@ -89,6 +81,20 @@ struct CallContext {
     tls: bool,
     session: Session,
     identity: Identity,
+}
+
+/// The caller of a request, as the gate found it.
+///
+/// The gate puts an identity on every request it lets through to this
+/// service (the anonymous admin only when the agent runs without access
+/// control). A request without one never passed the gate, so it is refused
+/// rather than given any role.
+fn identity_of<T>(request: &Request<T>) -> Result<Identity, Status> {
+    request
+        .extensions()
+        .get::<Identity>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("missing or invalid credentials"))
 }
 
 /// The connection a request came on, whether or not TLS wraps it.
@@ -488,4 +494,23 @@ fn exec_request(request: proto::ExecuteRequest) -> Result<ExecRequest, Error> {
         timeout: (request.timeout_ms > 0).then(|| Duration::from_millis(request.timeout_ms)),
         output_limit: (request.output_limit_bytes > 0).then_some(request.output_limit_bytes),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::auth::Role;
+
+    #[test]
+    fn a_request_without_an_identity_is_unauthenticated_never_admin() {
+        let bare = Request::new(());
+        let status = identity_of(&bare).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        let mut known = Request::new(());
+        known.extensions_mut().insert(Identity {
+            name: "token:v".into(),
+            role: Role::Viewer,
+        });
+        assert_eq!(identity_of(&known).unwrap().role, Role::Viewer);
+    }
 }
