@@ -136,6 +136,7 @@ async fn finding_7_an_allowed_name_cannot_be_made_to_run_another_program() -> Te
                 AllowRule {
                     env: vec!["LC_ALL".into()],
                     stdin: true,
+                    cwd: vec!["/".into()],
                     ..AllowRule::pattern("cat")
                 },
             ],
@@ -185,19 +186,25 @@ async fn finding_7_an_allowed_name_cannot_be_made_to_run_another_program() -> Te
             "{attempt:?}: {result:?}"
         );
     }
-    // With a working directory, the real program still runs, and what the
-    // entry permits is permitted.
-    let ran = operator
+    // A working directory is refused unless the entry lists it (a Makefile
+    // or a config file there could decide what the program does)...
+    let elsewhere = operator
         .run(ExecRequest {
             working_directory: Some(dir.clone()),
             ..ExecRequest::new("uptime")
         })
-        .await?;
-    assert!(!String::from_utf8_lossy(&ran.stdout).contains("EVIL"));
+        .await;
+    assert_eq!(
+        code_of(&elsewhere),
+        Some(Code::PermissionDenied),
+        "{elsewhere:?}"
+    );
+    // ...and what the entry permits is permitted.
     let cat = operator
         .run(ExecRequest {
             environment: vec![("LC_ALL".into(), "C".into())],
             stdin: bytes::Bytes::from_static(b"piped"),
+            working_directory: Some("/".into()),
             ..ExecRequest::new("cat")
         })
         .await?;
@@ -305,6 +312,30 @@ async fn finding_2_a_restricted_operator_signals_only_the_agents_commands() -> T
             .is_empty()
     );
 
+    // Nor a command of another identity.
+    let admin = client_as(&agent, &access, Role::Admin, &session()).await;
+    let theirs = marker();
+    let mut their_stream = admin
+        .execute(ExecRequest::new(format!("sleep {theirs}")))
+        .await?;
+    let Some(Ok(Event::Started { pid: their_pid, .. })) = their_stream.next().await else {
+        panic!("the admin's command starts");
+    };
+    let refused = operator
+        .signal_process(their_pid, ProcessSignal::Kill)
+        .await;
+    assert_eq!(
+        code_of(&refused),
+        Some(Code::PermissionDenied),
+        "{refused:?}"
+    );
+    drop(their_stream);
+    assert!(
+        wait_none_with(&theirs, Duration::from_secs(2))
+            .await
+            .is_empty()
+    );
+
     let signals = audit_events(&audit, "signal");
     assert_eq!(signals.len(), 1);
     assert_eq!(signals[0]["pid"], pid);
@@ -312,7 +343,7 @@ async fn finding_2_a_restricted_operator_signals_only_the_agents_commands() -> T
     // Allow-listed commands run without a shell, from the agent's PATH.
     let command = signals[0]["command"].as_str().unwrap_or_default();
     assert!(command.ends_with(&format!("/sleep {mark}")), "{command}");
-    assert_eq!(audit_events(&audit, "signal_refused").len(), 1);
+    assert_eq!(audit_events(&audit, "signal_refused").len(), 2);
     Ok(())
 }
 
@@ -367,10 +398,14 @@ async fn finding_4_a_session_belongs_to_the_identity_that_opened_it() -> TestRes
         Some(Ok(Event::Started { .. }))
     ));
 
-    // A viewer naming the admin's session ends only a session of its own.
+    // A viewer naming the admin's session ends only a session of its own,
+    // and sees no count of others' sessions or commands.
     let viewer = client_as(&agent, &access, Role::Viewer, &shared).await;
+    let seen = viewer.connection_info().await?;
+    assert_eq!((seen.session_count, seen.running_commands), (1, 0));
     assert_eq!(viewer.disconnect().await?, 0);
     assert_eq!(admin.connection_info().await?.session_running_commands, 1);
+    assert_eq!(admin.connection_info().await?.running_commands, 1);
 
     // A call without the header gets an unguessable session of its
     // connection; naming it from elsewhere reaches nothing either.
@@ -734,6 +769,21 @@ fn finding_12_token_names_cannot_inject_toml_or_paths() -> TestResult {
         dir.path().join("client-alice.ops-1.toml"),
     )?)?;
     assert_eq!(config.keys().collect::<Vec<_>>(), ["defaults"]);
+    // Run as root, `token add` keeps the access file readable by the user
+    // the agent runs as (an unreadable file would lock everyone out).
+    if rustix::process::geteuid().is_root() {
+        use std::os::unix::fs::MetadataExt;
+        std::os::unix::fs::chown(&access, Some(65534), Some(65534))?;
+        let added = Command::new(env!("CARGO_BIN_EXE_vigie-agent"))
+            .args([
+                "token", "add", "--role", "viewer", "--name", "bob", "--access",
+            ])
+            .arg(&access)
+            .output()?;
+        assert!(added.status.success(), "{added:?}");
+        let meta = std::fs::metadata(&access)?;
+        assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+    }
     Ok(())
 }
 
@@ -771,10 +821,22 @@ async fn finding_13_a_restarted_agent_keeps_its_name() -> TestResult {
 #[tokio::test]
 async fn an_allow_listed_command_is_never_given_to_a_shell() -> TestResult {
     let (agent, access, _audit) = guarded_agent(|c| {
-        c.exec_allow
-            .insert(Role::Operator, vec![AllowRule::pattern("echo *")]);
+        c.exec_allow.insert(
+            Role::Operator,
+            vec![AllowRule::pattern("echo ..."), AllowRule::pattern("tar *")],
+        );
     });
     let operator = client_as(&agent, &access, Role::Operator, &session()).await;
+    // An option that makes a program run another one needs a rule word of
+    // its own: `*` and `...` never match one.
+    for attack in [
+        "tar --checkpoint-action=exec=id",
+        "echo -e x",
+        "echo ../../etc/passwd",
+    ] {
+        let result = operator.run(ExecRequest::new(attack)).await;
+        assert_eq!(code_of(&result), Some(Code::PermissionDenied), "{attack}");
+    }
     // Quotes and globs that a shell would act on are plain arguments.
     let ran = operator.run(ExecRequest::new("echo '*' \"a  b\"")).await?;
     assert_eq!(ran.stdout, b"* a  b\n");

@@ -13,7 +13,7 @@ use vigie::{
         AgentConfig,
         auth::{AccessFile, Role, TokenEntry},
         exec::{self, ExecError, Host},
-        policy::{AllowRule, ExecScope, command_matches},
+        policy::{AllowRule, ExecScope, words_match},
     },
 };
 
@@ -68,7 +68,12 @@ proptest! {
     ) {
         let rules: Vec<AllowRule> = rules
             .into_iter()
-            .map(|(command, env, stdin)| AllowRule { command, env, stdin })
+            .map(|(command, env, stdin)| AllowRule {
+                cwd: if stdin { vec!["/srv".into()] } else { Vec::new() },
+                command,
+                env,
+                stdin,
+            })
             .collect();
         let config = AgentConfig {
             exec_allow: BTreeMap::from([(Role::Operator, rules)]),
@@ -130,8 +135,8 @@ fn host() -> Host {
 fn rules() -> Vec<AllowRule> {
     vec![
         AllowRule::pattern("uptime"),
-        AllowRule::pattern("echo *"),
-        AllowRule::pattern("/bin/echo ?"),
+        AllowRule::pattern("echo ..."),
+        AllowRule::pattern("/usr/bin/echo ?"),
         AllowRule {
             env: vec!["LC_ALL".into()],
             stdin: true,
@@ -147,10 +152,14 @@ fn word() -> impl Strategy<Value = String> {
         Just("echo".to_owned()),
         Just("cat".to_owned()),
         Just("/bin/echo".to_owned()),
+        Just("/usr/bin/echo".to_owned()),
+        Just("/usr/bin/../bin/echo".to_owned()),
         Just("./uptime".to_owned()),
         Just("sh".to_owned()),
         Just("id".to_owned()),
-        "[;&|<>$`(){}\\\\'\" *?\n-]{1,3}",
+        "[;&|<>$`(){}\\\\'\" *?\n.-]{1,3}",
+        Just("-e".to_owned()),
+        Just("--x=y".to_owned()),
         "[a-z]{1,5}",
         "\\$\\([a-z]{1,4}\\)",
     ]
@@ -214,22 +223,29 @@ proptest! {
         let words = shell_words::split(&spec.command_line).expect("the plan's own quoting");
         let rule = rules
             .iter()
-            .find(|r| command_matches(&r.command, &spec.command_line))
+            .find(|r| words_match(&r.words(), &words, &spec.program))
             .expect("the plan matches a rule");
         prop_assert!(spec.program.is_absolute(), "{:?}", spec.program);
         let expected = if words[0].starts_with('/') {
-            Path::new(&words[0]).to_path_buf()
+            Path::new(&words[0]).canonicalize().unwrap()
         } else {
             which::which(&words[0]).unwrap()
         };
+        // No option and no `..` was let through by a wildcard.
+        for (i, word) in words.iter().enumerate().skip(1) {
+            let rule_word = rule.words().get(i).cloned().unwrap_or_default();
+            prop_assert!(!word.starts_with('-') || rule_word.starts_with('-'), "{word}");
+            prop_assert!(!word.split('/').any(|p| p == "..") || rule_word.contains(".."), "{word}");
+        }
         prop_assert_eq!(&spec.program, &expected);
         let args: Vec<String> = spec.args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
         prop_assert_eq!(&args[..], &words[1..]);
         let name = spec.program.file_name().unwrap().to_string_lossy().into_owned();
         prop_assert!(!["sh", "bash", "dash", "pwsh"].contains(&name.as_str()));
-        for (key, _) in &spec.environment {
-            prop_assert!(rule.env.contains(key), "{key} is not allowed by {rule:?}");
+        for (key, value) in &spec.environment {
+            prop_assert!(rule.allows_env(key, value), "{key} is not allowed by {rule:?}");
         }
+        prop_assert!(spec.working_directory.is_none());
         prop_assert!(spec.stdin.is_empty() || rule.stdin);
         // The request's own words: its argv, or its command line (prefix off).
         let asked = if request.argv.is_empty() {

@@ -280,6 +280,22 @@ async fn dial(prepared: &Prepared) -> Result<Stream, DialError> {
         let unix = tokio::net::UnixStream::connect(path)
             .await
             .map_err(|e| DialError::Tcp(address.to_string(), e))?;
+        // Credentials go only to a socket served by this user (or root):
+        // another local user could have put one at a path we were given.
+        let owner = unix
+            .peer_cred()
+            .map_err(|e| DialError::Tcp(address.to_string(), e))?
+            .uid();
+        let me = rustix::process::geteuid().as_raw();
+        if owner != me && owner != 0 {
+            return Err(DialError::Tcp(
+                address.to_string(),
+                io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!("the socket is served by another user (uid {owner})"),
+                ),
+            ));
+        }
         return Ok(Stream::Unix(unix));
     }
     let tcp = TcpStream::connect((address.host.as_str(), address.port))

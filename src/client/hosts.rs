@@ -48,9 +48,12 @@ impl HostEntry {
         }
     }
 
-    /// `address:port`, with brackets around an IPv6 address.
+    /// `address:port`, with brackets around an IPv6 address; `unix:PATH`
+    /// for an agent on a Unix socket (an address that is a path).
     pub fn endpoint(&self) -> String {
-        if self.address.contains(':') {
+        if self.address.starts_with('/') {
+            format!("unix:{}", self.address)
+        } else if self.address.contains(':') {
             format!("[{}]:{}", self.address, self.port)
         } else {
             format!("{}:{}", self.address, self.port)

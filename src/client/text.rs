@@ -86,16 +86,29 @@ pub fn is_hidden(c: char) -> bool {
         '\u{fff9}'..='\u{fffb}' => true,
         // Tag characters: invisible, they can carry a hidden ASCII text.
         '\u{e0000}'..='\u{e007f}' => true,
+        // Variation selectors: invisible, and like tags they can carry
+        // hidden bytes, one per selector.
+        '\u{fe00}'..='\u{fe0f}' | '\u{e0100}'..='\u{e01ef}' => true,
+        // Other default-ignorable or blank-looking characters: the
+        // combining grapheme joiner, Hangul fillers, Khmer inherent vowels,
+        // Mongolian free variation selectors, the braille blank.
+        '\u{34f}' | '\u{115f}' | '\u{1160}' | '\u{3164}' | '\u{ffa0}' => true,
+        '\u{17b4}' | '\u{17b5}' | '\u{180b}'..='\u{180d}' | '\u{180f}' | '\u{2800}' => true,
+        // Prepended concatenation marks and the Syriac abbreviation mark
+        // (format characters), musical symbol format controls.
+        '\u{600}'..='\u{605}' | '\u{6dd}' | '\u{70f}' | '\u{1d173}'..='\u{1d17a}' => true,
         _ => false,
     }
 }
 
 /// Bytes that start a character [`is_hidden`] may hold: ASCII controls
 /// (but TAB), DEL, and the UTF-8 lead bytes of the hidden characters
-/// beyond ASCII (0xC2: U+0080 to U+00BF, 0xD8: U+061C, 0xE1: U+180E,
-/// 0xE2: U+2000 to U+2FFF, 0xEF: U+F000 to U+FFFF, 0xF3: U+C0000 to
-/// U+FFFFF). Lead bytes are never continuation bytes, so a scan may test
-/// every byte without tracking character boundaries.
+/// beyond ASCII (0xC2: U+0080 to U+00BF, 0xCD: U+034F, 0xD8: U+0600 to
+/// U+063F, 0xDB: U+06DD, 0xDC: U+070F, 0xE1: U+1000 to U+1FFF, 0xE2:
+/// U+2000 to U+2FFF, 0xE3: U+3000 to U+3FFF, 0xEF: U+F000 to U+FFFF, 0xF0:
+/// U+10000 to U+3FFFF, 0xF3: U+C0000 to U+FFFFF). Lead bytes are never
+/// continuation bytes, so a scan may test every byte without tracking
+/// character boundaries.
 const SUSPECT: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = 0;
@@ -106,10 +119,15 @@ const SUSPECT: [bool; 256] = {
     table[b'\t' as usize] = false;
     table[0x7f] = true;
     table[0xc2] = true;
+    table[0xcd] = true;
     table[0xd8] = true;
+    table[0xdb] = true;
+    table[0xdc] = true;
     table[0xe1] = true;
     table[0xe2] = true;
+    table[0xe3] = true;
     table[0xef] = true;
+    table[0xf0] = true;
     table[0xf3] = true;
     table
 };

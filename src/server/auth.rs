@@ -274,21 +274,47 @@ impl AccessFile {
             path: path.to_owned(),
             source,
         })?;
-        let file: Self = toml::from_str(&text).map_err(|e| AccessFileError::Invalid {
+        Self::parse(&text).map_err(|reason| AccessFileError::Invalid {
             path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        })
+    }
+
+    /// Parses and checks the text of an access file; the error says what
+    /// is wrong (with its line, from the TOML parser).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        // Names become identities, which key sessions and limits and appear
+        // in logs: two entries may not share one, and none may hold a
+        // control character.
+        let mut seen = std::collections::HashSet::new();
+        for name in file
+            .tokens
+            .iter()
+            .map(|t| format!("token:{}", t.name))
+            .chain(
+                file.certificates
+                    .iter()
+                    .map(|c| format!("cert:{}", c.subject)),
+            )
+        {
+            if name.chars().any(char::is_control) {
+                return Err(format!("{name:?}: names may not hold control characters"));
+            }
+            if !seen.insert(name.clone()) {
+                return Err(format!(
+                    "{name:?} appears twice: each identity needs one entry"
+                ));
+            }
+        }
         for entry in &file.tokens {
             let valid =
                 entry.sha256.len() == 64 && entry.sha256.bytes().all(|b| b.is_ascii_hexdigit());
             if !valid {
-                return Err(AccessFileError::Invalid {
-                    path: path.to_owned(),
-                    reason: format!(
-                        "token {:?}: sha256 must be 64 hexadecimal digits",
-                        entry.name
-                    ),
-                });
+                return Err(format!(
+                    "token {:?}: sha256 must be 64 hexadecimal digits",
+                    entry.name
+                ));
             }
         }
         Ok(file)

@@ -357,32 +357,15 @@ fn restart_in_place(listener: &OwnedFd) -> std::io::Error {
         .exec()
 }
 
-/// The path to exec for a restart: this very binary.
-///
-/// The binary's own path keeps the process's name (`pidof vigie-agent`,
-/// monitoring, `ps` all read it from the path exec'd), but only while that
-/// path is still the file that runs: after an upgrade or a deletion it
-/// names another file or none. Then `/proc/self/exe`, which is always this
-/// binary, is used, and the new process puts its name back itself
-/// ([`restore_name`]).
+/// The path to exec for a restart: this very binary, even if its file was
+/// replaced or deleted since it started. On Linux that is `/proc/self/exe`
+/// (the path it was started from could name another file by the time of
+/// the exec); the kernel then names the new process `exe`, and
+/// [`restore_name`] gives it its name back.
 fn running_binary() -> PathBuf {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::fs::MetadataExt;
-        let running = std::fs::metadata("/proc/self/exe");
-        let same = |path: &PathBuf| {
-            let (Ok(running), Ok(on_disk)) = (&running, std::fs::metadata(path)) else {
-                return false;
-            };
-            running.dev() == on_disk.dev() && running.ino() == on_disk.ino()
-        };
-        match std::env::current_exe() {
-            Ok(path) if same(&path) => path,
-            _ => PathBuf::from("/proc/self/exe"),
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
+    if cfg!(target_os = "linux") {
+        PathBuf::from("/proc/self/exe")
+    } else {
         std::env::current_exe().unwrap_or_else(|_| PathBuf::from("vigie-agent"))
     }
 }

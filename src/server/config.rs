@@ -48,8 +48,12 @@ pub struct AgentConfig {
     pub max_connections_per_ip: usize,
     /// Most running commands in one session.
     pub max_commands_per_session: u32,
+    /// Most running commands of one identity.
+    pub max_commands_per_identity: u32,
     /// Most running commands in all.
     pub max_commands_total: u32,
+    /// Of `max_commands_total`, how many only admins may start.
+    pub admin_reserved_commands: u32,
     /// Most output bytes one command may send back (the default cap; a
     /// request may ask for less).
     pub max_output_bytes: u64,
@@ -107,7 +111,9 @@ impl Default for AgentConfig {
             max_connections: 4096,
             max_connections_per_ip: 512,
             max_commands_per_session: 128,
+            max_commands_per_identity: 256,
             max_commands_total: 512,
+            admin_reserved_commands: 32,
             max_output_bytes: 4 << 30,
             max_request_bytes: 4 << 20,
             keepalive_interval_ms: 30_000,

@@ -73,7 +73,9 @@ impl From<Error> for Status {
                 | SessionError::TooManyForIdentity { .. }
                 | SessionError::TooManyForConnection(_)
                 | SessionError::TooManyCommands(_)
+                | SessionError::TooManyCommandsForIdentity { .. }
                 | SessionError::TooManyCommandsTotal(_) => Code::ResourceExhausted,
+                SessionError::Ended => Code::FailedPrecondition,
             },
             Error::Stream(_) => Code::ResourceExhausted,
             Error::Probe(_) | Error::Internal(_) => Code::Internal,

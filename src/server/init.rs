@@ -212,6 +212,10 @@ pub struct TokenAdded {
 /// the new user can connect to an agent that requires mutual TLS.
 pub fn add_token(access_path: &Path, name: &str, role: Role) -> Result<TokenAdded, InitError> {
     check_name(name)?;
+    // One change at a time: without the lock, a `token add` that read the
+    // file before someone deleted a token would write that token back.
+    let dir = access_path.parent().unwrap_or(Path::new("."));
+    let _lock = lock_directory(dir)?;
     let mut access = AccessFile::load(access_path)?;
     if access.tokens.iter().any(|t| t.name == name) {
         return Err(InitError::DuplicateName(name.to_owned()));
@@ -223,7 +227,6 @@ pub fn add_token(access_path: &Path, name: &str, role: Role) -> Result<TokenAdde
         sha256: auth::hash_token(&token),
     });
 
-    let dir = access_path.parent().unwrap_or(Path::new("."));
     let ca_key_path = dir.join(files::CA_KEY);
     let mut client_config = None;
     if ca_key_path.exists() {
@@ -441,16 +444,35 @@ fn write_new(path: &Path, contents: &[u8], secret: bool) -> Result<(), InitError
         .map_err(io_error(path))
 }
 
+/// Holds an exclusive lock on a directory (flock) until dropped.
+fn lock_directory(dir: &Path) -> Result<std::fs::File, InitError> {
+    let handle = std::fs::File::open(dir).map_err(io_error(dir))?;
+    rustix::fs::flock(&handle, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| io_error(dir)(e.into()))?;
+    Ok(handle)
+}
+
 /// Replaces a secret file atomically: a temporary file in the same
 /// directory (mode 0600), then a rename, so the agent never reads half a
-/// file and a crash leaves the old one.
+/// file and a crash leaves the old one. The new file keeps the old one's
+/// owner and group: run as root, `token add` must not leave a file the
+/// agent's own user can no longer read (the agent would refuse everyone).
 fn replace_file(path: &Path, contents: &[u8]) -> Result<(), InitError> {
+    use std::os::unix::fs::MetadataExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut temp = tempfile::Builder::new()
         .prefix(".access-")
         .permissions(secret_permissions())
         .tempfile_in(dir)
         .map_err(io_error(dir))?;
+    if let Ok(old) = std::fs::metadata(path) {
+        rustix::fs::fchown(
+            temp.as_file(),
+            Some(rustix::fs::Uid::from_raw(old.uid())),
+            Some(rustix::fs::Gid::from_raw(old.gid())),
+        )
+        .map_err(|e| io_error(path)(e.into()))?;
+    }
     temp.write_all(contents)
         .and_then(|()| temp.as_file().sync_all())
         .map_err(io_error(path))?;

@@ -47,6 +47,8 @@ pub struct Gate {
     /// Places for public streams (health Watch, reflection), which anyone
     /// who can connect may open: each holds one until its response ends.
     pub public_streams: Arc<Semaphore>,
+    /// How often denied calls are logged one by one.
+    pub denials: super::audit::RateLimit,
 }
 
 /// The public methods that stream, and so stay open as long as the caller
@@ -88,9 +90,21 @@ impl Gate {
                 Ok(())
             }
             Err(denied) => {
-                self.audit
-                    .record(&record("denied", Some(denied.to_string())));
-                tracing::warn!(rpc = %path, peer = ?peer_of(request), reason = %denied, "call denied");
+                // A flood of refused calls must not become a flood of
+                // records: past a burst, they are counted, not written.
+                if let Some(left_out) = self.denials.admit() {
+                    if left_out > 0 {
+                        self.audit.record(&Record {
+                            event: "denied_suppressed",
+                            count: Some(left_out),
+                            ..Record::default()
+                        });
+                        tracing::warn!(left_out, "denied calls not logged one by one");
+                    }
+                    self.audit
+                        .record(&record("denied", Some(denied.to_string())));
+                    tracing::warn!(rpc = %path, peer = ?peer_of(request), reason = ?denied.to_string(), "call denied");
+                }
                 let code = match denied {
                     Denied::Unauthenticated => Code::Unauthenticated,
                     Denied::Forbidden { .. } | Denied::NoRule(_) => Code::PermissionDenied,

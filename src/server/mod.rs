@@ -228,7 +228,9 @@ impl Agent {
             max_sessions_per_identity: config.max_sessions_per_identity,
             max_sessions_per_connection: config.max_sessions_per_connection,
             max_commands_per_session: config.max_commands_per_session,
+            max_commands_per_identity: config.max_commands_per_identity,
             max_commands_total: config.max_commands_total,
+            admin_reserved_commands: config.admin_reserved_commands,
         }));
         let (lifecycle, mut requested) = watch::channel(None);
         let state = Arc::new(AgentState {

@@ -173,6 +173,7 @@ impl ConnLimits {
     }
 
     fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Option<Counted> {
+        let ip = ip.map(client_network);
         let mut open = self.lock();
         let from_ip = ip.map_or(0, |ip| open.1.get(&ip).copied().unwrap_or(0));
         if open.0 >= self.total || from_ip >= self.per_ip {
@@ -191,6 +192,21 @@ impl ConnLimits {
     fn lock(&self) -> std::sync::MutexGuard<'_, (usize, HashMap<IpAddr, usize>)> {
         // Counts updated together under the lock; nothing there panics.
         self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What the per-address limit counts a client as: its IPv4 address, or the
+/// /64 network of its IPv6 address, since one host can use a whole /64.
+fn client_network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
     }
 }
 
@@ -267,6 +283,7 @@ pub fn incoming(
                         continue;
                     };
                     let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
+                    sessions.connection_opened(id);
                     let conn = Conn {
                         stream,
                         info: ConnInfo {
@@ -375,4 +392,31 @@ pub fn inheritable_copy(listener: &TcpListener) -> io::Result<OwnedFd> {
     let copy = listener.as_fd().try_clone_to_owned()?;
     rustix::io::fcntl_setfd(&copy, rustix::io::FdFlags::empty())?;
     Ok(copy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_counted_per_address_and_per_ipv6_network() {
+        let limits = ConnLimits::new(3, 2);
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let a = limits.admit(ip("2001:db8::1")).unwrap();
+        let _b = limits.admit(ip("2001:db8::ffff")).unwrap();
+        assert!(
+            limits.admit(ip("2001:db8::2")).is_none(),
+            "one /64 is one client"
+        );
+        let _c = limits.admit(ip("192.0.2.1")).unwrap();
+        assert!(limits.admit(ip("192.0.2.2")).is_none(), "three in all");
+        drop(a);
+        let _d = limits
+            .admit(ip("::ffff:192.0.2.1"))
+            .expect("a place came back");
+        assert!(
+            limits.admit(None).is_none(),
+            "the total counts Unix connections too"
+        );
+    }
 }

@@ -4,9 +4,28 @@
 //! `signal_any_process`.
 //!
 //! The rule that matters most: under an allow-list, a command runs without
-//! a shell. Its words are matched, its program is resolved with the agent's
-//! own PATH, and exactly those words are executed, so nothing checked can
+//! a shell. Its words are matched one by one against a rule's words, its
+//! program is resolved with the agent's own PATH (or canonicalized, for a
+//! path), and exactly those words are executed, so nothing checked can
 //! differ from what runs (see `exec::plan`).
+//!
+//! How a rule's words match a command's words:
+//! - the program word: a bare name matches only the same bare name (`*`
+//!   and `?` allowed, e.g. `systemctl`); a path matches the program's
+//!   canonical path, symlinks resolved, where `*` and `?` never match `/`;
+//! - every other word matches exactly one word of the command: `*` is any
+//!   run of characters and `?` one character, but neither ever matches a
+//!   shell control character (`;&|<>$\`(){}`, backslash, line breaks);
+//!   a word that starts with `-` (an option) is matched only by a rule word
+//!   that starts with `-` too, and a word with a `..` path component only
+//!   by a rule word that has one;
+//! - a last rule word `...` matches any number of further words, none of
+//!   them an option.
+//!
+//! So `systemctl status *` allows `systemctl status nginx` but not
+//! `systemctl status nginx sshd`, `systemctl status --help` or
+//! `systemctl status x; reboot`; `tar --checkpoint-action=...` and the like
+//! are never reached through a `*`.
 
 use std::collections::BTreeMap;
 
@@ -17,20 +36,25 @@ use super::auth::{Identity, Role};
 /// One entry of an allow-list: a command-line pattern, and what a request
 /// matching it may add.
 ///
-/// In the config file an entry is either a bare pattern (`"df *"`) or a
-/// table (`{ command = "make *", env = ["CC"], stdin = true }`).
+/// In the config file an entry is either a bare pattern (`"df -h ..."`) or
+/// a table (`{ command = "make -C /srv/app build", env = ["CC=gcc"],
+/// stdin = true, cwd = ["/srv/app"] }`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "RuleRepr", into = "RuleRepr")]
 pub struct AllowRule {
-    /// The pattern (`*` and `?` wildcards that never match shell control
-    /// characters), matched against the command's words joined with
-    /// POSIX shell quoting.
+    /// The pattern: words matched one by one against the command's words
+    /// (see the module's documentation).
     pub command: String,
-    /// Environment variables a matching request may set. Nothing else:
-    /// PATH, LD_PRELOAD and the like change what runs or what it loads.
+    /// Environment variables a matching request may set: `NAME` (any value)
+    /// or `NAME=PATTERN` (a value the pattern matches). Nothing else: PATH,
+    /// LD_PRELOAD and the like change what runs or what it loads.
     pub env: Vec<String>,
     /// Whether a matching request may send bytes to standard input.
     pub stdin: bool,
+    /// Working directories a matching request may run in (compared once
+    /// both are canonical). None by default: the directory a program runs
+    /// in can decide what it does (a Makefile, a config file).
+    pub cwd: Vec<String>,
 }
 
 impl AllowRule {
@@ -40,7 +64,32 @@ impl AllowRule {
             command: pattern.into(),
             env: Vec::new(),
             stdin: false,
+            cwd: Vec::new(),
         }
+    }
+
+    /// The rule's words (it was checked to split when the policy was made).
+    pub fn words(&self) -> Vec<String> {
+        shell_words::split(&self.command).unwrap_or_default()
+    }
+
+    /// True when the rule lets the variable `name` be set to `value`.
+    pub fn allows_env(&self, name: &str, value: &str) -> bool {
+        self.env.iter().any(|entry| match entry.split_once('=') {
+            None => entry == name,
+            Some((allowed, pattern)) => allowed == name && glob(pattern, value, true),
+        })
+    }
+
+    /// True when the rule lets the command run in `dir`.
+    pub fn allows_cwd(&self, dir: &std::path::Path) -> bool {
+        let Ok(dir) = dir.canonicalize() else {
+            return false;
+        };
+        self.cwd
+            .iter()
+            .filter_map(|allowed| std::path::Path::new(allowed).canonicalize().ok())
+            .any(|allowed| allowed == dir)
     }
 }
 
@@ -60,6 +109,8 @@ enum RuleRepr {
         env: Vec<String>,
         #[serde(default)]
         stdin: bool,
+        #[serde(default)]
+        cwd: Vec<String>,
     },
 }
 
@@ -71,10 +122,12 @@ impl From<RuleRepr> for AllowRule {
                 command,
                 env,
                 stdin,
+                cwd,
             } => Self {
                 command,
                 env,
                 stdin,
+                cwd,
             },
         }
     }
@@ -82,13 +135,14 @@ impl From<RuleRepr> for AllowRule {
 
 impl From<AllowRule> for RuleRepr {
     fn from(rule: AllowRule) -> Self {
-        if rule.env.is_empty() && !rule.stdin {
+        if rule.env.is_empty() && !rule.stdin && rule.cwd.is_empty() {
             Self::Pattern(rule.command)
         } else {
             Self::Full {
                 command: rule.command,
                 env: rule.env,
                 stdin: rule.stdin,
+                cwd: rule.cwd,
             }
         }
     }
@@ -116,6 +170,24 @@ pub enum PolicyError {
     Empty {
         /// The role whose list holds it.
         role: Role,
+    },
+    /// A pattern that cannot be split into words, or misplaces `...`.
+    #[error("exec_allow.{role}: pattern {pattern:?}: {reason}")]
+    BadPattern {
+        /// The role whose list holds it.
+        role: Role,
+        /// The pattern.
+        pattern: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A working directory that is not absolute.
+    #[error("exec_allow.{role}: cwd {dir:?} must be an absolute path")]
+    BadCwd {
+        /// The role whose list holds it.
+        role: Role,
+        /// The directory.
+        dir: String,
     },
     /// An environment variable name that cannot exist.
     #[error("exec_allow.{role}: {name:?} is not an environment variable name")]
@@ -170,10 +242,37 @@ impl ExecPolicy {
                         found,
                     });
                 }
-                if let Some(name) = rule.env.iter().find(|n| !is_env_name(n)) {
+                let bad = |reason: &str| PolicyError::BadPattern {
+                    role: *role,
+                    pattern: rule.command.clone(),
+                    reason: reason.to_owned(),
+                };
+                let words = shell_words::split(&rule.command)
+                    .map_err(|e| bad(&format!("cannot split it into words: {e}")))?;
+                if words.first().is_some_and(|w| w == ELLIPSIS) {
+                    return Err(bad("it needs a program before `...`"));
+                }
+                if words[..words.len().saturating_sub(1)]
+                    .iter()
+                    .any(|w| w == ELLIPSIS)
+                {
+                    return Err(bad("`...` may only be its last word"));
+                }
+                if let Some(name) = rule
+                    .env
+                    .iter()
+                    .map(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n))
+                    .find(|n| !is_env_name(n))
+                {
                     return Err(PolicyError::BadEnvName {
                         role: *role,
-                        name: name.clone(),
+                        name: name.to_owned(),
+                    });
+                }
+                if let Some(dir) = rule.cwd.iter().find(|d| !d.starts_with('/')) {
+                    return Err(PolicyError::BadCwd {
+                        role: *role,
+                        dir: dir.clone(),
                     });
                 }
             }
@@ -212,38 +311,88 @@ fn is_env_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-/// Checks a command line against an allow-list pattern.
-///
-/// `*` matches any run of characters and `?` one character, except the
-/// shell's control characters (`;&|<>$\`(){}` backslash and line breaks), so
-/// that a pattern like `systemctl status *` never reads as allowing more
-/// than one command, even to someone who forgets that allow-listed commands
-/// run without a shell. A pattern that contains such a character literally
-/// matches it literally.
-pub fn command_matches(pattern: &str, command: &str) -> bool {
-    fn is_control(c: char) -> bool {
-        matches!(
-            c,
-            ';' | '&' | '|' | '<' | '>' | '$' | '`' | '(' | ')' | '{' | '}' | '\\' | '\n' | '\r'
-        )
+/// The last rule word that matches any number of further non-option words.
+pub const ELLIPSIS: &str = "...";
+
+/// Checks a command's words against a rule's words (see the module's
+/// documentation). `program` is the command's program as it will run: for
+/// a rule whose program word is a path, its canonical path.
+pub fn words_match(rule: &[String], words: &[String], program: &std::path::Path) -> bool {
+    let (Some(rule_program), Some(asked_program)) = (rule.first(), words.first()) else {
+        return false;
+    };
+    let program_matches = if rule_program.contains('/') {
+        program
+            .to_str()
+            .is_some_and(|path| glob(rule_program, path, false))
+    } else {
+        !asked_program.contains('/') && glob(rule_program, asked_program, false)
+    };
+    if !program_matches {
+        return false;
     }
+    let (rule_args, rest) = match rule[1..].split_last() {
+        Some((last, before)) if last == ELLIPSIS => (before, true),
+        _ => (&rule[1..], false),
+    };
+    let args = &words[1..];
+    if args.len() < rule_args.len() || (!rest && args.len() != rule_args.len()) {
+        return false;
+    }
+    let fixed = rule_args.iter().zip(args).all(|(r, w)| word_matches(r, w));
+    fixed
+        && args[rule_args.len()..].iter().all(|w| {
+            !w.starts_with('-') && !has_parent_component(w) && w.chars().all(|c| !is_control(c))
+        })
+}
+
+/// The shell's control characters, which no wildcard ever matches: no
+/// shell runs an allow-listed command, but a rule must never read as
+/// allowing two commands to someone who forgets that.
+fn is_control(c: char) -> bool {
+    matches!(
+        c,
+        ';' | '&' | '|' | '<' | '>' | '$' | '`' | '(' | ')' | '{' | '}' | '\\' | '\n' | '\r'
+    )
+}
+
+/// One rule word against one argument.
+fn word_matches(rule: &str, word: &str) -> bool {
+    if word.starts_with('-') && !rule.starts_with('-') {
+        return false;
+    }
+    if has_parent_component(word) && !rule.contains("..") {
+        return false;
+    }
+    glob(rule, word, true)
+}
+
+fn has_parent_component(word: &str) -> bool {
+    word.split(['/', '=']).any(|part| part == "..")
+}
+
+/// Wildcard matching: `*` any run of characters and `?` one character,
+/// except the shell's control characters (and, unless `slash`, `/`). A
+/// pattern character that is not a wildcard matches itself only.
+fn glob(pattern: &str, text: &str, slash: bool) -> bool {
+    let wild = |c: char| !is_control(c) && (slash || c != '/');
     let pattern: Vec<char> = pattern.chars().collect();
-    let command: Vec<char> = command.chars().collect();
+    let text: Vec<char> = text.chars().collect();
     // Iterative wildcard matching with one backtracking point, the usual
-    // linear-time algorithm; `*` may only swallow non-control characters.
+    // linear-time algorithm; `*` may only swallow characters `wild` allows.
     let (mut p, mut c) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
-    while c < command.len() {
+    while c < text.len() {
         if p < pattern.len() && pattern[p] == '*' {
             star = Some((p, c));
             p += 1;
         } else if p < pattern.len()
-            && (pattern[p] == command[c] || (pattern[p] == '?' && !is_control(command[c])))
+            && (pattern[p] == text[c] || (pattern[p] == '?' && wild(text[c])))
         {
             p += 1;
             c += 1;
         } else if let Some((star_p, star_c)) = star
-            && !is_control(command[star_c])
+            && wild(text[star_c])
         {
             star = Some((star_p, star_c + 1));
             p = star_p + 1;
@@ -259,29 +408,101 @@ pub fn command_matches(pattern: &str, command: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn matches(rule: &str, command: &str) -> bool {
+        let rule = shell_words::split(rule).unwrap();
+        let words = shell_words::split(command).unwrap();
+        let program = std::path::PathBuf::from(&words[0]);
+        words_match(&rule, &words, &program)
+    }
+
     #[test]
-    fn allow_list_wildcards_stop_at_shell_control_characters() {
-        assert!(command_matches("uptime", "uptime"));
-        assert!(!command_matches("uptime", "uptime -p"));
-        assert!(command_matches(
+    fn rule_words_match_one_command_word_each() {
+        assert!(matches("uptime", "uptime"));
+        assert!(!matches("uptime", "uptime -p"));
+        assert!(matches("systemctl status *", "systemctl status nginx"));
+        assert!(!matches(
             "systemctl status *",
-            "systemctl status nginx"
+            "systemctl status nginx sshd"
         ));
-        assert!(command_matches("df *", "df -h /"));
-        assert!(!command_matches(
+        assert!(!matches("systemctl status *", "systemctl status --help"));
+        assert!(!matches(
             "systemctl status *",
-            "systemctl status x; rm -rf /"
+            "systemctl status 'x; reboot'"
         ));
-        assert!(!command_matches("echo *", "echo $(id)"));
-        assert!(!command_matches("echo *", "echo a | sh"));
-        assert!(!command_matches("echo ?", "echo ;"));
-        assert!(
-            command_matches("echo a;b", "echo a;b"),
-            "literal control characters match"
-        );
-        assert!(command_matches("*", "anything at all"));
-        assert!(!command_matches("*", "a && b"));
-        assert!(command_matches("ls * *", "ls -la /tmp"));
+        assert!(matches("df -h ...", "df -h / /home"));
+        assert!(matches("df -h ...", "df -h"));
+        assert!(!matches("df -h ...", "df -h / --output"));
+        assert!(matches("journalctl -u * -n *", "journalctl -u nginx -n 50"));
+        assert!(!matches(
+            "journalctl -u * -n *",
+            "journalctl -u nginx --vacuum-time=1s"
+        ));
+        assert!(matches("ls -* ...", "ls -la /tmp"));
+        assert!(!matches("echo *", "echo $(id)"));
+        assert!(!matches("echo ?", "echo ;"));
+        assert!(matches("echo 'a b'", "echo \"a b\""));
+    }
+
+    #[test]
+    fn options_and_parent_directories_need_rule_words_of_their_own() {
+        for attack in [
+            "tar --checkpoint-action=exec=sh x",
+            "git -c alias.x=!id x",
+            "find / -exec sh",
+            "make CC=x --eval=y",
+        ] {
+            let program = attack.split(' ').next().unwrap();
+            assert!(!matches(&format!("{program} *"), attack), "{attack}");
+            assert!(!matches(&format!("{program} ..."), attack), "{attack}");
+        }
+        assert!(!matches("cat /var/log/*", "cat /var/log/../../etc/shadow"));
+        assert!(!matches("cat ...", "cat ../etc/shadow"));
+        assert!(matches("cat /var/log/*", "cat /var/log/syslog"));
+    }
+
+    #[test]
+    fn a_program_path_matches_its_canonical_path_without_crossing_directories() {
+        let rule = vec!["/opt/scripts/*.sh".to_owned()];
+        let words = vec!["/opt/scripts/../../bin/sh".to_owned()];
+        assert!(!words_match(
+            &rule,
+            &words,
+            std::path::Path::new("/usr/bin/dash")
+        ));
+        assert!(!words_match(
+            &rule,
+            &words,
+            std::path::Path::new("/opt/scripts/a/b.sh")
+        ));
+        let words = vec!["/opt/scripts/x.sh".to_owned()];
+        assert!(words_match(
+            &rule,
+            &words,
+            std::path::Path::new("/opt/scripts/x.sh")
+        ));
+        let bare = vec!["uptime".to_owned()];
+        let by_path = vec!["/tmp/uptime".to_owned()];
+        assert!(!words_match(
+            &bare,
+            &by_path,
+            std::path::Path::new("/tmp/uptime")
+        ));
+    }
+
+    #[test]
+    fn environment_values_and_directories_follow_the_rule() {
+        let rule = AllowRule {
+            env: vec!["LC_ALL".into(), "CC=gcc*".into()],
+            cwd: vec!["/".into()],
+            ..AllowRule::pattern("make")
+        };
+        assert!(rule.allows_env("LC_ALL", "anything"));
+        assert!(rule.allows_env("CC", "gcc-12"));
+        assert!(!rule.allows_env("CC", "sh -c id"));
+        assert!(!rule.allows_env("PATH", "/tmp"));
+        assert!(rule.allows_cwd(std::path::Path::new("/")));
+        assert!(!rule.allows_cwd(std::path::Path::new("/tmp")));
+        assert!(!AllowRule::pattern("make").allows_cwd(std::path::Path::new("/")));
     }
 
     #[test]
@@ -291,14 +512,24 @@ mod tests {
             exec_allow: BTreeMap<Role, Vec<AllowRule>>,
         }
         let config: Config = toml::from_str(
-            "[exec_allow]\noperator = [\"uptime\", { command = \"make *\", env = [\"CC\"], stdin = true }]\n",
+            "[exec_allow]\noperator = [\"uptime\", { command = \"make *\", env = [\"CC\"], stdin = true, cwd = [\"/srv\"] }]\n",
         )
         .unwrap();
         let rules = &config.exec_allow[&Role::Operator];
         assert_eq!(rules[0], AllowRule::pattern("uptime"));
         assert_eq!(rules[1].env, vec!["CC".to_owned()]);
         assert!(rules[1].stdin);
+        assert_eq!(rules[1].cwd, vec!["/srv".to_owned()]);
         assert!(ExecPolicy::new(false, config.exec_allow, false).is_ok());
+        for (pattern, expected) in [
+            ("... x", "before"),
+            ("ls ... x", "last"),
+            ("ls 'a", "split"),
+        ] {
+            let list = BTreeMap::from([(Role::Operator, vec![AllowRule::pattern(pattern)])]);
+            let err = ExecPolicy::new(false, list, false).unwrap_err().to_string();
+            assert!(err.contains(expected), "{pattern}: {err}");
+        }
 
         let piped = BTreeMap::from([(Role::Operator, vec![AllowRule::pattern("ps aux | grep x")])]);
         let err = ExecPolicy::new(false, piped, false).unwrap_err();
@@ -307,7 +538,7 @@ mod tests {
         let bad_env = BTreeMap::from([(
             Role::Operator,
             vec![AllowRule {
-                env: vec!["A=B".into()],
+                env: vec!["1BAD".into()],
                 ..AllowRule::pattern("make")
             }],
         )]);

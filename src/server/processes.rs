@@ -14,7 +14,7 @@
 //! own, so they are not affected by that rule.
 
 use std::{
-    collections::HashSet,
+    collections::HashMap,
     os::fd::OwnedFd,
     sync::{Arc, Mutex},
 };
@@ -70,10 +70,11 @@ pub enum SignalError {
     },
 }
 
-/// The process groups of the commands this agent runs now, so that a
-/// caller limited to them can be checked.
+/// The process groups of the commands this agent runs now, with the
+/// identity that started each, so that a caller limited to its own commands
+/// can be checked.
 #[derive(Debug, Default, Clone)]
-pub struct OwnGroups(Arc<Mutex<HashSet<i32>>>);
+pub struct OwnGroups(Arc<Mutex<HashMap<i32, String>>>);
 
 /// Keeps a command's group registered until dropped.
 #[derive(Debug)]
@@ -89,20 +90,20 @@ impl Drop for GroupRegistration {
 }
 
 impl OwnGroups {
-    /// Registers the group of a command that just started.
-    pub fn register(&self, pgid: i32) -> GroupRegistration {
-        self.lock().insert(pgid);
+    /// Registers the group of a command that `owner` just started.
+    pub fn register(&self, pgid: i32, owner: &str) -> GroupRegistration {
+        self.lock().insert(pgid, owner.to_owned());
         GroupRegistration {
             groups: self.clone(),
             pgid,
         }
     }
 
-    fn contains(&self, pgid: i32) -> bool {
-        self.lock().contains(&pgid)
+    fn owned_by(&self, pgid: i32, owner: &str) -> bool {
+        self.lock().get(&pgid).is_some_and(|o| o == owner)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<i32>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, String>> {
         // A set of numbers cannot be left half-changed by a panic.
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -122,8 +123,9 @@ pub struct Signalled {
 pub enum Reach<'a> {
     /// Any process the agent's user may signal (but the protected ones).
     Any,
-    /// Only processes in the groups of the agent's running commands.
-    OwnCommands(&'a OwnGroups),
+    /// Only processes in the groups of the agent's running commands that
+    /// this identity started.
+    OwnCommands(&'a OwnGroups, &'a str),
 }
 
 /// Sends `signal` to the process `pid`, if `reach` allows it.
@@ -140,6 +142,7 @@ pub fn send(pid: i32, signal: ProcessSignal, reach: Reach<'_>) -> Result<Signall
     // Hold the process first: every check below is then about the process
     // the signal reaches, even if the pid is reused meanwhile.
     let pidfd = open_pidfd(target)?;
+    let started = start_time(pid);
     let process = thread_group(pid)?;
     if process != pid {
         return Err(if process == agent {
@@ -165,15 +168,23 @@ pub fn send(pid: i32, signal: ProcessSignal, reach: Reach<'_>) -> Result<Signall
             what: "in the agent's own process group",
         });
     }
-    if let Reach::OwnCommands(groups) = reach
-        && !groups.contains(group.as_raw_nonzero().get())
+    if let Reach::OwnCommands(groups, identity) = reach
+        && !groups.owned_by(group.as_raw_nonzero().get(), identity)
     {
         return Err(SignalError::NotOwnCommand(pid));
     }
     let command_line = command_line(pid);
     let sent = match &pidfd {
         Some(fd) => rustix::process::pidfd_send_signal(fd, to_os(signal)),
-        None => rustix::process::kill_process(target, to_os(signal)),
+        None => {
+            // Without a pidfd the pid could have been reused since the
+            // checks: the process must still be the one checked (same
+            // start time, same thread group) just before the signal.
+            if start_time(pid) != started || thread_group(pid)? != pid {
+                return Err(SignalError::NotFound(pid));
+            }
+            rustix::process::kill_process(target, to_os(signal))
+        }
     };
     sent.map_err(|e| os_error(pid, e))?;
     Ok(Signalled { pid, command_line })
@@ -212,6 +223,15 @@ fn thread_group(pid: i32) -> Result<i32, SignalError> {
             pid,
             message: "its /proc status has no Tgid".into(),
         })
+}
+
+/// The process's start time (field 22 of `/proc/PID/stat`, in clock ticks
+/// since boot): with the pid, it names one process for good.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name may hold spaces and parentheses: count after the last ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// The process's command line, at most 4 KiB of it, for the audit log.
@@ -319,14 +339,33 @@ mod tests {
         }
         let groups = OwnGroups::default();
         assert_eq!(
-            send(pid, ProcessSignal::Cont, Reach::OwnCommands(&groups)),
+            send(
+                pid,
+                ProcessSignal::Cont,
+                Reach::OwnCommands(&groups, "token:o")
+            ),
             Err(SignalError::NotOwnCommand(pid))
         );
-        let registered = groups.register(pid);
-        let signalled = send(pid, ProcessSignal::Kill, Reach::OwnCommands(&groups)).unwrap();
+        let registered = groups.register(pid, "token:o");
+        assert_eq!(
+            send(
+                pid,
+                ProcessSignal::Cont,
+                Reach::OwnCommands(&groups, "token:other")
+            ),
+            Err(SignalError::NotOwnCommand(pid)),
+            "another identity's command is not this caller's"
+        );
+        assert!(start_time(pid).is_some());
+        let signalled = send(
+            pid,
+            ProcessSignal::Kill,
+            Reach::OwnCommands(&groups, "token:o"),
+        )
+        .unwrap();
         assert_eq!(signalled.command_line, "sleep 30");
         drop(registered);
-        assert!(!groups.contains(pid));
+        assert!(!groups.owned_by(pid, "token:o"));
         child.wait().unwrap();
     }
 }

@@ -142,6 +142,7 @@ impl Security {
                 audit: audit.clone(),
                 max_request_bytes: config.max_request_bytes,
                 public_streams: Arc::new(tokio::sync::Semaphore::new(config.max_public_streams)),
+                denials: super::audit::RateLimit::new(200, 50),
             }),
             audit,
             exec_policy: Arc::new(ExecPolicy::new(

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use super::{
     AgentState, Outcome,
     audit::Record,
-    auth::Identity,
+    auth::{Identity, Role},
     error::Error,
     exec::{self, ExecRequest, Stops},
     net::ConnInfo,
@@ -185,11 +185,18 @@ impl RemoteAgent for Service {
                     () = stops.session.cancelled() => break,
                     () = stops.agent.cancelled() => break,
                     () = tx.closed() => break,
-                    _ = ticks.tick() => {
-                        if tx.send(sampler.sample()).await.is_err() {
-                            break;
-                        }
-                    }
+                    _ = ticks.tick() => {}
+                }
+                // Waiting for room races the stops too: a client that stops
+                // reading must not keep its stream past a Disconnect.
+                let room = tokio::select! {
+                    () = stops.session.cancelled() => break,
+                    () = stops.agent.cancelled() => break,
+                    room = tx.reserve() => room,
+                };
+                match room {
+                    Ok(permit) => permit.send(sampler.sample()),
+                    Err(_) => break,
                 }
             }
         });
@@ -229,7 +236,7 @@ impl RemoteAgent for Service {
             }
         };
         let pid = spawned.pid();
-        let group = self.state.own_groups.register(pid);
+        let group = self.state.own_groups.register(pid, &ctx.identity.name);
         // The record, the log and the `started` event all read the plan
         // that runs, never the request.
         let spec = spawned.spec();
@@ -326,7 +333,7 @@ impl RemoteAgent for Service {
             .exec_policy
             .signals_own_commands_only(&ctx.identity)
         {
-            processes::Reach::OwnCommands(&self.state.own_groups)
+            processes::Reach::OwnCommands(&self.state.own_groups, &ctx.identity.name)
         } else {
             processes::Reach::Any
         };
@@ -377,8 +384,19 @@ impl RemoteAgent for Service {
             boot_id: state.probe.boot_id().to_owned(),
             agent_uptime_ms: u64::try_from(state.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-            session_count: u32::try_from(state.sessions.count()).unwrap_or(u32::MAX),
-            running_commands: state.sessions.running_total(),
+            // Others' activity is for admins to see; everyone else gets
+            // the counts of its own identity.
+            session_count: u32::try_from(if ctx.identity.role == Role::Admin {
+                state.sessions.count()
+            } else {
+                state.sessions.count_of(&ctx.identity.name)
+            })
+            .unwrap_or(u32::MAX),
+            running_commands: if ctx.identity.role == Role::Admin {
+                state.sessions.running_total()
+            } else {
+                state.sessions.running_of(&ctx.identity.name)
+            },
             session_running_commands: ctx.session.running(),
             agent_pid: i32::try_from(std::process::id()).unwrap_or(0),
         };
@@ -499,7 +517,6 @@ fn exec_request(request: proto::ExecuteRequest) -> Result<ExecRequest, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::auth::Role;
 
     #[test]
     fn a_request_without_an_identity_is_unauthenticated_never_admin() {

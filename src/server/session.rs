@@ -61,9 +61,21 @@ pub enum SessionError {
     /// The session has as many running commands as it allows.
     #[error("too many running commands in this session: the agent allows {0}")]
     TooManyCommands(u32),
-    /// The agent runs as many commands as it allows.
+    /// The agent runs as many commands as it allows (this caller).
     #[error("too many running commands on this agent: it allows {0}")]
     TooManyCommandsTotal(u32),
+    /// This identity runs as many commands as it may.
+    #[error("too many running commands for {identity}: the agent allows {limit} per identity")]
+    TooManyCommandsForIdentity {
+        /// The identity.
+        identity: String,
+        /// The limit.
+        limit: u32,
+    },
+    /// The session ended (Disconnect, or its connections closed) while the
+    /// request was on its way.
+    #[error("the session has ended")]
+    Ended,
 }
 
 /// Limits on sessions and commands.
@@ -79,8 +91,12 @@ pub struct SessionLimits {
     pub max_sessions_per_connection: usize,
     /// Most running commands in one session.
     pub max_commands_per_session: u32,
+    /// Most running commands of one identity.
+    pub max_commands_per_identity: u32,
     /// Most running commands in all.
     pub max_commands_total: u32,
+    /// Of those, how many only admins may start.
+    pub admin_reserved_commands: u32,
 }
 
 /// A session's name: the identity that opened it and the id it chose.
@@ -116,6 +132,11 @@ struct Registry {
     entries: HashMap<Key, Entry>,
     per_identity: HashMap<String, usize>,
     per_connection: HashMap<u64, usize>,
+    /// Connections open now: a session is never registered on a closed one.
+    open_connections: HashSet<u64>,
+    /// Running commands per identity (kept for the few identities there
+    /// are: an access file names them).
+    running_by_identity: HashMap<String, Arc<AtomicU32>>,
 }
 
 /// Every open session of the agent.
@@ -147,17 +168,19 @@ impl Session {
     }
 }
 
-/// Counts one running command against its session and the agent; the count
-/// drops when this is dropped.
+/// Counts one running command against its session, its identity and the
+/// agent; the counts drop when this is dropped.
 #[derive(Debug)]
 pub struct CommandSlot {
     shared: Arc<Shared>,
+    identity: Arc<AtomicU32>,
     total: Arc<AtomicU32>,
 }
 
 impl Drop for CommandSlot {
     fn drop(&mut self) {
         self.shared.running.fetch_sub(1, Ordering::Relaxed);
+        self.identity.fetch_sub(1, Ordering::Relaxed);
         self.total.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -235,27 +258,54 @@ impl Sessions {
         })
     }
 
-    /// Reserves a slot for one more command of `session`, within the limits.
+    /// Reserves a slot for one more command of `session`, within the limits
+    /// of the session, its identity and the agent (less the share kept for
+    /// admins, unless the caller is one).
     pub fn start_command(&self, session: &Session) -> Result<CommandSlot, SessionError> {
         let limits = self.limits;
-        self.keep_registered(session)?;
-        reserve(&session.shared.running, limits.max_commands_per_session)
-            .map_err(|()| SessionError::TooManyCommands(limits.max_commands_per_session))?;
-        if reserve(&self.running_total, limits.max_commands_total).is_err() {
-            session.shared.running.fetch_sub(1, Ordering::Relaxed);
-            return Err(SessionError::TooManyCommandsTotal(
-                limits.max_commands_total,
+        let mut registry = self.lock();
+        // Registered and counted under one lock, so that no reclaim can
+        // forget the session between the two.
+        self.keep_registered(&mut registry, session)?;
+        let identity = registry
+            .running_by_identity
+            .entry(session.owner.clone())
+            .or_default()
+            .clone();
+        let total_cap = if session.admin {
+            limits.max_commands_total
+        } else {
+            limits
+                .max_commands_total
+                .saturating_sub(limits.admin_reserved_commands)
+        };
+        if session.shared.running.load(Ordering::Relaxed) >= limits.max_commands_per_session {
+            return Err(SessionError::TooManyCommands(
+                limits.max_commands_per_session,
             ));
         }
+        if identity.load(Ordering::Relaxed) >= limits.max_commands_per_identity {
+            return Err(SessionError::TooManyCommandsForIdentity {
+                identity: session.owner.clone(),
+                limit: limits.max_commands_per_identity,
+            });
+        }
+        if reserve(&self.running_total, total_cap).is_err() {
+            return Err(SessionError::TooManyCommandsTotal(total_cap));
+        }
+        session.shared.running.fetch_add(1, Ordering::Relaxed);
+        identity.fetch_add(1, Ordering::Relaxed);
         Ok(CommandSlot {
             shared: session.shared.clone(),
+            identity,
             total: self.running_total.clone(),
         })
     }
 
     /// Marks `session` busy while a stream of it is open.
     pub fn hold(&self, session: &Session) -> Result<SessionHold, SessionError> {
-        self.keep_registered(session)?;
+        let mut registry = self.lock();
+        self.keep_registered(&mut registry, session)?;
         session.shared.holds.fetch_add(1, Ordering::Relaxed);
         Ok(SessionHold {
             shared: session.shared.clone(),
@@ -272,12 +322,18 @@ impl Sessions {
         Some(entry.shared.running.load(Ordering::Relaxed))
     }
 
+    /// Notes an accepted connection, on which sessions may be registered.
+    pub fn connection_opened(&self, connection: u64) {
+        self.lock().open_connections.insert(connection);
+    }
+
     /// Forgets a closed connection; sessions left without any open
     /// connection end.
     pub fn connection_closed(&self, connection: u64) {
         let mut ended = Vec::new();
         {
             let mut registry = self.lock();
+            registry.open_connections.remove(&connection);
             let keys: Vec<Key> = registry
                 .entries
                 .iter()
@@ -306,20 +362,49 @@ impl Sessions {
         self.lock().entries.len()
     }
 
+    /// Open sessions of one identity.
+    pub fn count_of(&self, identity: &str) -> usize {
+        self.lock().per_identity.get(identity).copied().unwrap_or(0)
+    }
+
     /// Commands running now, all sessions together.
     pub fn running_total(&self) -> u32 {
         self.running_total.load(Ordering::Relaxed)
     }
 
-    /// Makes sure a session about to become busy is in the registry: an
-    /// idle one may have been reclaimed between the request's `enter` and
-    /// now, and must come back before it holds anything.
-    fn keep_registered(&self, session: &Session) -> Result<(), SessionError> {
+    /// Commands one identity runs now.
+    pub fn running_of(&self, identity: &str) -> u32 {
+        self.lock()
+            .running_by_identity
+            .get(identity)
+            .map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+
+    /// Makes sure a session about to become busy is in the registry, as
+    /// the very session the request entered: an idle one may have been
+    /// reclaimed between the request's `enter` and now, and comes back
+    /// before it holds anything, unless it has ended meanwhile or its
+    /// connection has closed.
+    fn keep_registered(
+        &self,
+        registry: &mut Registry,
+        session: &Session,
+    ) -> Result<(), SessionError> {
         let key = (session.owner.clone(), session.id.clone());
         let now = self.clock.fetch_add(1, Ordering::Relaxed);
-        let mut registry = self.lock();
-        if registry.touch(&key, now).is_some() {
-            return Ok(());
+        match registry.entries.get_mut(&key) {
+            Some(entry) if Arc::ptr_eq(&entry.shared, &session.shared) => {
+                entry.last_used = now;
+                return Ok(());
+            }
+            // Another session of the same name was opened after this one
+            // was forgotten: this request's session is gone.
+            Some(_) => return Err(SessionError::Ended),
+            None => {}
+        }
+        if session.token.is_cancelled() || !registry.open_connections.contains(&session.connection)
+        {
+            return Err(SessionError::Ended);
         }
         let identity = Identity {
             name: session.owner.clone(),
@@ -329,7 +414,7 @@ impl Sessions {
                 Role::Viewer
             },
         };
-        self.make_room(&mut registry, &identity, session.connection)?;
+        self.make_room(registry, &identity, session.connection)?;
         registry.reopen(key, session.shared.clone(), session.connection, now);
         Ok(())
     }
@@ -568,12 +653,23 @@ mod tests {
             max_sessions_per_identity: 3,
             max_sessions_per_connection: 3,
             max_commands_per_session: 2,
+            max_commands_per_identity: 3,
             max_commands_total: 3,
+            admin_reserved_commands: 0,
         }
     }
 
+    /// A registry whose connections 1 to 9 are open.
+    fn with_limits(limits: SessionLimits) -> Sessions {
+        let s = Sessions::new(limits);
+        for connection in 1..10 {
+            s.connection_opened(connection);
+        }
+        s
+    }
+
     fn sessions() -> Sessions {
-        Sessions::new(limits())
+        with_limits(limits())
     }
 
     fn who(name: &str, role: Role) -> Identity {
@@ -626,7 +722,10 @@ mod tests {
 
     #[test]
     fn command_limits_are_enforced_and_released() {
-        let s = sessions();
+        let s = with_limits(SessionLimits {
+            max_commands_per_identity: 10,
+            ..limits()
+        });
         let a = s.enter("a", 1, &viewer()).unwrap();
         let b = s.enter("b", 1, &viewer()).unwrap();
         let a1 = s.start_command(&a).unwrap();
@@ -698,20 +797,67 @@ mod tests {
 
     #[test]
     fn a_reclaimed_session_comes_back_before_it_holds_a_command() {
-        let s = Sessions::new(SessionLimits {
+        let s = with_limits(SessionLimits {
             max_sessions_per_connection: 1,
             ..limits()
         });
         let first = s.enter("a", 1, &viewer()).unwrap();
         // "b" on the same connection reclaims the idle "a".
         let _b = s.enter("b", 1, &viewer()).unwrap();
-        s.connection_closed(2);
         // "a" was reclaimed, and "b" is idle: "a" comes back in its place
         // and then holds its command; Disconnect still finds it.
         let slot = s.start_command(&first).unwrap();
         assert_eq!(s.end(&first), Some(1));
         assert!(first.token.is_cancelled());
         drop(slot);
+    }
+
+    #[test]
+    fn an_ended_session_never_comes_back() {
+        let s = sessions();
+        let ended = s.enter("a", 1, &viewer()).unwrap();
+        s.end(&ended);
+        assert_eq!(s.start_command(&ended).unwrap_err(), SessionError::Ended);
+        // Nor one whose connection closed, nor one replaced by a newer
+        // session of the same name.
+        let closed = s.enter("b", 2, &viewer()).unwrap();
+        s.connection_closed(2);
+        assert_eq!(s.hold(&closed).unwrap_err(), SessionError::Ended);
+        let old = s.enter("c", 3, &viewer()).unwrap();
+        s.end(&old);
+        let _new = s.enter("c", 3, &viewer()).unwrap();
+        assert_eq!(s.start_command(&old).unwrap_err(), SessionError::Ended);
+        assert_eq!(s.count(), 1);
+    }
+
+    #[test]
+    fn one_identity_cannot_take_every_command_slot() {
+        let s = with_limits(SessionLimits {
+            max_commands_per_identity: 2,
+            max_commands_total: 4,
+            admin_reserved_commands: 1,
+            ..limits()
+        });
+        let operator = who("token:o", Role::Operator);
+        let a = s.enter("a", 1, &operator).unwrap();
+        let b = s.enter("b", 1, &operator).unwrap();
+        let _a1 = s.start_command(&a).unwrap();
+        let _b1 = s.start_command(&b).unwrap();
+        assert!(matches!(
+            s.start_command(&b).unwrap_err(),
+            SessionError::TooManyCommandsForIdentity { limit: 2, .. }
+        ));
+        assert_eq!(s.running_of("token:o"), 2);
+        let other = who("token:p", Role::Operator);
+        let c = s.enter("c", 2, &other).unwrap();
+        let _c1 = s.start_command(&c).unwrap();
+        // Three of four run; the last place is the admins'.
+        assert_eq!(
+            s.start_command(&c).unwrap_err(),
+            SessionError::TooManyCommandsTotal(3)
+        );
+        let admin = s.enter("d", 3, &who("token:admin", Role::Admin)).unwrap();
+        assert!(s.start_command(&admin).is_ok());
     }
 
     #[test]

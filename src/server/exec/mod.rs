@@ -312,6 +312,10 @@ pub async fn drive(
         }
     };
 
+    // Made once: without a pidfd, waiting takes a blocking thread, and a
+    // new one per turn of the loop would soon take them all.
+    let exit_wait = exit.wait();
+    tokio::pin!(exit_wait);
     while !(leader_exited && stdout.is_none() && stderr.is_none()) {
         let discarding = budget.exhausted() || client_gone;
         let may_read = permit.is_some() || discarding;
@@ -344,7 +348,7 @@ pub async fn drive(
                 stderr = None;
                 abandon_at = None;
             }
-            result = exit.wait(), if !leader_exited => {
+            result = &mut exit_wait, if !leader_exited => {
                 leader_exited = true;
                 match result {
                     Ok(s) => status = Some(s),

@@ -229,27 +229,44 @@ fn words(request: &ExecRequest, text: &str) -> Result<Vec<String>, ExecError> {
 }
 
 /// Checks words against an allow-list and makes the plan from exactly
-/// those words: the program resolved with the agent's PATH, the arguments
-/// as they are, and only the environment and input the rule permits.
+/// those words: the program resolved with the agent's PATH (or, named by a
+/// path, canonicalized), the arguments as they are, and only the
+/// environment, input and working directory the rule permits.
 fn plan_allowed(
     words: Vec<String>,
     rules: &[AllowRule],
     request: &ExecRequest,
 ) -> Result<(PathBuf, Vec<OsString>, String), ExecError> {
     let command_line = shell_words::join(&words);
+    let first = &words[0];
+    let program = if first.contains('/') {
+        if !Path::new(first).is_absolute() {
+            return Err(ExecError::NotAllowed(format!(
+                "`{first}` is a relative path: allow-listed programs are named by a name on the \
+                 agent's PATH or by an absolute path"
+            )));
+        }
+        // Checked and run by its canonical path, so that neither `..` nor a
+        // symlink can lead the check one way and the exec another.
+        Path::new(first)
+            .canonicalize()
+            .map_err(|_| ExecError::ProgramNotFound(first.clone()))?
+    } else {
+        find_on_agent_path(first)?
+    };
     let rule = rules
         .iter()
-        .find(|rule| policy::command_matches(&rule.command, &command_line))
+        .find(|rule| policy::words_match(&rule.words(), &words, &program))
         .ok_or_else(|| {
             ExecError::NotAllowed(format!(
                 "`{command_line}` matches no allowed pattern for this caller's role \
-                 (allow-listed commands run without a shell)"
+                 (allow-listed commands run without a shell, word by word)"
             ))
         })?;
     if let Some((name, _)) = request
         .environment
         .iter()
-        .find(|(name, _)| !rule.env.contains(name))
+        .find(|(name, value)| !rule.allows_env(name, value))
     {
         return Err(ExecError::NotAllowed(format!(
             "environment variable {name} is not allowed for `{}`: variables such as PATH or \
@@ -263,16 +280,36 @@ fn plan_allowed(
             rule.command
         )));
     }
-    let first = &words[0];
-    if first.contains('/') && !Path::new(first).is_absolute() {
+    if let Some(dir) = request
+        .working_directory
+        .as_deref()
+        .filter(|d| !d.is_empty())
+        && !rule.allows_cwd(Path::new(dir))
+    {
         return Err(ExecError::NotAllowed(format!(
-            "`{first}` is a relative path: allow-listed programs are named by a name on the \
-             agent's PATH or by an absolute path"
+            "working directory {dir:?} is not allowed for `{}`: the directory a program runs in \
+             can change what it does; the exec_allow entry must list it in cwd",
+            rule.command
         )));
     }
-    let program = resolve_program(first)?;
     let args = words[1..].iter().map(OsString::from).collect();
     Ok((program, args, command_line))
+}
+
+/// Looks a program name up on the agent's own PATH, skipping empty and
+/// relative entries (they would name directories relative to wherever the
+/// agent happens to run).
+fn find_on_agent_path(name: &str) -> Result<PathBuf, ExecError> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .ok_or_else(|| ExecError::ProgramNotFound(name.to_owned()))
 }
 
 /// The program to run directly: a path as it is, or a name looked up on
@@ -458,13 +495,20 @@ mod tests {
 
     #[test]
     fn allow_listed_commands_run_without_a_shell_from_the_agents_path() {
-        let rules = [AllowRule::pattern("uptime"), AllowRule::pattern("echo *")];
+        let rules = [AllowRule::pattern("uptime"), AllowRule::pattern("echo ...")];
         let spec = listed(&request("echo a b"), &rules).unwrap();
         assert!(spec.program.is_absolute() && spec.program.ends_with("echo"));
         assert_eq!(spec.args, vec![OsString::from("a"), "b".into()]);
         assert_eq!(spec.command_line, "echo a b");
         // What a shell would interpret is an argument here, if it matches.
-        for refused in ["echo a; id", "echo $(id)", "id", "uptime -p", "./uptime"] {
+        for refused in [
+            "echo a; id",
+            "echo $(id)",
+            "id",
+            "uptime -p",
+            "./uptime",
+            "echo -e x",
+        ] {
             assert!(
                 matches!(
                     listed(&request(refused), &rules),
@@ -487,6 +531,7 @@ mod tests {
             AllowRule {
                 env: vec!["LC_ALL".into()],
                 stdin: true,
+                cwd: vec!["/".into()],
                 ..AllowRule::pattern("cat")
             },
         ];
@@ -510,5 +555,14 @@ mod tests {
             listed(&input, &rules),
             Err(ExecError::NotAllowed(_))
         ));
+        let mut elsewhere = request("uptime");
+        elsewhere.working_directory = Some("/".into());
+        assert!(matches!(
+            listed(&elsewhere, &rules),
+            Err(ExecError::NotAllowed(_))
+        ));
+        let mut allowed = request("cat");
+        allowed.working_directory = Some("/".into());
+        assert!(listed(&allowed, &rules).is_ok());
     }
 }
