@@ -752,20 +752,7 @@ impl ExitWatcher {
 mod tests {
     use super::*;
 
-    fn host() -> Host {
-        Host {
-            os: crate::command::OsFamily::Linux,
-            description: "Linux (test)".into(),
-            output_cap: 1000,
-        }
-    }
-
-    fn request(command: &str) -> ExecRequest {
-        ExecRequest {
-            command: command.into(),
-            ..Default::default()
-        }
-    }
+    use super::plan::tests::{host, request};
 
     #[test]
     fn the_budget_truncates_at_the_limit() {

@@ -368,10 +368,12 @@ fn find_shell(names: &[&str]) -> Option<PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn host() -> Host {
+    /// A Linux host with a small output cap, for the tests of this module
+    /// and of the runner.
+    pub(in crate::server::exec) fn host() -> Host {
         Host {
             os: OsFamily::Linux,
             description: "Linux (test)".into(),
@@ -379,7 +381,8 @@ mod tests {
         }
     }
 
-    fn request(command: &str) -> ExecRequest {
+    /// A request for this command line, everything else by default.
+    pub(in crate::server::exec) fn request(command: &str) -> ExecRequest {
         ExecRequest {
             command: command.into(),
             ..Default::default()
