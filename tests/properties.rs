@@ -39,12 +39,14 @@ proptest! {
 
     #[test]
     fn access_files_round_trip(
-        entries in proptest::collection::vec(("[a-z][a-z0-9._-]{0,20}", roles(), "[0-9a-f]{64}"), 0..8)
+        // Distinct names: each identity has one entry (a file that repeats
+        // one is refused, which the test above covers).
+        entries in proptest::collection::btree_map("[a-z][a-z0-9._-]{0,20}", (roles(), "[0-9a-f]{64}"), 0..8)
     ) {
         let file = AccessFile {
             tokens: entries
                 .into_iter()
-                .map(|(name, role, sha256)| TokenEntry { name, role, sha256 })
+                .map(|(name, (role, sha256))| TokenEntry { name, role, sha256 })
                 .collect(),
             certificates: vec![],
         };

@@ -461,6 +461,24 @@ mod tests {
     }
 
     #[test]
+    fn an_identity_appears_once_and_names_hold_no_control_character() {
+        let hash = "0".repeat(64);
+        let twice = format!(
+            "[[token]]\nname = \"a\"\nrole = \"viewer\"\nsha256 = \"{hash}\"\n\
+             [[token]]\nname = \"a\"\nrole = \"admin\"\nsha256 = \"{}\"\n",
+            "1".repeat(64)
+        );
+        assert!(
+            AccessFile::parse(&twice)
+                .unwrap_err()
+                .contains("appears twice")
+        );
+        let control =
+            format!("[[token]]\nname = \"a\\nb\"\nrole = \"viewer\"\nsha256 = \"{hash}\"\n");
+        assert!(AccessFile::parse(&control).unwrap_err().contains("control"));
+    }
+
+    #[test]
     fn tokens_are_found_by_hash_only() {
         let token = generate_token().unwrap();
         assert!(token.starts_with(TOKEN_PREFIX) && token.len() == 4 + 43);
