@@ -1,6 +1,17 @@
 //! Dates without a date crate: the audit log and the history only need UTC
 //! timestamps, which the civil-from-days algorithm gives exactly.
 
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    ms_since_epoch(std::time::SystemTime::now())
+}
+
+/// Milliseconds since the Unix epoch of `time` (0 before it).
+pub fn ms_since_epoch(time: std::time::SystemTime) -> i64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// The current time as RFC 3339 in UTC with milliseconds.
 pub fn now_rfc3339() -> String {
     let now = std::time::SystemTime::now()

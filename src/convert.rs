@@ -360,10 +360,7 @@ impl From<Event> for proto::ExecuteResponse {
             } => Wire::Started(proto::Started {
                 pid,
                 argv,
-                started_at_ms: started_at
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-                    .unwrap_or(0),
+                started_at_ms: crate::clock::ms_since_epoch(started_at),
             }),
             Event::Output { stream, data } => Wire::Output(proto::Output {
                 stream: proto::OutputStream::from(stream).into(),

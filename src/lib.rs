@@ -5,7 +5,11 @@
 //!   desktop client are built on it.
 //! - [`command`], [`types`]: the domain vocabulary both sides share;
 //!   [`convert`] maps it to and from the wire types in [`proto`].
+//! - [`wire`] (port, header, HTTP/2 settings, loopback), [`clock`] and
+//!   [`atomic_file`]: small items both sides use, so that the client never
+//!   reaches into the server for them.
 
+pub mod atomic_file;
 pub mod client;
 pub mod clock;
 pub mod command;
@@ -14,3 +18,4 @@ pub mod proto;
 pub mod server;
 pub mod tls;
 pub mod types;
+pub mod wire;

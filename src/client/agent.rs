@@ -13,8 +13,8 @@ use super::{Address, ConnectionSettings, Error, Secret, connect};
 use crate::{
     command::{Event, ExecRequest},
     proto::{self, remote_agent_client::RemoteAgentClient},
-    server::session::SESSION_HEADER,
     types::{ConnectionInfo, MetricsSample, ProcessInfo, ProcessSignal, SystemInfo},
+    wire::SESSION_HEADER,
 };
 
 /// Adds the session header and the bearer token to every call.

@@ -41,7 +41,7 @@ use tokio_rustls::{TlsConnector, client::TlsStream};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::{Error, config::ConnectionSettings};
-use crate::server::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};
+use crate::wire::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};
 
 /// Where an agent is: host (name or address) and port, or the path of a
 /// Unix socket (a host that starts with `/`; the port is then unused).
@@ -80,7 +80,7 @@ impl Address {
             || self
                 .host
                 .parse::<IpAddr>()
-                .is_ok_and(crate::server::system::is_loopback)
+                .is_ok_and(crate::wire::is_loopback)
     }
 }
 
@@ -149,7 +149,7 @@ pub async fn channel(
     }
 }
 
-/// HTTP/2 settings shared with the agent (see `server::STREAM_WINDOW`), and
+/// HTTP/2 settings shared with the agent (see `wire::STREAM_WINDOW`), and
 /// the keepalive both sides agree on: a ping every 30 s, 10 s to answer.
 pub fn endpoint(url: &str) -> Result<Endpoint, Error> {
     Ok(Endpoint::from_shared(url.to_owned())

@@ -14,12 +14,11 @@
 use std::{
     collections::HashSet,
     fmt,
-    io::Write,
     net::Ipv6Addr,
     path::{Path, PathBuf},
 };
 
-use crate::server::DEFAULT_PORT;
+use crate::wire::DEFAULT_PORT;
 
 /// One host of the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -435,7 +434,12 @@ impl HostsFile {
         let mut parsed = Self::parse(&text)
             .map_err(|(line, reason)| HostsError::Invalid(format!("line {line}: {reason}")))?;
         if let Some(path) = &self.path {
-            write_atomically(path, text.as_bytes())?;
+            crate::atomic_file::replace(path, text.as_bytes(), 0o600).map_err(|source| {
+                HostsError::Io {
+                    path: path.to_owned(),
+                    source,
+                }
+            })?;
         }
         parsed.path = self.path.take();
         *self = parsed;
@@ -444,7 +448,12 @@ impl HostsFile {
 
     /// Saves the file to `path` (for a file that has none yet).
     pub fn save_as(&mut self, path: &Path) -> Result<(), HostsError> {
-        write_atomically(path, self.text.as_bytes())?;
+        crate::atomic_file::replace(path, self.text.as_bytes(), 0o600).map_err(|source| {
+            HostsError::Io {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
         self.path = Some(path.to_owned());
         Ok(())
     }
@@ -704,32 +713,6 @@ fn text_line(host: &HostEntry) -> String {
     } else {
         format!("{}={target}", host.name)
     }
-}
-
-/// Writes a file atomically: a temporary file in the same directory, synced,
-/// then renamed over the target, keeping the target's permissions.
-pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), HostsError> {
-    let io = |source| HostsError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut temp = tempfile::Builder::new()
-        .prefix(".vigie-")
-        .tempfile_in(dir)
-        .map_err(io)?;
-    if let Ok(meta) = std::fs::metadata(path) {
-        temp.as_file()
-            .set_permissions(meta.permissions())
-            .map_err(io)?;
-    }
-    temp.write_all(contents).map_err(io)?;
-    temp.as_file().sync_all().map_err(io)?;
-    temp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -12,7 +12,10 @@ use std::{
 use clap::{Parser, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use super::{Agent, AgentConfig, Outcome, StartError, exec::LISTEN_FD_ENV, net};
+use super::{
+    Agent, AgentConfig, Outcome, StartError,
+    net::{self, LISTEN_FD_ENV},
+};
 
 /// The vigie agent: serves remote management of this host over gRPC.
 #[derive(Debug, Parser)]

@@ -12,8 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{auth::Role, policy::AllowRule};
 
-/// The port the agent listens on when none is given.
-pub const DEFAULT_PORT: u16 = 7421;
+use crate::wire::DEFAULT_PORT;
 
 /// Everything the agent can be told.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

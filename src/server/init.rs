@@ -19,10 +19,8 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
-use super::{
-    auth::{self, AccessFile, CertificateEntry, Role, TokenEntry},
-    config::DEFAULT_PORT,
-};
+use super::auth::{self, AccessFile, CertificateEntry, Role, TokenEntry};
+use crate::wire::DEFAULT_PORT;
 
 /// The files `init` writes, by name inside the directory.
 pub mod files {
@@ -253,7 +251,8 @@ pub fn add_token(access_path: &Path, name: &str, role: Role) -> Result<TokenAdde
         });
         client_config = Some(dir.join(config_name));
     }
-    replace_file(access_path, access_text(&access)?.as_bytes())?;
+    crate::atomic_file::replace(access_path, access_text(&access)?.as_bytes(), 0o600)
+        .map_err(io_error(access_path))?;
     Ok(TokenAdded {
         token,
         client_config,
@@ -450,41 +449,6 @@ fn lock_directory(dir: &Path) -> Result<std::fs::File, InitError> {
     rustix::fs::flock(&handle, rustix::fs::FlockOperation::LockExclusive)
         .map_err(|e| io_error(dir)(e.into()))?;
     Ok(handle)
-}
-
-/// Replaces a secret file atomically: a temporary file in the same
-/// directory (mode 0600), then a rename, so the agent never reads half a
-/// file and a crash leaves the old one. The new file keeps the old one's
-/// owner and group: run as root, `token add` must not leave a file the
-/// agent's own user can no longer read (the agent would refuse everyone).
-fn replace_file(path: &Path, contents: &[u8]) -> Result<(), InitError> {
-    use std::os::unix::fs::MetadataExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut temp = tempfile::Builder::new()
-        .prefix(".access-")
-        .permissions(secret_permissions())
-        .tempfile_in(dir)
-        .map_err(io_error(dir))?;
-    if let Ok(old) = std::fs::metadata(path) {
-        rustix::fs::fchown(
-            temp.as_file(),
-            Some(rustix::fs::Uid::from_raw(old.uid())),
-            Some(rustix::fs::Gid::from_raw(old.gid())),
-        )
-        .map_err(|e| io_error(path)(e.into()))?;
-    }
-    temp.write_all(contents)
-        .and_then(|()| temp.as_file().sync_all())
-        .map_err(io_error(path))?;
-    temp.persist(path).map_err(|e| InitError::Io {
-        path: path.to_owned(),
-        source: e.error,
-    })?;
-    Ok(())
-}
-
-fn secret_permissions() -> std::fs::Permissions {
-    std::os::unix::fs::PermissionsExt::from_mode(0o600)
 }
 
 /// The default listen address of a TLS agent made by `init`.

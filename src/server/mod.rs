@@ -42,7 +42,8 @@ use net::{ListenAddr, Listener};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::transport::Server;
 
-pub use config::{AgentConfig, DEFAULT_PORT};
+pub use crate::wire::DEFAULT_PORT;
+pub use config::AgentConfig;
 pub use embedded::{PrivateAgent, RunningAgent};
 
 use crate::proto::{self, remote_agent_server::RemoteAgentServer};
@@ -296,9 +297,9 @@ impl Agent {
             .http2_max_header_list_size(Some(MAX_HEADER_LIST))
             .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
             .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
-            .initial_stream_window_size(Some(STREAM_WINDOW))
-            .initial_connection_window_size(Some(CONNECTION_WINDOW))
-            .max_frame_size(Some(MAX_FRAME))
+            .initial_stream_window_size(Some(crate::wire::STREAM_WINDOW))
+            .initial_connection_window_size(Some(crate::wire::CONNECTION_WINDOW))
+            .max_frame_size(Some(crate::wire::MAX_FRAME))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -365,15 +366,6 @@ impl Agent {
         }
     }
 }
-
-/// HTTP/2 flow-control windows and frame size. Larger than the defaults
-/// (64 KiB windows, 16 KiB frames) so that bulk output is not throttled by
-/// window updates on fast links; the client uses the same values.
-pub const STREAM_WINDOW: u32 = 4 << 20;
-/// See [`STREAM_WINDOW`].
-pub const CONNECTION_WINDOW: u32 = 8 << 20;
-/// See [`STREAM_WINDOW`].
-pub const MAX_FRAME: u32 = 1 << 20;
 
 /// Largest header block a request may send (the defaults of hyper allow
 /// 16 MiB); vigie's requests carry a few hundred bytes of metadata.

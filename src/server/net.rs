@@ -27,7 +27,11 @@ use tokio::{
 use tokio_util::either::Either;
 use tonic::transport::server::Connected;
 
-use super::{exec::LISTEN_FD_ENV, session::Sessions};
+use super::session::Sessions;
+
+/// The environment variable through which a restarting agent hands its
+/// listening socket to its successor; commands never inherit it.
+pub const LISTEN_FD_ENV: &str = "VIGIE_LISTEN_FD";
 
 /// What a request knows of its connection.
 #[derive(Debug, Clone)]

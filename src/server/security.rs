@@ -21,7 +21,6 @@ use super::{
     config::AgentConfig,
     layer::{AccessMode, Gate},
     policy::{ExecPolicy, PolicyError},
-    system,
 };
 
 /// Why the security settings cannot be used.
@@ -62,7 +61,7 @@ pub enum SecurityError {
 
 /// Checks, from the settings alone, that the agent may listen on `addr`.
 pub fn check_exposure(addr: SocketAddr, config: &AgentConfig) -> Result<(), SecurityError> {
-    if system::is_loopback(addr.ip()) {
+    if crate::wire::is_loopback(addr.ip()) {
         if config.access_file.is_none() {
             tracing::warn!(
                 "no access file: every local user can call this agent with its privileges"

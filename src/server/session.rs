@@ -30,8 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::auth::{Identity, Role};
 
-/// The metadata header that carries the session id.
-pub const SESSION_HEADER: &str = "x-vigie-session";
+pub use crate::wire::SESSION_HEADER;
 
 /// Longest accepted session id, in bytes.
 pub const MAX_SESSION_ID_LEN: usize = 128;

@@ -6,11 +6,7 @@
 //! samples, so the probe keeps the previous one and reports usage since then
 //! (refreshed at most every `MINIMUM_CPU_UPDATE_INTERVAL`).
 
-use std::{
-    net::IpAddr,
-    sync::Mutex,
-    time::{Instant, SystemTime, UNIX_EPOCH},
-};
+use std::{sync::Mutex, time::Instant};
 
 use sysinfo::{
     CpuRefreshKind, DiskRefreshKind, Disks, MemoryRefreshKind, Networks, ProcessRefreshKind,
@@ -142,7 +138,7 @@ impl SystemProbe {
             load_average: load_average(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             boot_id: self.boot_id.clone(),
-            timestamp_ms: now_ms(),
+            timestamp_ms: crate::clock::now_ms(),
         }
     }
 
@@ -249,7 +245,7 @@ impl MetricsSampler {
         self.system
             .refresh_memory_specifics(MemoryRefreshKind::everything());
         MetricsSample {
-            timestamp_ms: now_ms(),
+            timestamp_ms: crate::clock::now_ms(),
             cpu_usage_percent: self.system.global_cpu_usage(),
             cpu_usage_per_core: if self.per_core {
                 self.system.cpus().iter().map(|c| c.usage()).collect()
@@ -299,23 +295,5 @@ pub fn host_description() -> String {
         Ok(long) if long.starts_with(&family.to_string()) => long,
         Ok(long) if !long.is_empty() => format!("{family} ({long})"),
         _ => family.to_string(),
-    }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// True for an address that only this machine can reach.
-pub fn is_loopback(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
     }
 }

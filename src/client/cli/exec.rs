@@ -12,7 +12,7 @@ use std::{
     io::Write,
     path::PathBuf,
     process::ExitCode,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime},
 };
 
 use bytes::Bytes;
@@ -574,9 +574,7 @@ fn record_history(
         return;
     };
     let entry = Entry {
-        time_ms: started_at
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64),
+        time_ms: crate::clock::ms_since_epoch(started_at),
         command: request.command_line(),
         targets: context
             .selection

@@ -3,7 +3,7 @@
 
 use std::{
     process::ExitCode,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime},
 };
 
 use futures::StreamExt;
@@ -713,9 +713,7 @@ pub(super) async fn lifecycle(
     }
     if let Some(history) = &context.history {
         let _ = history.append(&Entry {
-            time_ms: started_at
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
+            time_ms: crate::clock::ms_since_epoch(started_at),
             command: format!("({})", action.name()),
             targets: context
                 .selection

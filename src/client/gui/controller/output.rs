@@ -271,7 +271,7 @@ impl OutputController {
             id,
             title: title.to_owned(),
             started: Instant::now(),
-            started_at_ms: crate::server::system::now_ms(),
+            started_at_ms: crate::clock::now_ms(),
             hosts: hosts
                 .iter()
                 .map(|(index, name)| HostOutput::new(*index, name.clone()))
@@ -439,8 +439,7 @@ impl OutputController {
         // Back to the end, where output keeps being appended.
         full.seek(SeekFrom::End(0))?;
         result?;
-        crate::client::hosts::write_atomically(path, &contents)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        crate::atomic_file::replace(path, &contents, 0o600)?;
         Ok(contents.len() as u64)
     }
 

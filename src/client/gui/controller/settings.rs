@@ -35,7 +35,7 @@ impl Settings {
             std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         }
         let text = toml::to_string(self).map_err(|e| e.to_string())?;
-        crate::client::hosts::write_atomically(path, text.as_bytes()).map_err(|e| e.to_string())
+        crate::atomic_file::replace(path, text.as_bytes(), 0o600).map_err(|e| e.to_string())
     }
 }
 

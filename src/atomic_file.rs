@@ -1,0 +1,63 @@
+//! Replacing a file so that a reader sees the old contents or the new ones,
+//! never half of them, and a crash leaves the old file: a temporary file in
+//! the same directory, written and synced, then renamed over the target.
+//! Hosts files, the access file and saved output all go through here.
+
+use std::{io::Write, path::Path};
+
+/// Writes `contents` to `path` atomically. A file that exists keeps its
+/// permissions, owner and group (a root-run tool must not leave a file its
+/// usual user can no longer read); a new one gets `new_mode`.
+pub fn replace(path: &Path, contents: &[u8], new_mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut temp = tempfile::Builder::new()
+        .prefix(".vigie-")
+        .permissions(std::fs::Permissions::from_mode(new_mode))
+        .tempfile_in(dir)?;
+    if let Ok(old) = std::fs::metadata(path) {
+        temp.as_file().set_permissions(old.permissions())?;
+        // Keeping the owner needs the right to give files away (root); a
+        // user replacing its own file already owns the new one.
+        if old.uid() != rustix::process::geteuid().as_raw()
+            || old.gid() != rustix::process::getegid().as_raw()
+        {
+            rustix::fs::fchown(
+                temp.as_file(),
+                Some(rustix::fs::Uid::from_raw(old.uid())),
+                Some(rustix::fs::Gid::from_raw(old.gid())),
+            )?;
+        }
+    }
+    temp.write_all(contents)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replaced_file_keeps_its_mode_and_a_new_one_gets_the_asked_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("file");
+        replace(&path, b"one", 0o600).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        replace(&path, b"two", 0o600).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        assert_eq!(mode(&path), 0o640);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
+    }
+}
