@@ -12,8 +12,7 @@ use vigie::{
     client::{
         ConnectionSettings,
         fleet::{Fleet, HostOutcome, HostState, Outcome, RunEvent, RunOptions, Selector, Summary},
-        group,
-        history::{Entry, History, HostRecord},
+        history::{Entry, EntryKind, History, HostRecord},
         hosts::HostEntry,
     },
     command::ExecRequest,
@@ -144,11 +143,11 @@ async fn fan_out_to_fifty_agents_with_mixed_outcomes() -> TestResult {
     // Grouping, as `vigie exec -b` shows it, in host-name order.
     let mut names: Vec<&String> = results.keys().collect();
     names.sort();
-    let groups = group::group_by(names.into_iter().map(|name| {
+    let groups = vigie::client::run::group_by(names.into_iter().map(|name| {
         let (outcome, output) = &results[name];
-        (name.clone(), (output.clone(), outcome.kind()))
+        (name.clone(), (output.clone(), outcome.status().as_str()))
     }));
-    let sizes: Vec<(usize, &str)> = groups.iter().map(|g| (g.hosts.len(), g.key.1)).collect();
+    let sizes: Vec<(usize, &str)> = groups.iter().map(|g| (g.members.len(), g.key.1)).collect();
     assert_eq!(
         sizes,
         vec![
@@ -159,9 +158,9 @@ async fn fan_out_to_fifty_agents_with_mixed_outcomes() -> TestResult {
         ],
         "largest group first, then in order of first appearance"
     );
-    let mut ok_hosts = groups[0].hosts.clone();
+    let mut ok_hosts = groups[0].members.clone();
     ok_hosts.sort();
-    assert_eq!(group::compact(&ok_hosts), "n[00-34]");
+    assert_eq!(vigie::client::ranges::compact(&ok_hosts), "n[00-34]");
     Ok(())
 }
 
@@ -197,7 +196,7 @@ async fn os_prefixed_commands_skip_incompatible_hosts() -> TestResult {
     assert!(
         results
             .values()
-            .all(|(o, out)| o.kind() == "ok" && out == b"ok\n")
+            .all(|(o, out)| o.status() == vigie::client::run::Status::Ok && out == b"ok\n")
     );
     Ok(())
 }
@@ -348,9 +347,11 @@ fn the_history_survives_concurrent_writers() -> TestResult {
                 for i in 0..50 {
                     let mut record = HostRecord {
                         host: format!("w{w}"),
-                        status: "ok".into(),
+                        status: vigie::client::run::Status::Ok,
                         exit_code: Some(0),
                         signal: None,
+                        timed_out: false,
+                        truncated: false,
                         error: None,
                         duration_ms: i,
                         output: String::new(),
@@ -361,6 +362,7 @@ fn the_history_survives_concurrent_writers() -> TestResult {
                     history
                         .append(&Entry {
                             time_ms: i as i64,
+                            kind: EntryKind::Command,
                             command: format!("writer {w} entry {i}"),
                             targets: vec![format!("w{w}")],
                             results: vec![record],

@@ -225,7 +225,10 @@ fn load_select_run_a_preset_and_a_command_and_see_an_offline_host_skipped() {
         history.entries[1].command,
         "echo hello; echo oops >&2; printf '\\033[31mred\\033[0m\\n'"
     );
-    assert_eq!(history.entries[1].results[2].status, "skipped");
+    assert_eq!(
+        history.entries[1].results[2].status,
+        vigie::client::run::Status::Skipped
+    );
 }
 
 #[test]

@@ -137,7 +137,11 @@ fn exec_all(run: &Run, fleet: &Fleet, count: usize) -> Duration {
         let mut ok = 0;
         while let Some(event) = exec.events.recv().await {
             if let RunEvent::Finished { result, .. } = event {
-                assert_eq!(result.outcome.kind(), "ok", "{:?}", result.outcome);
+                assert!(
+                    result.outcome.status() == vigie::client::run::Status::Ok,
+                    "{:?}",
+                    result.outcome
+                );
                 ok += 1;
             }
         }

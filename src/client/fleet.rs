@@ -17,18 +17,18 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+pub use super::run::{HostOutcome, HostResult, RunEvent, Summary};
 use super::{
     AgentClient, ConnectionSettings, Error,
     connect::{self, Address},
     hosts::HostEntry,
 };
 use crate::{
-    command::{self, Event, ExecRequest, Exit, OsFamily, OutputStream},
+    command::{self, Event, ExecRequest, OsFamily},
     types::SystemInfo,
 };
 
@@ -321,7 +321,7 @@ impl Fleet {
             Selector::Names(patterns) => {
                 let mut chosen = Vec::new();
                 for pattern in patterns {
-                    for name in super::group::expand(pattern).map_err(SelectError::BadPattern)? {
+                    for name in super::ranges::expand(pattern).map_err(SelectError::BadPattern)? {
                         let index = self
                             .hosts
                             .iter()
@@ -600,97 +600,6 @@ impl RunHandle {
     }
 }
 
-/// An event of a fan-out.
-#[derive(Debug, Clone)]
-pub enum RunEvent {
-    /// The command started on a host.
-    Started {
-        /// The host's index in the fleet.
-        host: usize,
-        /// The command's pid there.
-        pid: i32,
-    },
-    /// A host's command wrote output.
-    Output {
-        /// The host's index in the fleet.
-        host: usize,
-        /// Which stream.
-        stream: OutputStream,
-        /// The bytes.
-        data: Bytes,
-    },
-    /// A host is done; the last event for it.
-    Finished {
-        /// The host's index in the fleet.
-        host: usize,
-        /// How it went.
-        result: HostResult,
-    },
-}
-
-/// How one host's part of a fan-out went.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HostResult {
-    /// What happened.
-    pub outcome: HostOutcome,
-    /// Time from the start of the fan-out to the end for this host.
-    pub duration: Duration,
-}
-
-/// What happened on one host.
-#[derive(Debug, Clone, PartialEq)]
-pub enum HostOutcome {
-    /// The command ran and ended.
-    Exited(Exit),
-    /// The agent refused the request, or the call broke off.
-    Failed(String),
-    /// Not sent: the host is known offline, or its OS does not fit.
-    Skipped(String),
-    /// The agent could not be reached.
-    Unreachable(String),
-    /// The run or this host was cancelled.
-    Cancelled,
-}
-
-impl HostOutcome {
-    /// A short description of an outcome that deserves one ("exit 3",
-    /// "killed by SIGKILL (timed out)", "skipped: …"); None for success.
-    pub fn describe(&self) -> Option<String> {
-        match self {
-            Self::Exited(exit) if exit.success() && !exit.truncated => None,
-            Self::Exited(exit) => {
-                let mut text = match exit.signal {
-                    Some(signal) => format!("killed by {}", command::signal_name(signal)),
-                    None => format!("exit {}", exit.exit_code),
-                };
-                if exit.timed_out {
-                    text.push_str(" (timed out)");
-                }
-                if exit.truncated {
-                    text.push_str(" (output truncated at the agent's cap)");
-                }
-                Some(text)
-            }
-            Self::Failed(e) => Some(format!("failed: {e}")),
-            Self::Skipped(e) => Some(format!("skipped: {e}")),
-            Self::Unreachable(e) => Some(format!("unreachable: {e}")),
-            Self::Cancelled => Some("cancelled".into()),
-        }
-    }
-
-    /// The summary bucket: "ok", "failed", "skipped", "unreachable" or
-    /// "cancelled".
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Exited(exit) if exit.success() => "ok",
-            Self::Exited(_) | Self::Failed(_) => "failed",
-            Self::Skipped(_) => "skipped",
-            Self::Unreachable(_) => "unreachable",
-            Self::Cancelled => "cancelled",
-        }
-    }
-}
-
 /// The outcome of a non-streaming action on one host.
 #[derive(Debug)]
 pub enum Outcome<T> {
@@ -705,45 +614,32 @@ pub enum Outcome<T> {
 }
 
 impl<T> Outcome<T> {
+    /// How it went, as both front-ends name it.
+    pub fn status(&self) -> super::run::Status {
+        use super::run::Status;
+        match self {
+            Self::Done(_) => Status::Ok,
+            Self::Failed(_) => Status::Failed,
+            Self::Skipped(_) => Status::Skipped,
+            Self::Unreachable(_) => Status::Unreachable,
+        }
+    }
+
+    /// Why it did not work, when it did not.
+    pub fn error(&self) -> Option<String> {
+        match self {
+            Self::Done(_) => None,
+            Self::Failed(e) | Self::Unreachable(e) => Some(e.to_string()),
+            Self::Skipped(reason) => Some(reason.clone()),
+        }
+    }
+
     fn from_result(result: Result<T, Error>) -> Self {
         match result {
             Ok(value) => Self::Done(value),
             Err(e) if is_unreachable(&e) => Self::Unreachable(e),
             Err(e) => Self::Failed(e),
         }
-    }
-}
-
-/// Totals of a fan-out.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Summary {
-    /// Exited with status 0.
-    pub ok: usize,
-    /// Exited otherwise, or refused.
-    pub failed: usize,
-    /// Not sent.
-    pub skipped: usize,
-    /// Not reachable.
-    pub unreachable: usize,
-    /// Cancelled.
-    pub cancelled: usize,
-}
-
-impl Summary {
-    /// Counts one host's outcome.
-    pub fn add(&mut self, outcome: &HostOutcome) {
-        match outcome.kind() {
-            "ok" => self.ok += 1,
-            "failed" => self.failed += 1,
-            "skipped" => self.skipped += 1,
-            "unreachable" => self.unreachable += 1,
-            _ => self.cancelled += 1,
-        }
-    }
-
-    /// True when nothing failed, was unreachable or was cancelled.
-    pub fn all_good(&self) -> bool {
-        self.failed == 0 && self.unreachable == 0 && self.cancelled == 0
     }
 }
 

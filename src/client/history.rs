@@ -15,17 +15,34 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::client::fleet::{HostOutcome, HostResult};
+use crate::client::run::{HostOutcome, HostResult, Status, exit_text};
 
 /// The most output kept per host in an entry.
 pub const OUTPUT_KEPT: usize = 4096;
+
+/// What an entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    /// A command line run on the hosts; it can be run again.
+    #[default]
+    Command,
+    /// A question asked of the hosts (a preset such as OS or RAM).
+    Query,
+    /// A lifecycle action: disconnect, kill or reset.
+    Lifecycle,
+}
 
 /// One command run on one or more hosts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     /// When it started, milliseconds since the Unix epoch.
     pub time_ms: i64,
-    /// The command line (or the action, e.g. "reset").
+    /// What it records. Entries written before kinds existed have none,
+    /// and are read by [`Entry::normalize`].
+    #[serde(default)]
+    pub kind: EntryKind,
+    /// The command line, or the query or action ("os", "reset").
     pub command: String,
     /// The hosts it was sent to, by name.
     pub targets: Vec<String>,
@@ -34,14 +51,47 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The entry as this version writes it: entries written before kinds
+    /// existed recorded a query or an action as its name in parentheses
+    /// ("(OS)", "(kill)"), which this reads back into a kind and a name.
+    /// The only place that decodes that old form.
+    pub fn normalize(mut self) -> Self {
+        if self.kind == EntryKind::Command
+            && let Some(name) = self
+                .command
+                .strip_prefix('(')
+                .and_then(|c| c.strip_suffix(')'))
+        {
+            self.kind = if ["disconnect", "kill", "reset"]
+                .iter()
+                .any(|action| name.eq_ignore_ascii_case(action))
+            {
+                EntryKind::Lifecycle
+            } else {
+                EntryKind::Query
+            };
+            self.command = name.to_owned();
+        }
+        self
+    }
+
+    /// The command as lists show it: a query or an action in parentheses,
+    /// so that it cannot be mistaken for a command line.
+    pub fn shown_command(&self) -> String {
+        match self.kind {
+            EntryKind::Command => self.command.clone(),
+            EntryKind::Query | EntryKind::Lifecycle => format!("({})", self.command),
+        }
+    }
+
     /// "3 ok, 1 skipped": how many hosts ended each way, in order of first
     /// appearance.
     pub fn summary(&self) -> String {
-        let mut counts: Vec<(&str, usize)> = Vec::new();
+        let mut counts: Vec<(Status, usize)> = Vec::new();
         for r in &self.results {
             match counts.iter_mut().find(|(s, _)| *s == r.status) {
                 Some((_, n)) => *n += 1,
-                None => counts.push((&r.status, 1)),
+                None => counts.push((r.status, 1)),
             }
         }
         counts
@@ -57,14 +107,20 @@ impl Entry {
 pub struct HostRecord {
     /// The host's name.
     pub host: String,
-    /// "ok", "failed", "skipped", "unreachable" or "cancelled".
-    pub status: String,
+    /// How it ended.
+    pub status: Status,
     /// Exit code, when the command ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     /// Signal that ended it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
+    /// True when its time limit ended it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timed_out: bool,
+    /// True when the agent cut its output at its cap.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
     /// Why it failed or was skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -83,26 +139,80 @@ impl HostRecord {
     /// The record of one host's result; `head` is the beginning of its
     /// output and `total` how many bytes it printed in all.
     pub fn of_result(name: &str, result: &HostResult, head: &[u8], total: u64) -> Self {
-        let (exit_code, signal, error) = match &result.outcome {
-            HostOutcome::Exited(exit) => (Some(exit.exit_code), exit.signal, None),
+        let (exit_code, signal, timed_out, truncated, error) = match &result.outcome {
+            HostOutcome::Exited(exit) => (
+                Some(exit.exit_code),
+                exit.signal,
+                exit.timed_out,
+                exit.truncated,
+                None,
+            ),
             HostOutcome::Failed(e) | HostOutcome::Skipped(e) | HostOutcome::Unreachable(e) => {
-                (None, None, Some(e.clone()))
+                (None, None, false, false, Some(e.clone()))
             }
-            HostOutcome::Cancelled => (None, None, Some("cancelled".into())),
+            HostOutcome::Cancelled => (None, None, false, false, Some("cancelled".into())),
         };
         let mut record = Self {
             host: name.to_owned(),
-            status: result.outcome.kind().to_owned(),
+            status: result.outcome.status(),
             exit_code,
             signal,
+            timed_out,
+            truncated,
             error,
             duration_ms: result.duration.as_millis() as u64,
             output: String::new(),
             output_truncated: false,
         };
         record.keep_output(head);
-        record.output_truncated = total > OUTPUT_KEPT as u64;
+        // Cut when the record holds less than all the host printed.
+        record.output_truncated = total > head.len().min(OUTPUT_KEPT) as u64;
         record
+    }
+
+    /// The record of a host's answer to a query or an action: `text` is
+    /// what it answered, or why it did not.
+    pub fn of_answer(name: &str, status: Status, text: &str) -> Self {
+        let ok = status == Status::Ok;
+        let mut record = Self {
+            host: name.to_owned(),
+            status,
+            exit_code: None,
+            signal: None,
+            timed_out: false,
+            truncated: false,
+            error: (!ok).then(|| text.to_owned()),
+            duration_ms: 0,
+            output: String::new(),
+            output_truncated: false,
+        };
+        if ok {
+            record.keep_output(text.as_bytes());
+        }
+        record
+    }
+
+    /// The line both history views show: the status, with how the
+    /// command ended ("failed (killed by SIGKILL)", "ok (exit 0)") or why
+    /// it did not run ("unreachable: …").
+    pub fn shown(&self) -> String {
+        match self.exit_code {
+            Some(_) => format!("{} ({})", self.status, self.describe()),
+            None => self.describe(),
+        }
+    }
+
+    /// How it ended, worded as the live result was: "exit 0",
+    /// "killed by SIGKILL", "unreachable: …".
+    pub fn describe(&self) -> String {
+        match (self.exit_code, &self.error) {
+            (Some(code), _) => exit_text(code, self.signal, self.timed_out, self.truncated),
+            (None, Some(error)) if self.status == Status::Cancelled && error == "cancelled" => {
+                "cancelled".into()
+            }
+            (None, Some(error)) => format!("{}: {error}", self.status),
+            (None, None) => self.status.as_str().to_owned(),
+        }
     }
 
     /// Keeps the first [`OUTPUT_KEPT`] bytes of `output`.
@@ -212,7 +322,7 @@ impl History {
         let mut loaded = Loaded::default();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             match serde_json::from_str::<Entry>(line) {
-                Ok(entry) => loaded.entries.push(entry),
+                Ok(entry) => loaded.entries.push(entry.normalize()),
                 Err(_) => loaded.skipped_lines += 1,
             }
         }
@@ -259,13 +369,16 @@ mod tests {
     fn entry(command: &str) -> Entry {
         Entry {
             time_ms: 1,
+            kind: EntryKind::Command,
             command: command.to_owned(),
             targets: vec!["a".into()],
             results: vec![HostRecord {
                 host: "a".into(),
-                status: "ok".into(),
+                status: Status::Ok,
                 exit_code: Some(0),
                 signal: None,
+                timed_out: false,
+                truncated: false,
                 error: None,
                 duration_ms: 3,
                 output: "hi\n".into(),
@@ -293,11 +406,59 @@ mod tests {
         assert_eq!(loaded.skipped_lines, 1);
         let mut entry = entry("three");
         entry.results.push(HostRecord {
-            status: "skipped".into(),
+            status: Status::Skipped,
             ..entry.results[0].clone()
         });
         entry.results.push(entry.results[0].clone());
         assert_eq!(entry.summary(), "2 ok, 1 skipped");
+    }
+
+    #[test]
+    fn entries_of_older_versions_read_as_kinds() {
+        let old = r#"{"time_ms":1,"command":"(kill)","targets":["a"],"results":[{"host":"a","status":"unreachable","error":"refused","duration_ms":0}]}"#;
+        let entry = serde_json::from_str::<Entry>(old).unwrap().normalize();
+        assert_eq!(
+            (entry.kind, entry.command.as_str()),
+            (EntryKind::Lifecycle, "kill")
+        );
+        assert_eq!(entry.shown_command(), "(kill)");
+        assert_eq!(entry.results[0].describe(), "unreachable: refused");
+        let query = serde_json::from_str::<Entry>(&old.replace("(kill)", "(OS)"))
+            .unwrap()
+            .normalize();
+        assert_eq!(
+            (query.kind, query.command.as_str()),
+            (EntryKind::Query, "OS")
+        );
+        let command = entry_fixture_line();
+        assert_eq!(
+            serde_json::from_str::<Entry>(&command)
+                .unwrap()
+                .normalize()
+                .kind,
+            EntryKind::Command
+        );
+    }
+
+    fn entry_fixture_line() -> String {
+        serde_json::to_string(&entry("echo (x)")).unwrap()
+    }
+
+    #[test]
+    fn records_describe_their_end_as_the_live_result_did() {
+        let mut record = entry("x").results.remove(0);
+        record.exit_code = Some(137);
+        record.signal = Some(9);
+        record.status = Status::Failed;
+        assert_eq!(record.describe(), "killed by SIGKILL");
+        record.timed_out = true;
+        assert_eq!(record.describe(), "killed by SIGKILL (timed out)");
+        assert_eq!(record.shown(), "failed (killed by SIGKILL (timed out))");
+        let answer = HostRecord::of_answer("h", Status::Ok, "Linux");
+        assert_eq!(
+            (answer.output.as_str(), answer.describe().as_str()),
+            ("Linux", "ok")
+        );
     }
 
     #[test]

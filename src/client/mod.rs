@@ -8,11 +8,12 @@ pub mod config;
 pub mod connect;
 pub mod fleet;
 pub mod format;
-pub mod group;
 #[cfg(feature = "gui")]
 pub mod gui;
 pub mod history;
 pub mod hosts;
+pub mod ranges;
+pub mod run;
 pub mod text;
 
 pub use agent::{AgentClient, Collected, EventStream, MetricsStream};

@@ -6,7 +6,10 @@ use super::{
     CliError, Context, Global,
     output::{self, Cell, Printer, table},
 };
-use crate::{client::text::visible, command::ExecRequest};
+use crate::{
+    client::{history::EntryKind, text::visible},
+    command::ExecRequest,
+};
 
 /// What to do with the history.
 #[derive(Debug, clap::Subcommand)]
@@ -77,8 +80,8 @@ pub(super) async fn run(
                         (i + 1).to_string().into(),
                         when(e.time_ms).into(),
                         e.summary().into(),
-                        crate::client::group::compact(&e.targets).into(),
-                        e.command.clone().into(),
+                        crate::client::ranges::compact(&e.targets).into(),
+                        e.shown_command().into(),
                     ]
                 })
                 .collect();
@@ -99,23 +102,13 @@ pub(super) async fn run(
                 "{} {}  {}",
                 printer.bold(&format!("#{id}")),
                 when(e.time_ms),
-                visible(&e.command)
+                visible(&e.shown_command())
             ));
             for r in &e.results {
-                let status = match (r.exit_code, r.signal, &r.error) {
-                    (_, Some(signal), _) => format!(
-                        "{} (killed by {})",
-                        r.status,
-                        crate::command::signal_name(signal)
-                    ),
-                    (Some(code), None, _) => format!("{} (exit {code})", r.status),
-                    (None, None, Some(error)) => format!("{}: {error}", r.status),
-                    (None, None, None) => r.status.clone(),
-                };
                 printer.line(&format!(
                     "{} {} {}",
                     printer.host(&r.host),
-                    printer.status(r.status == "ok" || r.status == "skipped", &status),
+                    printer.status(r.status.is_fine(), &r.shown()),
                     printer.dim(&output::duration(Duration::from_millis(r.duration_ms)))
                 ));
                 // The output is framed (indented under its host), so it is
@@ -131,10 +124,10 @@ pub(super) async fn run(
         }
         HistoryAction::Rerun { id, gather } => {
             let e = entry(id)?.clone();
-            if e.command.starts_with('(') {
+            if e.kind != EntryKind::Command {
                 return Err(CliError::Usage(format!(
-                    "entry {id} is a lifecycle action {}: run it with its own command",
-                    e.command
+                    "entry {id} is not a command but {}: run it with its own command",
+                    visible(&e.shown_command())
                 )));
             }
             let context = Context::for_hosts(global, &e.targets, printer).await?;

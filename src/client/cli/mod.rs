@@ -354,7 +354,7 @@ impl Context {
         }
         // Names given with -H that the file does not know are addresses.
         for pattern in selected {
-            for name in super::group::expand(pattern).map_err(CliError::Usage)? {
+            for name in super::ranges::expand(pattern).map_err(CliError::Usage)? {
                 if entries.iter().any(|e| e.name == name) {
                     continue;
                 }

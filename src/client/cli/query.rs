@@ -17,7 +17,7 @@ use crate::{
     client::{
         AgentClient, Error,
         fleet::Outcome,
-        history::{Entry, HostRecord},
+        history::{Entry, EntryKind, HostRecord},
         text::visible,
     },
     types::{ProcessSignal, SystemInfo},
@@ -83,15 +83,11 @@ fn report_failures<T>(
 ) -> bool {
     let mut all_ok = true;
     for (host, outcome) in results {
-        let (status, error) = match outcome {
-            Outcome::Done(_) => continue,
-            Outcome::Failed(e) => ("failed", e.to_string()),
-            Outcome::Unreachable(e) => ("unreachable", e.to_string()),
-            Outcome::Skipped(reason) => ("skipped", reason.clone()),
+        let Some(error) = outcome.error() else {
+            continue;
         };
-        if status != "skipped" {
-            all_ok = false;
-        }
+        let status = outcome.status();
+        all_ok &= status.is_fine();
         let name = context.name(*host);
         if printer.json {
             printer.json_line(&serde_json::json!({"host": name, "status": status, "error": error}));
@@ -99,7 +95,7 @@ fn report_failures<T>(
             printer.note(&format!(
                 "{}: {}",
                 printer.host(name),
-                printer.status(status == "skipped", &format!("{status}: {error}"))
+                printer.status(status.is_fine(), &format!("{status}: {error}"))
             ));
         }
     }
@@ -681,13 +677,12 @@ pub(super) async fn lifecycle(
     let mut records = Vec::new();
     for (host, outcome) in &results {
         let name = context.name(*host);
-        let (status, message, error) = match outcome {
-            Outcome::Done(text) => ("ok", text.clone(), None),
-            Outcome::Failed(e) => ("failed", String::new(), Some(e.to_string())),
-            Outcome::Unreachable(e) => ("unreachable", String::new(), Some(e.to_string())),
-            Outcome::Skipped(reason) => ("skipped", String::new(), Some(reason.clone())),
+        let status = outcome.status();
+        let message = match outcome {
+            Outcome::Done(text) => text.clone(),
+            _ => outcome.error().unwrap_or_default(),
         };
-        if status == "ok" {
+        if let Outcome::Done(_) = outcome {
             if printer.json {
                 printer.json_line(
                     &serde_json::json!({"host": name, "status": "ok", "message": message}),
@@ -700,21 +695,13 @@ pub(super) async fn lifecycle(
                 ));
             }
         }
-        records.push(HostRecord {
-            host: name.to_owned(),
-            status: status.to_owned(),
-            exit_code: None,
-            signal: None,
-            error,
-            duration_ms: 0,
-            output: message,
-            output_truncated: false,
-        });
+        records.push(HostRecord::of_answer(name, status, &message));
     }
     if let Some(history) = &context.history {
         let _ = history.append(&Entry {
             time_ms: crate::clock::ms_since_epoch(started_at),
-            command: format!("({})", action.name()),
+            kind: EntryKind::Lifecycle,
+            command: action.name().to_owned(),
             targets: context
                 .selection
                 .iter()

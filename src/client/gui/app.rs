@@ -42,7 +42,7 @@ use crate::{
     client::{
         ClientConfig, ConnectionSettings,
         fleet::{HostOutcome, HostResult, Outcome, RunEvent, RunHandle, RunOptions},
-        history::History,
+        history::{EntryKind, History},
         hosts::{HostEntry, split_host_port},
         text::visible,
     },
@@ -215,10 +215,15 @@ impl App {
                 .history
                 .as_ref()
                 .and_then(|h| h.load().ok())
-                .map(|loaded| loaded.entries.into_iter().map(|e| e.command))
+                .map(|loaded| {
+                    loaded
+                        .entries
+                        .into_iter()
+                        .filter(|e| e.kind == EntryKind::Command)
+                        .map(|e| e.command)
+                })
                 .into_iter()
-                .flatten()
-                .filter(|c| !c.starts_with('(')),
+                .flatten(),
         );
         let start_dir = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from);
         let inner = Rc::new(Inner {
@@ -1011,7 +1016,7 @@ impl App {
 
     /// Starts showing a run on the selected hosts; returns its id and the
     /// selection, or None (with a message) when nothing is selected.
-    fn begin_run(&self, title: &str) -> Option<(u64, Vec<usize>)> {
+    fn begin_run(&self, kind: EntryKind, command: &str) -> Option<(u64, Vec<usize>)> {
         let mut state = self.inner.state.borrow_mut();
         let selection = state.hosts.selection();
         if selection.is_empty() {
@@ -1028,12 +1033,17 @@ impl App {
             .iter()
             .map(|&i| (i, state.hosts.fleet().hosts()[i].name().to_owned()))
             .collect();
-        lock(&self.inner.output).start(id, title, &names);
+        let title = {
+            let mut output = lock(&self.inner.output);
+            output.start(id, kind, command, &names);
+            output.title().to_owned()
+        };
         state.current_slot = Some(0);
         state.shown_version = u64::MAX;
         drop(state);
         let w = &self.inner.window;
-        w.global::<OutputAdapter>().set_title(title.into());
+        w.global::<OutputAdapter>()
+            .set_title(visible(&title).as_ref().into());
         w.global::<OutputAdapter>().set_current_slot(0);
         w.global::<CommandAdapter>().set_running(true);
         self.refresh_output(&BTreeSet::new(), true);
@@ -1048,7 +1058,7 @@ impl App {
             self.status("type a command first", true);
             return;
         }
-        let Some((id, selection)) = self.begin_run(text) else {
+        let Some((id, selection)) = self.begin_run(EntryKind::Command, text) else {
             return;
         };
         {
@@ -1075,20 +1085,10 @@ impl App {
     /// The preset buttons: a query of the brief, connection information,
     /// processes, or a lifecycle action, on the selected hosts.
     pub fn preset(&self, name: &str) {
-        let title = match name {
-            "os" => "(OS)",
-            "ram" => "(RAM)",
-            "cpu" => "(CPU)",
-            "ip" => "(IP)",
-            "name" => "(Name)",
-            "conn" => "(connection)",
-            "ps" => "(processes)",
-            "disconnect" => "(disconnect)",
-            "kill" => "(kill)",
-            "reset" => "(reset)",
-            _ => return,
+        let Some(&(_, kind, title)) = PRESETS.iter().find(|(button, _, _)| *button == name) else {
+            return;
         };
-        let Some((id, selection)) = self.begin_run(title) else {
+        let Some((id, selection)) = self.begin_run(kind, title) else {
             return;
         };
         let fleet = self.inner.state.borrow().hosts.fleet().clone();
@@ -1292,22 +1292,11 @@ impl App {
             .window
             .global::<CommandAdapter>()
             .set_running(false);
-        let skipped = if summary.skipped > 0 {
-            format!(", {} skipped", summary.skipped)
-        } else {
-            String::new()
-        };
+        // The totals line of `vigie exec`.
         self.status(
             &format!(
-                "{} ok, {} failed{skipped}, {} unreachable{} in {}",
-                summary.ok,
-                summary.failed,
-                summary.unreachable,
-                if summary.cancelled > 0 {
-                    format!(", {} cancelled", summary.cancelled)
-                } else {
-                    String::new()
-                },
+                "{} in {}",
+                summary.line(),
                 crate::client::format::duration(elapsed)
             ),
             !summary.all_good(),
@@ -1326,23 +1315,31 @@ impl App {
         }
     }
 
+    /// Saves the current host's whole output: the file is read and written
+    /// on the runtime, never on the UI thread, and the result comes back as
+    /// a status update.
     fn save_output(&self, path: &Path) {
         let slot = self.inner.state.borrow().current_slot;
-        let result = match slot {
-            Some(slot) => self.output().save(slot, path),
+        let snapshot = match slot {
+            Some(slot) => self.output().snapshot(slot),
             None => Err(std::io::Error::other("no output to save")),
         };
-        match result {
-            Ok(bytes) => self.status(
-                &format!(
-                    "saved {} to {}",
-                    crate::client::format::bytes(bytes),
-                    path.display()
+        let path = path.to_owned();
+        let updates = self.inner.updates.clone();
+        self.inner.runtime.spawn_blocking(move || {
+            let (message, error) = match snapshot.and_then(|s| s.save(&path)) {
+                Ok(bytes) => (
+                    format!(
+                        "saved {} to {}",
+                        crate::client::format::bytes(bytes),
+                        path.display()
+                    ),
+                    false,
                 ),
-                false,
-            ),
-            Err(e) => self.status(&format!("cannot save to {}: {e}", path.display()), true),
-        }
+                Err(e) => (format!("cannot save to {}: {e}", path.display()), true),
+            };
+            updates.push(Update::Status { message, error });
+        });
     }
 
     // --- history -------------------------------------------------------
@@ -1359,8 +1356,8 @@ impl App {
             .map(|(i, e)| HistoryItem {
                 id: (i + 1) as i32,
                 when: crate::clock::utc(e.time_ms).into(),
-                command: visible(&e.command).as_ref().into(),
-                hosts: visible(&crate::client::group::compact(&e.targets))
+                command: visible(&e.shown_command()).as_ref().into(),
+                hosts: visible(&crate::client::ranges::compact(&e.targets))
                     .as_ref()
                     .into(),
                 result: visible(&e.summary()).as_ref().into(),
@@ -1379,16 +1376,13 @@ impl App {
         };
         let mut lines = Vec::new();
         for r in &entry.results {
-            let status = match (r.exit_code, &r.error) {
-                (Some(code), _) => format!("{} (exit {code}) · {} ms", r.status, r.duration_ms),
-                (None, Some(e)) => format!("{}: {e}", r.status),
-                (None, None) => r.status.clone(),
-            };
+            // The same words as `vigie history show`.
+            let status = format!("{} · {} ms", r.shown(), r.duration_ms);
             lines.push(LineItem {
                 text: visible(&format!("── {} · {status}", r.host))
                     .as_ref()
                     .into(),
-                stderr: r.status != "ok" && r.status != "skipped",
+                stderr: !r.status.is_fine(),
             });
             for line in r.output.lines() {
                 lines.push(LineItem {
@@ -1410,7 +1404,7 @@ impl App {
             format!(
                 "#{id} · {} · {}",
                 crate::clock::utc(entry.time_ms),
-                visible(&entry.command)
+                visible(&entry.shown_command())
             )
             .into(),
         );
@@ -1442,25 +1436,25 @@ impl App {
             }
         }
         self.refresh_hosts();
-        match entry.command.as_str() {
-            "(OS)" => self.preset("os"),
-            "(RAM)" => self.preset("ram"),
-            "(CPU)" => self.preset("cpu"),
-            "(IP)" => self.preset("ip"),
-            "(Name)" => self.preset("name"),
-            "(connection)" => self.preset("conn"),
-            "(processes)" => self.preset("ps"),
-            command if command.starts_with('(') => self.status(
-                &format!("{command} is not run again from the history: use its button"),
-                true,
-            ),
-            command => {
+        let preset = PRESETS
+            .iter()
+            .find(|(_, kind, title)| *kind == entry.kind && *title == entry.command);
+        match (entry.kind, preset) {
+            (EntryKind::Command, _) => {
                 self.inner
                     .window
                     .global::<CommandAdapter>()
-                    .set_command(command.into());
-                self.run_command(command);
+                    .set_command(entry.command.as_str().into());
+                self.run_command(&entry.command);
             }
+            (EntryKind::Query, Some((button, _, _))) => self.preset(button),
+            _ => self.status(
+                &format!(
+                    "{} is not run again from the history: use its button",
+                    visible(&entry.shown_command())
+                ),
+                true,
+            ),
         }
         self.inner.window.set_view(0);
     }
@@ -1570,3 +1564,18 @@ fn update_model<T: Clone + PartialEq + 'static>(model: &VecModel<T>, rows: Vec<T
         }
     }
 }
+
+/// The preset buttons: the name the window gives each, and how the run is
+/// recorded (its kind and its name in the history).
+const PRESETS: &[(&str, EntryKind, &str)] = &[
+    ("os", EntryKind::Query, "OS"),
+    ("ram", EntryKind::Query, "RAM"),
+    ("cpu", EntryKind::Query, "CPU"),
+    ("ip", EntryKind::Query, "IP"),
+    ("name", EntryKind::Query, "Name"),
+    ("conn", EntryKind::Query, "connection"),
+    ("ps", EntryKind::Query, "processes"),
+    ("disconnect", EntryKind::Lifecycle, "disconnect"),
+    ("kill", EntryKind::Lifecycle, "kill"),
+    ("reset", EntryKind::Lifecycle, "reset"),
+];

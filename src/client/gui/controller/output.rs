@@ -10,20 +10,19 @@
 //! statuses (which quote errors from agents) are shown the same way.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     fs::File,
-    io::{Read, Seek, SeekFrom, Write},
+    io::Write,
     path::Path,
     time::{Duration, Instant},
 };
 
-use sha2::{Digest, Sha256};
-
 use crate::{
     client::{
-        fleet::{HostResult, RunEvent, Summary},
-        group,
-        history::{Entry, HostRecord, OUTPUT_KEPT},
+        format::bytes,
+        history::{Entry, EntryKind},
+        ranges,
+        run::{HISTORY_KEPT, Run, RunEvent, RunHost, Status, Summary},
         text::{visible, visible_bytes},
     },
     command::OutputStream,
@@ -103,123 +102,66 @@ impl RawLine {
     }
 }
 
-/// One host's output in the current run.
+/// What the screen keeps of one host's output beyond the run model: the
+/// tail of its lines, and all of it in an unnamed temporary file (to save
+/// it whole).
 #[derive(Debug)]
-struct HostOutput {
-    fleet_index: usize,
-    name: String,
+struct HostView {
     lines: VecDeque<RawLine>,
-    partial: [Vec<u8>; 2],
     full: Option<File>,
-    bytes: u64,
-    head: Vec<u8>,
-    /// One digest per stream: two hosts that wrote the same stdout and the
-    /// same stderr are identical even if the two interleaved differently.
-    digests: [Sha256; 2],
-    result: Option<HostResult>,
     version: u64,
 }
 
-impl HostOutput {
-    fn new(fleet_index: usize, name: String) -> Self {
+impl HostView {
+    fn new() -> Self {
         Self {
-            fleet_index,
-            name,
             lines: VecDeque::new(),
-            partial: [Vec::new(), Vec::new()],
             // Without a temporary file the run still works; only saving the
             // whole output is lost.
             full: tempfile::tempfile().ok(),
-            bytes: 0,
-            head: Vec::new(),
-            digests: [Sha256::new(), Sha256::new()],
-            result: None,
             version: 0,
         }
     }
 
-    fn push(&mut self, stream: OutputStream, data: &bytes::Bytes) {
-        self.bytes += data.len() as u64;
-        self.digests[usize::from(stream == OutputStream::Stderr)].update(data);
-        if self.head.len() < OUTPUT_KEPT {
-            let room = OUTPUT_KEPT - self.head.len();
-            self.head.extend_from_slice(&data[..data.len().min(room)]);
-        }
+    fn keep(&mut self, data: &[u8]) {
         if let Some(file) = &mut self.full
             && file.write_all(data).is_err()
         {
             self.full = None;
         }
-        let stderr = stream == OutputStream::Stderr;
-        let mut rest = data.clone();
-        while let Some(end) = rest.iter().position(|b| *b == b'\n') {
-            let line = rest.split_to(end + 1);
-            let line = line.slice(..end);
-            let partial = &mut self.partial[usize::from(stderr)];
-            let bytes = if partial.is_empty() {
-                line
-            } else {
-                partial.extend_from_slice(&line);
-                bytes::Bytes::from(std::mem::take(partial))
-            };
-            self.lines.push_back(RawLine { bytes, stderr });
-            if self.lines.len() > TAIL_LINES {
-                self.lines.pop_front();
-            }
-        }
-        let partial = &mut self.partial[usize::from(stderr)];
-        partial.extend_from_slice(&rest);
-        // A line that never ends (a progress bar, binary output) must not
-        // grow without bound: show it in pieces.
-        if partial.len() > MAX_LINE_CHARS * 4 {
-            let bytes = bytes::Bytes::from(std::mem::take(partial));
-            self.lines.push_back(RawLine { bytes, stderr });
-            if self.lines.len() > TAIL_LINES {
-                self.lines.pop_front();
-            }
-        }
-        self.version += 1;
     }
 
-    fn finish(&mut self, result: HostResult) {
-        for (index, stderr) in [(0, false), (1, true)] {
-            let rest = std::mem::take(&mut self.partial[index]);
-            if !rest.is_empty() {
-                self.lines.push_back(RawLine {
-                    bytes: rest.into(),
-                    stderr,
-                });
-            }
-        }
-        while self.lines.len() > TAIL_LINES {
+    fn push_line(&mut self, line: RawLine) {
+        self.lines.push_back(line);
+        if self.lines.len() > TAIL_LINES {
             self.lines.pop_front();
         }
-        self.result = Some(result);
-        self.version += 1;
     }
+}
 
-    fn status(&self) -> (String, TabKind) {
-        match &self.result {
-            None => (
-                format!("running · {}", crate::client::format::bytes(self.bytes)),
-                TabKind::Running,
-            ),
-            Some(result) => {
-                let kind = match result.outcome.kind() {
-                    "ok" => TabKind::Ok,
-                    "skipped" => TabKind::Skipped,
-                    "unreachable" => TabKind::Unreachable,
-                    _ => TabKind::Failed,
-                };
-                let text = match result.outcome.describe() {
-                    Some(text) => text,
-                    None => format!(
-                        "exit 0 · {}",
-                        crate::client::format::duration(result.duration)
-                    ),
-                };
-                (text, kind)
-            }
+/// A host's tab status: "running · 12.0 KiB", "exit 0 · 12 ms", or how it
+/// ended as the run model words it.
+fn status_of(host: &RunHost) -> (String, TabKind) {
+    match &host.result {
+        None => (
+            format!("running · {}", bytes(host.output.total())),
+            TabKind::Running,
+        ),
+        Some(result) => {
+            let kind = match result.outcome.status() {
+                Status::Ok => TabKind::Ok,
+                Status::Skipped => TabKind::Skipped,
+                Status::Unreachable => TabKind::Unreachable,
+                Status::Failed | Status::Cancelled => TabKind::Failed,
+            };
+            let text = match result.outcome.describe() {
+                Some(text) => text,
+                None => format!(
+                    "exit 0 · {}",
+                    crate::client::format::duration(result.duration)
+                ),
+            };
+            (text, kind)
         }
     }
 }
@@ -251,54 +193,86 @@ pub fn sanitize(bytes: &[u8]) -> String {
 /// The current run as the output view shows it.
 #[derive(Debug, Default)]
 pub struct OutputController {
-    run: Option<Run>,
+    run: Option<RunView>,
 }
 
 #[derive(Debug)]
-struct Run {
+struct RunView {
     id: u64,
     title: String,
     started: Instant,
-    started_at_ms: i64,
-    hosts: Vec<HostOutput>,
-    slots: HashMap<usize, usize>,
+    model: Run,
+    views: Vec<HostView>,
+}
+
+/// A host's saved output at one moment: a handle on its temporary file and
+/// how many bytes of it were written then. Saving reads through it,
+/// without holding the controller.
+#[derive(Debug)]
+pub struct Snapshot {
+    file: File,
+    len: u64,
+}
+
+impl Snapshot {
+    /// Writes the output, exactly as received, to `path` (atomically);
+    /// returns how many bytes. Reads by position, so the run can go on
+    /// appending meanwhile.
+    pub fn save(self, path: &Path) -> std::io::Result<u64> {
+        use std::os::unix::fs::FileExt;
+        let mut contents = Vec::with_capacity(usize::try_from(self.len).unwrap_or(0));
+        let mut buffer = vec![0u8; 1 << 20];
+        let mut offset = 0;
+        while offset < self.len {
+            let want = buffer
+                .len()
+                .min(usize::try_from(self.len - offset).unwrap_or(usize::MAX));
+            let n = self.file.read_at(&mut buffer[..want], offset)?;
+            if n == 0 {
+                break;
+            }
+            contents.extend_from_slice(&buffer[..n]);
+            offset += n as u64;
+        }
+        crate::atomic_file::replace(path, &contents, 0o600)?;
+        Ok(contents.len() as u64)
+    }
 }
 
 impl OutputController {
-    /// Starts showing a new run on these hosts (fleet index, name).
-    pub fn start(&mut self, id: u64, title: &str, hosts: &[(usize, String)]) {
-        self.run = Some(Run {
+    /// Starts showing a new run on these hosts (fleet index, name): a
+    /// command line, or a preset's query or action.
+    pub fn start(&mut self, id: u64, kind: EntryKind, command: &str, hosts: &[(usize, String)]) {
+        let model = Run::new(kind, command, hosts, HISTORY_KEPT, true);
+        let title = match kind {
+            EntryKind::Command => command.to_owned(),
+            EntryKind::Query | EntryKind::Lifecycle => format!("({command})"),
+        };
+        self.run = Some(RunView {
             id,
-            title: title.to_owned(),
+            title,
             started: Instant::now(),
-            started_at_ms: crate::clock::now_ms(),
-            hosts: hosts
-                .iter()
-                .map(|(index, name)| HostOutput::new(*index, name.clone()))
-                .collect(),
-            slots: hosts
-                .iter()
-                .enumerate()
-                .map(|(slot, (index, _))| (*index, slot))
-                .collect(),
+            views: hosts.iter().map(|_| HostView::new()).collect(),
+            model,
         });
     }
 
     /// Applies an event of run `id`; returns the slot it changed.
     pub fn apply(&mut self, id: u64, event: RunEvent) -> Option<usize> {
-        let index = match &event {
-            RunEvent::Started { host, .. }
-            | RunEvent::Output { host, .. }
-            | RunEvent::Finished { host, .. } => *host,
-        };
         let run = self.run.as_mut().filter(|r| r.id == id)?;
-        let slot = *run.slots.get(&index)?;
-        let host = run.hosts.get_mut(slot)?;
-        match event {
-            RunEvent::Started { .. } => {}
-            RunEvent::Output { stream, data, .. } => host.push(stream, &data),
-            RunEvent::Finished { result, .. } => host.finish(result),
+        if let RunEvent::Output { host, data, .. } = &event
+            && let Some(slot) = run.model.slot_of(*host)
+        {
+            run.views[slot].keep(data);
         }
+        let views = &mut run.views;
+        let slot = run.model.apply(&event, |slot, stream, line| {
+            views[slot].push_line(RawLine {
+                bytes: line,
+                stderr: stream == OutputStream::Stderr,
+            });
+        })?;
+        views[slot].version += 1;
         Some(slot)
     }
 
@@ -341,9 +315,7 @@ impl OutputController {
 
     /// True while some host of the current run has no result.
     pub fn running(&self) -> bool {
-        self.run
-            .as_ref()
-            .is_some_and(|r| r.hosts.iter().any(|h| h.result.is_none()))
+        self.run.as_ref().is_some_and(|r| !r.model.is_done())
     }
 
     /// One tab per host.
@@ -351,25 +323,15 @@ impl OutputController {
         let Some(run) = &self.run else {
             return Vec::new();
         };
-        run.hosts
-            .iter()
-            .enumerate()
-            .map(|(slot, h)| {
-                let (status, kind) = h.status();
-                TabRow {
-                    slot,
-                    name: visible(&h.name).into_owned(),
-                    status: visible(&status).into_owned(),
-                    kind,
-                }
-            })
+        (0..run.views.len())
+            .filter_map(|slot| self.tab(slot))
             .collect()
     }
 
     /// The slot's tab.
     pub fn tab(&self, slot: usize) -> Option<TabRow> {
-        let host = self.run.as_ref()?.hosts.get(slot)?;
-        let (status, kind) = host.status();
+        let host = self.run.as_ref()?.model.host(slot)?;
+        let (status, kind) = status_of(host);
         Some(TabRow {
             slot,
             name: visible(&host.name).into_owned(),
@@ -382,25 +344,25 @@ impl OutputController {
     pub fn version(&self, slot: usize) -> u64 {
         self.run
             .as_ref()
-            .and_then(|r| r.hosts.get(slot))
+            .and_then(|r| r.views.get(slot))
             .map_or(0, |h| h.version)
     }
 
     /// The slot of the host with this fleet index.
     pub fn slot_of_host(&self, fleet_index: usize) -> Option<usize> {
-        self.run.as_ref()?.slots.get(&fleet_index).copied()
+        self.run.as_ref()?.model.slot_of(fleet_index)
     }
 
     /// The fleet index of the host in this slot.
     pub fn host_of_slot(&self, slot: usize) -> Option<usize> {
-        Some(self.run.as_ref()?.hosts.get(slot)?.fleet_index)
+        Some(self.run.as_ref()?.model.host(slot)?.index)
     }
 
     /// The lines kept for a slot.
     pub fn lines(&self, slot: usize) -> Vec<Line> {
         self.run
             .as_ref()
-            .and_then(|r| r.hosts.get(slot))
+            .and_then(|r| r.views.get(slot))
             .map_or_else(Vec::new, |h| h.lines.iter().map(RawLine::shown).collect())
     }
 
@@ -417,82 +379,63 @@ impl OutputController {
     pub fn sizes(&self, slot: usize) -> (u64, usize) {
         self.run
             .as_ref()
-            .and_then(|r| r.hosts.get(slot))
-            .map_or((0, 0), |h| (h.bytes, h.lines.len()))
+            .and_then(|r| Some((r.model.host(slot)?, r.views.get(slot)?)))
+            .map_or((0, 0), |(h, v)| (h.output.total(), v.lines.len()))
     }
 
-    /// Writes a slot's whole output, exactly as received, to `path`.
-    pub fn save(&mut self, slot: usize, path: &Path) -> std::io::Result<u64> {
-        let host = self
+    /// A handle on a slot's whole output as it is now, to save it without
+    /// holding the controller (see [`Snapshot::save`]).
+    pub fn snapshot(&self, slot: usize) -> std::io::Result<Snapshot> {
+        let run = self
             .run
-            .as_mut()
-            .and_then(|r| r.hosts.get_mut(slot))
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("no output to save"))?;
+        let (host, view) = run
+            .model
+            .host(slot)
+            .zip(run.views.get(slot))
             .ok_or_else(|| std::io::Error::other("no such output"))?;
-        let full = host
+        let file = view
             .full
-            .as_mut()
-            .ok_or_else(|| std::io::Error::other("the full output could not be kept"))?;
-        full.flush()?;
-        full.seek(SeekFrom::Start(0))?;
-        let mut contents = Vec::new();
-        let result = full.take(host.bytes).read_to_end(&mut contents);
-        // Back to the end, where output keeps being appended.
-        full.seek(SeekFrom::End(0))?;
-        result?;
-        crate::atomic_file::replace(path, &contents, 0o600)?;
-        Ok(contents.len() as u64)
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("the full output could not be kept"))?
+            .try_clone()?;
+        Ok(Snapshot {
+            file,
+            len: host.output.total(),
+        })
     }
 
-    /// Hosts grouped by byte-identical output and status, largest first.
+    /// Hosts grouped by identical output and status, largest first (the run
+    /// model's grouping, the same as `vigie exec -b`).
     pub fn groups(&self) -> Vec<GroupRow> {
         let Some(run) = &self.run else {
             return Vec::new();
         };
-        let keyed = run.hosts.iter().enumerate().map(|(slot, h)| {
-            let (status, kind) = h.status();
-            let status = match kind {
-                TabKind::Ok => "exit 0".to_owned(),
-                _ => status,
-            };
-            let digest: Vec<u8> = h
-                .digests
-                .iter()
-                .flat_map(|d| d.clone().finalize().to_vec())
-                .collect();
-            (h.name.clone(), (digest, status, slot))
-        });
-        // The slot is not part of the key; group on (digest, status).
-        let groups = group::group_by(keyed.map(|(name, (digest, status, slot))| {
-            (
-                name,
-                GroupKey {
-                    digest,
-                    status,
-                    slot,
-                },
-            )
-        }));
-        groups
+        run.model
+            .groups()
             .into_iter()
-            .map(|g| GroupRow {
-                hosts: visible(&group::compact(&g.hosts)).into_owned(),
-                count: g.hosts.len(),
-                ok: g.key.status == "exit 0",
-                status: visible(&g.key.status).into_owned(),
-                lines: self.lines(g.key.slot),
+            .map(|g| {
+                let status = match g.ended {
+                    None => format!("running · {}", bytes(g.total)),
+                    Some(_) => g.status,
+                };
+                GroupRow {
+                    hosts: visible(&ranges::compact(&g.hosts)).into_owned(),
+                    count: g.hosts.len(),
+                    ok: g.ended == Some(Status::Ok),
+                    status: visible(&status).into_owned(),
+                    lines: self.lines(g.slots[0]),
+                }
             })
             .collect()
     }
 
     /// The totals of the current run.
     pub fn summary(&self) -> Summary {
-        let mut summary = Summary::default();
-        if let Some(run) = &self.run {
-            for result in run.hosts.iter().filter_map(|h| h.result.as_ref()) {
-                summary.add(&result.outcome);
-            }
-        }
-        summary
+        self.run
+            .as_ref()
+            .map_or_else(Summary::default, |r| r.model.summary())
     }
 
     /// Time since the run started.
@@ -504,48 +447,15 @@ impl OutputController {
 
     /// The history entry of the current run, once every host is done.
     pub fn history_entry(&self) -> Option<Entry> {
-        let run = self.run.as_ref()?;
-        if run.hosts.iter().any(|h| h.result.is_none()) {
-            return None;
-        }
-        Some(Entry {
-            time_ms: run.started_at_ms,
-            command: run.title.clone(),
-            targets: run.hosts.iter().map(|h| h.name.clone()).collect(),
-            results: run
-                .hosts
-                .iter()
-                .map(|h| {
-                    let result = h.result.as_ref().expect("checked above");
-                    HostRecord::of_result(&h.name, result, &h.head, h.bytes)
-                })
-                .collect(),
-        })
+        self.run.as_ref()?.model.history_entry()
     }
 }
-
-/// What grouping compares: the digest of the output and the status. The
-/// slot only says which host's lines to show.
-#[derive(Debug, Clone)]
-struct GroupKey {
-    digest: Vec<u8>,
-    status: String,
-    slot: usize,
-}
-
-impl PartialEq for GroupKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.digest == other.digest && self.status == other.status
-    }
-}
-
-impl Eq for GroupKey {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{
-        client::fleet::HostOutcome,
+        client::run::{HostOutcome, HostResult},
         command::{EndReason, Exit},
     };
 
@@ -594,7 +504,7 @@ mod tests {
     #[test]
     fn tabs_and_groups_show_host_names_and_errors_instead_of_obeying_them() {
         let mut out = OutputController::default();
-        out.start(1, "x", &[(0, "web\u{202e}1".into())]);
+        out.start(1, EntryKind::Command, "x", &[(0, "web\u{202e}1".into())]);
         out.apply(
             1,
             RunEvent::Finished {
@@ -617,7 +527,7 @@ mod tests {
     #[test]
     fn lines_arrive_split_anywhere_and_the_tail_is_bounded() {
         let mut out = OutputController::default();
-        out.start(1, "cmd", &[(7, "web1".into())]);
+        out.start(1, EntryKind::Command, "cmd", &[(7, "web1".into())]);
         assert_eq!(
             out.apply(1, output(7, OutputStream::Stdout, b"hel")),
             Some(0)
@@ -649,7 +559,7 @@ mod tests {
         let many: Vec<u8> = (0..TAIL_LINES + 50)
             .flat_map(|i| format!("{i}\n").into_bytes())
             .collect();
-        out.start(2, "many", &[(0, "a".into())]);
+        out.start(2, EntryKind::Command, "many", &[(0, "a".into())]);
         out.apply(2, output(0, OutputStream::Stdout, &many));
         assert_eq!(out.lines(0).len(), TAIL_LINES);
         assert_eq!(out.lines(0)[0].text, "50");
@@ -664,7 +574,7 @@ mod tests {
     fn the_whole_output_can_be_saved() {
         let dir = tempfile::tempdir().unwrap();
         let mut out = OutputController::default();
-        out.start(1, "cmd", &[(0, "a".into())]);
+        out.start(1, EntryKind::Command, "cmd", &[(0, "a".into())]);
         let big: Vec<u8> = (0..200_000u32)
             .flat_map(|i| format!("line {i}\n").into_bytes())
             .collect();
@@ -672,7 +582,10 @@ mod tests {
             out.apply(1, output(0, OutputStream::Stdout, chunk));
         }
         let path = dir.path().join("a.txt");
-        assert_eq!(out.save(0, &path).unwrap(), big.len() as u64);
+        assert_eq!(
+            out.snapshot(0).unwrap().save(&path).unwrap(),
+            big.len() as u64
+        );
         assert_eq!(std::fs::read(&path).unwrap(), big);
         assert_eq!(
             out.lines(0).len(),
@@ -680,17 +593,24 @@ mod tests {
             "the screen keeps only the tail"
         );
         out.apply(1, output(0, OutputStream::Stdout, b"more\n"));
+        let snapshot = out.snapshot(0).unwrap();
+        out.apply(1, output(0, OutputStream::Stdout, b"after\n"));
         assert_eq!(
-            out.save(0, &path).unwrap(),
+            snapshot.save(&path).unwrap(),
             big.len() as u64 + 5,
-            "saving twice works"
+            "saving twice works, and a snapshot saves what there was when it was taken"
         );
     }
 
     #[test]
     fn streams_interleaved_differently_still_group() {
         let mut out = OutputController::default();
-        out.start(1, "x", &[(0, "a".into()), (1, "b".into())]);
+        out.start(
+            1,
+            EntryKind::Command,
+            "x",
+            &[(0, "a".into()), (1, "b".into())],
+        );
         out.apply(1, output(0, OutputStream::Stdout, b"out\n"));
         out.apply(1, output(0, OutputStream::Stderr, b"err\n"));
         out.apply(1, output(1, OutputStream::Stderr, b"err\n"));
@@ -712,6 +632,7 @@ mod tests {
         let mut out = OutputController::default();
         out.start(
             1,
+            EntryKind::Command,
             "echo",
             &[(0, "web1".into()), (1, "web2".into()), (2, "db1".into())],
         );

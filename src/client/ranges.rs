@@ -1,4 +1,4 @@
-//! Host ranges and grouping of identical results, like clush's `-b`.
+//! Host ranges, as clush writes them.
 //!
 //! `web1,web2,web3,web7` compacts to `web[1-3,7]`, and `web[1-3,7]`
 //! expands back. Zero padding is kept: `n01..n03` is `n[01-03]`.
@@ -179,33 +179,6 @@ fn split_top_level(pattern: &str) -> Vec<&str> {
     parts
 }
 
-/// Hosts whose results are identical, shown once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Group<K> {
-    /// The hosts, in the order they were given.
-    pub hosts: Vec<String>,
-    /// What they have in common (output and status).
-    pub key: K,
-}
-
-/// Groups hosts with equal keys (byte-identical output and status): the
-/// largest group first, then in order of first appearance.
-pub fn group_by<K: Eq + Clone>(results: impl IntoIterator<Item = (String, K)>) -> Vec<Group<K>> {
-    let mut groups: Vec<Group<K>> = Vec::new();
-    for (host, key) in results {
-        match groups.iter_mut().find(|g| g.key == key) {
-            Some(group) => group.hosts.push(host),
-            None => groups.push(Group {
-                hosts: vec![host],
-                key,
-            }),
-        }
-    }
-    // A stable sort keeps first-appearance order among equal sizes.
-    groups.sort_by_key(|g| std::cmp::Reverse(g.hosts.len()));
-    groups
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,27 +226,5 @@ mod tests {
     fn names_with_characters_beyond_ascii_before_the_number() {
         assert_eq!(compact(&["wéb1", "wéb2"]), "wéb[1-2]");
         assert_eq!(compact(&["web\u{202e}1"]), "web\u{202e}1");
-    }
-
-    #[test]
-    fn identical_results_are_grouped_largest_first() {
-        let groups = group_by([
-            ("a".to_owned(), ("x", 0)),
-            ("b".to_owned(), ("y", 1)),
-            ("c".to_owned(), ("x", 0)),
-            ("d".to_owned(), ("x", 1)),
-            ("e".to_owned(), ("y", 1)),
-            ("f".to_owned(), ("x", 0)),
-        ]);
-        let shown: Vec<(Vec<String>, (&str, i32))> =
-            groups.into_iter().map(|g| (g.hosts, g.key)).collect();
-        assert_eq!(
-            shown,
-            vec![
-                (vec!["a".into(), "c".into(), "f".into()], ("x", 0)),
-                (vec!["b".into(), "e".into()], ("y", 1)),
-                (vec!["d".into()], ("x", 1)),
-            ]
-        );
     }
 }

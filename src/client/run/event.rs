@@ -1,0 +1,254 @@
+//! The events of a fan-out and how each host's part of it ended, in the
+//! words both front-ends show.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::command::{self, Exit, OutputStream};
+
+/// How a host's part of a run ended: what the history stores, what the
+/// totals count and what both front-ends colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Exited with status 0.
+    Ok,
+    /// Exited otherwise, was killed, or the agent refused the request.
+    Failed,
+    /// Not sent (the host is known offline, or its OS does not fit).
+    Skipped,
+    /// The agent could not be reached.
+    Unreachable,
+    /// The run or this host was cancelled.
+    Cancelled,
+}
+
+impl Status {
+    /// The status as the history and `--json` write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+            Self::Unreachable => "unreachable",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// True for the statuses shown as fine: success, and hosts skipped on
+    /// purpose.
+    pub fn is_fine(self) -> bool {
+        matches!(self, Self::Ok | Self::Skipped)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a command's end reads: "exit 3", "killed by SIGKILL", with
+/// " (timed out)" and " (output truncated at the agent's cap)" as they
+/// apply. The one wording of both front-ends, for a live result and for a
+/// history record alike.
+pub fn exit_text(exit_code: i32, signal: Option<i32>, timed_out: bool, truncated: bool) -> String {
+    let mut text = match signal {
+        Some(signal) => format!("killed by {}", command::signal_name(signal)),
+        None => format!("exit {exit_code}"),
+    };
+    if timed_out {
+        text.push_str(" (timed out)");
+    }
+    if truncated {
+        text.push_str(" (output truncated at the agent's cap)");
+    }
+    text
+}
+
+/// An event of a fan-out.
+#[derive(Debug, Clone)]
+pub enum RunEvent {
+    /// The command started on a host.
+    Started {
+        /// The host's index in the fleet.
+        host: usize,
+        /// The command's pid there.
+        pid: i32,
+    },
+    /// A host's command wrote output.
+    Output {
+        /// The host's index in the fleet.
+        host: usize,
+        /// Which stream.
+        stream: OutputStream,
+        /// The bytes.
+        data: Bytes,
+    },
+    /// A host is done; the last event for it.
+    Finished {
+        /// The host's index in the fleet.
+        host: usize,
+        /// How it went.
+        result: HostResult,
+    },
+}
+
+/// How one host's part of a fan-out went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostResult {
+    /// What happened.
+    pub outcome: HostOutcome,
+    /// Time from the start of the fan-out to the end for this host.
+    pub duration: Duration,
+}
+
+/// What happened on one host.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostOutcome {
+    /// The command ran and ended.
+    Exited(Exit),
+    /// The agent refused the request, or the call broke off.
+    Failed(String),
+    /// Not sent: the host is known offline, or its OS does not fit.
+    Skipped(String),
+    /// The agent could not be reached.
+    Unreachable(String),
+    /// The run or this host was cancelled.
+    Cancelled,
+}
+
+impl HostOutcome {
+    /// A short description of an outcome that deserves one ("exit 3",
+    /// "killed by SIGKILL (timed out)", "skipped: …"); None for success.
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            Self::Exited(exit) if exit.success() && !exit.truncated => None,
+            Self::Exited(exit) => Some(exit_text(
+                exit.exit_code,
+                exit.signal,
+                exit.timed_out,
+                exit.truncated,
+            )),
+            Self::Failed(e) => Some(format!("failed: {e}")),
+            Self::Skipped(e) => Some(format!("skipped: {e}")),
+            Self::Unreachable(e) => Some(format!("unreachable: {e}")),
+            Self::Cancelled => Some("cancelled".into()),
+        }
+    }
+
+    /// How it ended, as a status both front-ends name and colour.
+    pub fn status(&self) -> Status {
+        match self {
+            Self::Exited(exit) if exit.success() => Status::Ok,
+            Self::Exited(_) | Self::Failed(_) => Status::Failed,
+            Self::Skipped(_) => Status::Skipped,
+            Self::Unreachable(_) => Status::Unreachable,
+            Self::Cancelled => Status::Cancelled,
+        }
+    }
+
+    /// The status part of what `-b` and the Grouped view compare: the
+    /// description, "exit 0" for a plain success.
+    pub fn status_text(&self) -> String {
+        self.describe().unwrap_or_else(|| "exit 0".into())
+    }
+}
+
+/// Totals of a fan-out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    /// Exited with status 0.
+    pub ok: usize,
+    /// Exited otherwise, or refused.
+    pub failed: usize,
+    /// Not sent.
+    pub skipped: usize,
+    /// Not reachable.
+    pub unreachable: usize,
+    /// Cancelled.
+    pub cancelled: usize,
+}
+
+impl Summary {
+    /// Counts one host's outcome.
+    pub fn add(&mut self, outcome: &HostOutcome) {
+        match outcome.status() {
+            Status::Ok => self.ok += 1,
+            Status::Failed => self.failed += 1,
+            Status::Skipped => self.skipped += 1,
+            Status::Unreachable => self.unreachable += 1,
+            Status::Cancelled => self.cancelled += 1,
+        }
+    }
+
+    /// "3 ok, 1 failed, 0 skipped, 0 unreachable" (and cancelled hosts when
+    /// there are any), the totals line of both front-ends.
+    pub fn line(&self) -> String {
+        let mut text = format!(
+            "{} ok, {} failed, {} skipped, {} unreachable",
+            self.ok, self.failed, self.skipped, self.unreachable
+        );
+        if self.cancelled > 0 {
+            text.push_str(&format!(", {} cancelled", self.cancelled));
+        }
+        text
+    }
+
+    /// True when nothing failed, was unreachable or was cancelled.
+    pub fn all_good(&self) -> bool {
+        self.failed == 0 && self.unreachable == 0 && self.cancelled == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::EndReason;
+
+    fn exited(code: i32, signal: Option<i32>) -> HostOutcome {
+        HostOutcome::Exited(Exit {
+            exit_code: code,
+            signal,
+            core_dumped: false,
+            timed_out: false,
+            truncated: false,
+            duration: Duration::ZERO,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            reason: EndReason::Exited,
+        })
+    }
+
+    #[test]
+    fn outcomes_read_the_same_everywhere() {
+        assert_eq!(exited(0, None).describe(), None);
+        assert_eq!(exited(0, None).status_text(), "exit 0");
+        assert_eq!(exited(3, None).status_text(), "exit 3");
+        assert_eq!(exited(137, Some(9)).status_text(), "killed by SIGKILL");
+        assert_eq!(exited(137, Some(9)).status(), Status::Failed);
+        assert_eq!(
+            exit_text(143, Some(15), true, true),
+            "killed by SIGTERM (timed out) (output truncated at the agent's cap)"
+        );
+        assert_eq!(
+            HostOutcome::Skipped("offline".into()).status(),
+            Status::Skipped
+        );
+        assert!(Status::Skipped.is_fine() && !Status::Cancelled.is_fine());
+        let mut summary = Summary::default();
+        for outcome in [exited(0, None), exited(1, None), HostOutcome::Cancelled] {
+            summary.add(&outcome);
+        }
+        assert_eq!(
+            summary.line(),
+            "1 ok, 1 failed, 0 skipped, 0 unreachable, 1 cancelled"
+        );
+        assert_eq!(
+            serde_json::to_string(&Status::Unreachable).unwrap(),
+            "\"unreachable\""
+        );
+    }
+}
