@@ -4,10 +4,15 @@
 //! `vigie --hosts FILE info`, `vigie --hosts FILE hosts check` and `--json`
 //! on each; those names do not change.
 
+mod conn;
 mod exec;
-mod history_cmd;
-mod hosts_cmd;
-mod query;
+mod gather;
+mod history;
+mod hosts;
+mod info;
+mod lifecycle;
+mod ps;
+mod watch;
 
 pub mod output;
 
@@ -20,7 +25,7 @@ use super::{
     ClientConfig, ConnectionSettings, Secret,
     fleet::{DEFAULT_CONCURRENCY, Fleet, Selector},
     history::History,
-    hosts::{self, HostEntry, HostsFile},
+    hosts::{HostEntry, HostsError, HostsFile, split_host_port},
 };
 
 /// Drive many vigie agents at once: run commands, read system information,
@@ -114,12 +119,12 @@ pub enum Command {
     Info {
         /// What to show [default: a summary line per host].
         #[arg(value_enum)]
-        what: Option<query::InfoWhat>,
+        what: Option<crate::client::present::Query>,
     },
     /// Show, edit and check the hosts file.
     Hosts {
         #[command(subcommand)]
-        action: hosts_cmd::HostsAction,
+        action: hosts::HostsAction,
     },
     /// List processes.
     Ps {
@@ -162,7 +167,7 @@ pub enum Command {
     /// Commands run before: list, show one, run one again.
     History {
         #[command(subcommand)]
-        action: Option<history_cmd::HistoryAction>,
+        action: Option<history::HistoryAction>,
     },
     /// Print a shell completion script.
     Completions {
@@ -179,7 +184,7 @@ pub enum CliError {
     Usage(String),
     /// The hosts file is unusable.
     #[error(transparent)]
-    Hosts(#[from] hosts::HostsError),
+    Hosts(#[from] HostsError),
     /// The client config is unusable.
     #[error(transparent)]
     Config(#[from] super::config::ConfigError),
@@ -231,32 +236,31 @@ async fn dispatch(cli: Cli, printer: &Printer) -> Result<ExitCode, CliError> {
         }
         Command::History { action } => {
             let context = Context::history_only(&cli.global)?;
-            history_cmd::run(&cli.global, &context, action, printer).await
+            history::run(&cli.global, &context, action, printer).await
         }
-        Command::Hosts { action } => hosts_cmd::run(&cli.global, action, printer).await,
+        Command::Hosts { action } => hosts::run(&cli.global, action, printer).await,
         command => {
             let context = Context::new(&cli.global, printer).await?;
             match command {
                 Command::Exec(args) => exec::run(&context, args, printer).await,
-                Command::Info { what } => query::info(&context, what, printer).await,
+                Command::Info { what } => info::info(&context, what, printer).await,
                 Command::Ps { filter } => {
-                    query::ps(&context, filter.unwrap_or_default(), printer).await
+                    ps::ps(&context, filter.unwrap_or_default(), printer).await
                 }
-                Command::Signal { pid, signal } => {
-                    query::signal(&context, pid, signal, printer).await
-                }
+                Command::Signal { pid, signal } => ps::signal(&context, pid, signal, printer).await,
                 Command::Watch { interval, count } => {
-                    query::watch(&context, interval, count, printer).await
+                    watch::watch(&context, interval, count, printer).await
                 }
-                Command::Conn => query::conn(&context, printer).await,
+                Command::Conn => conn::conn(&context, printer).await,
                 Command::Disconnect => {
-                    query::lifecycle(&context, query::Lifecycle::Disconnect, false, printer).await
+                    lifecycle::lifecycle(&context, lifecycle::Lifecycle::Disconnect, false, printer)
+                        .await
                 }
                 Command::Kill { yes } => {
-                    query::lifecycle(&context, query::Lifecycle::Kill, yes, printer).await
+                    lifecycle::lifecycle(&context, lifecycle::Lifecycle::Kill, yes, printer).await
                 }
                 Command::Reset { yes } => {
-                    query::lifecycle(&context, query::Lifecycle::Reset, yes, printer).await
+                    lifecycle::lifecycle(&context, lifecycle::Lifecycle::Reset, yes, printer).await
                 }
                 Command::Completions { .. } | Command::History { .. } | Command::Hosts { .. } => {
                     unreachable!("handled above")
@@ -358,7 +362,7 @@ impl Context {
                 if entries.iter().any(|e| e.name == name) {
                     continue;
                 }
-                let (address, port) = hosts::split_host_port(&name)
+                let (address, port) = split_host_port(&name)
                     .map_err(|reason| CliError::Usage(format!("-H {name}: {reason}")))?;
                 entries.push(HostEntry::new(name.clone(), address, port));
             }

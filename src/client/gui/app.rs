@@ -33,7 +33,7 @@ use super::{
         command::Recall,
         files::FileBrowser,
         hosts::{HostsController, StateKind},
-        info::{self, Query},
+        info,
         output::{Line, OutputController, TabKind},
         settings::Settings,
     },
@@ -1095,7 +1095,7 @@ impl App {
         let updates = self.inner.updates.clone();
         let _guard = self.inner.runtime.enter();
         let started = Instant::now();
-        let query = Query::parse(name);
+        let query = crate::client::present::Query::parse(name);
         let name = name.to_owned();
         let mut answers = fleet.for_each(
             &selection,
@@ -1105,7 +1105,7 @@ impl App {
                 let name = name.clone();
                 async move {
                     match (query, name.as_str()) {
-                        (Some(query), _) => Ok(query.answer(&client.system_info().await?)),
+                        (Some(query), _) => Ok(info::answer(query, &client.system_info().await?)),
                         (None, "conn") => {
                             Ok(info::connection_text(&client.connection_info().await?))
                         }

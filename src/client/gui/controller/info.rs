@@ -1,16 +1,15 @@
 //! What the desktop client shows of a host's answers: its description as
 //! the system-information panel's labelled rows, and the text of the
-//! preset buttons (the brief's queries, connection, processes).
+//! preset buttons (the brief's queries, connection, processes). The words
+//! and fields are `client::present`'s, the same as the CLI's.
 //!
 //! Every string an agent sends is made visible field by field here
 //! (`client::text::visible`), before it is framed: a line break inside a
 //! process's command line must not start a new row of the answer.
 
-use std::time::Duration;
-
 use crate::{
     client::{
-        format::{bytes, duration},
+        present::{self, Query, Table},
         text::visible,
     },
     types::{ConnectionInfo, ProcessInfo, SystemInfo},
@@ -25,126 +24,47 @@ pub struct InfoRow {
     pub value: String,
 }
 
-/// The brief's queries, as preset buttons name them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Query {
-    /// OS name and version.
-    Os,
-    /// Memory.
-    Ram,
-    /// CPU.
-    Cpu,
-    /// IP addresses.
-    Ip,
-    /// Host name.
-    Name,
-}
-
-impl Query {
-    /// Parses a preset's name.
-    pub fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "os" => Self::Os,
-            "ram" => Self::Ram,
-            "cpu" => Self::Cpu,
-            "ip" => Self::Ip,
-            "name" => Self::Name,
-            _ => return None,
-        })
-    }
-
-    /// The answer to this query about a host, as text lines.
-    pub fn answer(self, info: &SystemInfo) -> String {
-        let m = &info.memory;
-        match self {
-            Self::Os => format!(
-                "{} {} (kernel {}, {})",
-                visible(&info.os_name),
-                visible(&info.os_version),
-                visible(&info.kernel_version),
-                visible(&info.architecture)
-            ),
-            Self::Ram => format!(
-                "total {}, used {} ({:.0} %), available {}, swap {} of {}",
-                bytes(m.total_bytes),
-                bytes(m.used_bytes),
-                percent(m.used_bytes, m.total_bytes),
-                bytes(m.available_bytes),
-                bytes(m.swap_used_bytes),
-                bytes(m.swap_total_bytes)
-            ),
-            Self::Cpu => format!(
-                "{:.1} % of {} CPUs ({}){}",
-                info.cpu_usage_percent,
-                info.cpu_count,
-                visible(&info.cpu_model),
-                info.load_average
-                    .map(|l| format!(", load {:.2} {:.2} {:.2}", l.one, l.five, l.fifteen))
-                    .unwrap_or_default()
-            ),
-            Self::Ip => addresses(info).join("\n"),
-            Self::Name => visible(&info.hostname).into_owned(),
-        }
+/// The answer to a query about a host, as text: one line of labelled
+/// cells ("total 23.5 GiB · used …") for a one-row answer, a line per row
+/// (after the column names) for several. Every cell is made visible.
+pub fn answer(query: Query, info: &SystemInfo) -> String {
+    let table = query.table(info);
+    match table.rows.as_slice() {
+        [row] if table.columns.len() > 1 => table
+            .columns
+            .iter()
+            .zip(row)
+            .map(|(label, cell)| format!("{} {}", label.to_lowercase(), visible(cell)))
+            .collect::<Vec<_>>()
+            .join(" · "),
+        [row] => row.iter().map(|c| visible(c).into_owned()).collect(),
+        _ => table_text(&table, true),
     }
 }
 
-fn percent(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 * 100.0 / whole as f64
+/// A table as lines of text: with `header`, the columns first; the cells
+/// of a row separated by two spaces.
+fn table_text(table: &Table, header: bool) -> String {
+    let mut lines = Vec::new();
+    if header {
+        lines.push(table.columns.join("  "));
     }
-}
-
-fn addresses(info: &SystemInfo) -> Vec<String> {
-    info.interfaces
-        .iter()
-        .flat_map(|i| {
-            i.addresses
-                .iter()
-                .map(move |a| format!("{}  {}/{}", visible(&i.name), a.address, a.prefix_length))
-        })
-        .collect()
+    for row in &table.rows {
+        let cells: Vec<String> = row.iter().map(|c| visible(c).into_owned()).collect();
+        lines.push(cells.join("  "));
+    }
+    lines.join("\n")
 }
 
 /// Every row of the panel for a host.
 pub fn rows(info: &SystemInfo) -> Vec<InfoRow> {
-    let row = |label: &str, value: String| InfoRow {
-        label: label.to_owned(),
-        value,
-    };
-    let mut rows = vec![
-        row("Name", visible(&info.hostname).into_owned()),
-        row("OS", Query::Os.answer(info)),
-        row("CPU", Query::Cpu.answer(info)),
-        row("RAM", Query::Ram.answer(info)),
-        row("IP", addresses(info).join(", ")),
-    ];
-    for disk in &info.disks {
-        rows.push(row(
-            "Disk",
-            format!(
-                "{}  {} free of {} ({})",
-                visible(&disk.mount_point),
-                bytes(disk.available_bytes),
-                bytes(disk.total_bytes),
-                visible(&disk.file_system)
-            ),
-        ));
-    }
-    rows.push(row(
-        "Uptime",
-        duration(Duration::from_secs(info.uptime_seconds)),
-    ));
-    rows.push(row(
-        "Agent",
-        format!(
-            "{} · boot {}",
-            visible(&info.agent_version),
-            visible(&info.boot_id)
-        ),
-    ));
-    rows
+    present::system_fields(info)
+        .into_iter()
+        .map(|(label, value)| InfoRow {
+            label: label.to_owned(),
+            value: visible(&value).into_owned(),
+        })
+        .collect()
 }
 
 /// The panel when the host did not answer: the error, made visible (it
@@ -156,46 +76,27 @@ pub fn error_rows(message: &str) -> Vec<InfoRow> {
     }]
 }
 
-/// The Conn. preset's answer: what the agent sees of this client.
+/// The Conn. preset's answer: what the agent sees of this client, a
+/// labelled line per field.
 pub fn connection_text(c: &ConnectionInfo) -> String {
-    format!(
-        "seen from {} as {} ({}), {}\nagent host {} listening on {}, boot {}, up {}\n{} sessions, {} running commands",
-        visible(&c.peer_address),
-        visible(&c.identity),
-        visible(&c.role),
-        if c.tls { "TLS" } else { "plaintext" },
-        visible(&c.hostname),
-        visible(&c.listen_addresses.join(", ")),
-        visible(&c.boot_id),
-        duration(Duration::from_millis(c.agent_uptime_ms)),
-        c.session_count,
-        c.running_commands
-    )
+    present::connection_fields(c)
+        .into_iter()
+        .map(|(label, value)| format!("{label}: {}", visible(&value)))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
-/// The processes preset's answer: a table, the busiest first.
+/// The processes preset's answer: the process table, the busiest first.
 pub fn processes_text(mut processes: Vec<ProcessInfo>) -> String {
     processes.sort_by(|a, b| b.cpu_usage_percent.total_cmp(&a.cpu_usage_percent));
-    let mut text = format!(
-        "{:>7}  {:<10} {:>6} {:>10}  COMMAND\n",
-        "PID", "USER", "CPU%", "MEMORY"
-    );
-    for p in processes {
-        let command = if p.command_line.is_empty() {
-            &p.name
-        } else {
-            &p.command_line
-        };
-        text.push_str(&format!(
-            "{:>7}  {:<10} {:>6.1} {:>10}  {}\n",
-            p.pid,
-            visible(&p.user.chars().take(10).collect::<String>()),
-            p.cpu_usage_percent,
-            bytes(p.memory_bytes),
-            visible(command)
-        ));
-    }
-    text
+    let table = Table {
+        columns: &present::PROCESS_COLUMNS,
+        rows: processes
+            .iter()
+            .map(|p| present::process_row(p).to_vec())
+            .collect(),
+    };
+    table_text(&table, true)
 }
 
 #[cfg(test)]
@@ -261,15 +162,16 @@ pub(crate) mod tests {
     fn every_answer_shows_what_the_host_sent_instead_of_obeying_it() {
         let info = hostile_info();
         for row in rows(&info) {
-            if row.label != "RAM" && row.label != "Uptime" {
+            if !["RAM", "Uptime", "Load", "IP"].contains(&row.label.as_str()) {
                 assert_shown(&row.value);
             }
         }
         for query in [Query::Os, Query::Cpu, Query::Ip, Query::Name] {
-            let answer = query.answer(&info);
+            let answer = answer(query, &info);
             assert_eq!(answer.lines().count(), 1, "{query:?}: {answer:?}");
             assert_shown(&answer);
         }
+        assert!(answer(Query::Ram, &info).starts_with("total "));
         assert_shown(&error_rows(EVIL)[0].value);
         let connection = ConnectionInfo {
             peer_address: EVIL.into(),
@@ -288,7 +190,7 @@ pub(crate) mod tests {
             agent_pid: 1,
         };
         let text = connection_text(&connection);
-        assert_eq!(text.lines().count(), 3, "{text:?}");
+        assert_eq!(text.lines().count(), 8, "{text:?}");
         text.lines().take(2).for_each(assert_shown);
         let process = ProcessInfo {
             pid: 1,
