@@ -18,18 +18,31 @@ use slint::ComponentHandle;
 /// The vigie desktop client.
 #[derive(Debug, Parser)]
 #[command(name = "vigie-gui", version, about, long_about = None)]
-struct Args {
+pub struct Args {
     /// Hosts file to open [default: the last one; without any, this machine].
+    #[arg(value_name = "FILE", conflicts_with = "hosts_flag")]
     hosts: Option<PathBuf>,
+
+    /// Hosts file to open, as the CLI takes it.
+    #[arg(long = "hosts", id = "hosts_flag", value_name = "FILE")]
+    hosts_flag: Option<PathBuf>,
 
     /// Client config (TLS, tokens) [default: ~/.config/vigie/client.toml].
     #[arg(long, value_name = "FILE", env = "VIGIE_CONFIG")]
     config: Option<PathBuf>,
 }
 
+impl Args {
+    /// The hosts file asked for, positional or `--hosts`.
+    pub fn hosts_file(&self) -> Option<&PathBuf> {
+        self.hosts.as_ref().or(self.hosts_flag.as_ref())
+    }
+}
+
 /// The whole `vigie-gui` program.
 pub fn main() -> ExitCode {
     let args = Args::parse();
+    let hosts_file = args.hosts_file().cloned();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("VIGIE_LOG")
@@ -61,7 +74,7 @@ pub fn main() -> ExitCode {
         }
     };
     let options = app::Options {
-        hosts_file: args.hosts,
+        hosts_file,
         config,
         settings_path: controller::settings::Settings::default_path(),
         history: crate::client::history::History::default_location(),
@@ -82,4 +95,18 @@ pub fn main() -> ExitCode {
     };
     runtime.shutdown_timeout(Duration::from_secs(2));
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hosts_file_is_given_as_the_cli_takes_it_or_positionally() {
+        let flag = Args::try_parse_from(["vigie-gui", "--hosts", "a.csv"]).unwrap();
+        assert_eq!(flag.hosts_file(), Some(&PathBuf::from("a.csv")));
+        let positional = Args::try_parse_from(["vigie-gui", "b.csv"]).unwrap();
+        assert_eq!(positional.hosts_file(), Some(&PathBuf::from("b.csv")));
+        assert!(Args::try_parse_from(["vigie-gui", "a", "--hosts", "b"]).is_err());
+    }
 }

@@ -2,9 +2,9 @@
 //! tested without a window. `gui::app` adapts it to the `.slint` views.
 
 pub mod chart;
-pub mod command;
 pub mod files;
 pub mod hosts;
 pub mod info;
 pub mod output;
+pub mod recall;
 pub mod settings;

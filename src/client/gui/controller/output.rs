@@ -603,6 +603,23 @@ mod tests {
     }
 
     #[test]
+    fn a_running_group_shows_the_bytes_its_hosts_printed() {
+        let mut out = OutputController::default();
+        let hosts = [(0, "web1".into()), (1, "web2".into()), (2, "web3".into())];
+        out.start(1, EntryKind::Command, "x", &hosts);
+        for host in 0..3 {
+            out.apply(1, output(host, OutputStream::Stdout, &[b'x'; 2048]));
+        }
+        let groups = out.groups();
+        assert_eq!(groups.len(), 1);
+        assert_eq!(
+            (groups[0].count, groups[0].status.as_str()),
+            (3, "running · 2.0 KiB")
+        );
+        assert_eq!(out.tabs()[0].status, "running · 2.0 KiB", "as the tabs say");
+    }
+
+    #[test]
     fn streams_interleaved_differently_still_group() {
         let mut out = OutputController::default();
         out.start(

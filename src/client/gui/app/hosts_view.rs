@@ -1,0 +1,347 @@
+//! The hosts view: loading a hosts file (or starting the private agent for this machine), the list with its states, filter and selection, adding and removing hosts.
+
+use super::*;
+
+impl App {
+    pub(super) fn bind_hosts(&self) {
+        let w = &self.inner.window;
+        let app = self.weak();
+        let hosts = w.global::<HostsAdapter>();
+        hosts.on_load({
+            let app = app.clone();
+            move |path| {
+                if let Some(app) = app() {
+                    app.load(Path::new(path.trim()));
+                }
+            }
+        });
+        hosts.on_browse({
+            let app = app.clone();
+            move || {
+                if let Some(app) = app() {
+                    app.refresh_files();
+                    app.inner.window.invoke_show_file_dialog();
+                }
+            }
+        });
+        hosts.on_filter_edited({
+            let app = app.clone();
+            move |text| {
+                if let Some(app) = app() {
+                    app.inner.state.borrow_mut().hosts.set_filter(&text);
+                    app.refresh_hosts();
+                }
+            }
+        });
+        hosts.on_toggle({
+            let app = app.clone();
+            move |index| {
+                if let Some(app) = app() {
+                    app.inner.state.borrow_mut().hosts.toggle(index as usize);
+                    app.refresh_hosts();
+                }
+            }
+        });
+        hosts.on_select_all({
+            let app = app.clone();
+            move || {
+                if let Some(app) = app() {
+                    app.inner.state.borrow_mut().hosts.select_all();
+                    app.refresh_hosts();
+                }
+            }
+        });
+        hosts.on_select_none({
+            let app = app.clone();
+            move || {
+                if let Some(app) = app() {
+                    app.inner.state.borrow_mut().hosts.select_none();
+                    app.refresh_hosts();
+                }
+            }
+        });
+        hosts.on_select_group({
+            let app = app.clone();
+            move |tag| {
+                if let Some(app) = app() {
+                    app.inner.state.borrow_mut().hosts.select_group(&tag);
+                    app.refresh_hosts();
+                }
+            }
+        });
+        hosts.on_show_host({
+            let app = app.clone();
+            move |index| {
+                if let Some(app) = app() {
+                    app.show_host(index as usize);
+                }
+            }
+        });
+        hosts.on_add({
+            let app = app.clone();
+            move |name, address, port| app().is_some_and(|app| app.add_host(&name, &address, &port))
+        });
+        hosts.on_remove_selected({
+            let app = app.clone();
+            move || {
+                if let Some(app) = app() {
+                    app.remove_selected();
+                }
+            }
+        });
+    }
+
+    // --- hosts ---------------------------------------------------------
+
+    pub(super) fn settings_for(
+        config: &ClientConfig,
+    ) -> impl Fn(&HostEntry) -> ConnectionSettings + '_ {
+        move |entry| config.settings_for(&entry.name)
+    }
+
+    /// Loads a hosts file; the lines that cannot be read are reported in
+    /// the status bar, the others load.
+    pub fn load(&self, path: &Path) {
+        let loaded = {
+            let state = self.inner.state.borrow();
+            HostsController::load(path, &Self::settings_for(&state.config))
+        };
+        match loaded {
+            Ok((hosts, errors)) => {
+                {
+                    let mut state = self.inner.state.borrow_mut();
+                    state.hosts = hosts;
+                    state.local_agent = None;
+                    state.settings.last_hosts_file = Some(path.to_owned());
+                    self.save_settings(&state);
+                }
+                self.inner
+                    .window
+                    .global::<HostsAdapter>()
+                    .set_path(path.display().to_string().into());
+                self.inner
+                    .window
+                    .set_window_title(format!("vigie — {}", path.display()).into());
+                self.watch_fleet();
+                self.refresh_hosts();
+                let count = self.inner.state.borrow().hosts.fleet().hosts().len();
+                match errors.first() {
+                    None => self.status(
+                        &format!("loaded {count} hosts from {}", path.display()),
+                        false,
+                    ),
+                    Some(first) => self.status(
+                        &format!(
+                            "loaded {count} hosts from {}; {} lines skipped ({first}{})",
+                            path.display(),
+                            errors.len(),
+                            if errors.len() > 1 { ", …" } else { "" }
+                        ),
+                        true,
+                    ),
+                }
+            }
+            Err(e) => self.status(&e, true),
+        }
+    }
+
+    /// With no hosts file: an agent in this process, for this machine.
+    pub(super) fn start_local(&self) {
+        // A Unix socket that only this user can reach: while the window is
+        // open, no other local user can borrow its rights.
+        let agent = crate::server::PrivateAgent::start(crate::server::AgentConfig::default());
+        match agent {
+            Ok(agent) => {
+                let entry = HostEntry::new("this machine", agent.path().to_string_lossy(), 0);
+                {
+                    let mut state = self.inner.state.borrow_mut();
+                    state.hosts = HostsController::detached(vec![entry]);
+                    state.local_agent = Some(agent);
+                }
+                self.watch_fleet();
+                self.refresh_hosts();
+                self.status(
+                    "no hosts file: this machine, through an agent started in this window. Open a hosts file to manage others.",
+                    false,
+                );
+                self.show_host(0);
+            }
+            Err(e) => self.status(&format!("cannot start the local agent: {e}"), true),
+        }
+    }
+
+    /// Starts monitoring the fleet's hosts and forwarding their changes.
+    pub(super) fn watch_fleet(&self) {
+        let (fleet, stop, interval) = {
+            let mut state = self.inner.state.borrow_mut();
+            state.monitor_stop.cancel();
+            state.monitor_stop = CancellationToken::new();
+            (
+                state.hosts.fleet().clone(),
+                state.monitor_stop.clone(),
+                state.monitor_interval,
+            )
+        };
+        let _guard = self.inner.runtime.enter();
+        fleet.monitor(interval, stop.clone());
+        for host in fleet.hosts() {
+            let mut changes = host.watch();
+            let updates = self.inner.updates.clone();
+            let stop = stop.clone();
+            self.inner.runtime.spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        changed = changes.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            updates.push(Update::HostsChanged);
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    pub(super) fn refresh_hosts(&self) {
+        let state = self.inner.state.borrow();
+        let rows: Vec<HostItem> = state
+            .hosts
+            .rows()
+            .into_iter()
+            .map(|r| HostItem {
+                index: r.index as i32,
+                name: r.name.into(),
+                address: r.address.into(),
+                state: match r.state {
+                    StateKind::Unknown => "unknown",
+                    StateKind::Connecting => "connecting",
+                    StateKind::Online => "online",
+                    StateKind::Offline => "offline",
+                }
+                .into(),
+                os: r.os.into(),
+                detail: r.detail.into(),
+                tags: r.tags.into(),
+                selected: r.selected,
+            })
+            .collect();
+        update_model(&self.inner.models.hosts, rows);
+        // The combo box's first entry is its title.
+        let groups = state.hosts.groups();
+        let title = if groups.is_empty() {
+            "no groups"
+        } else {
+            "group…"
+        };
+        let tags: Vec<SharedString> = std::iter::once(title.into())
+            .chain(groups.into_iter().map(Into::into))
+            .collect();
+        update_model(&self.inner.models.groups_tags, tags);
+        let adapter = self.inner.window.global::<HostsAdapter>();
+        adapter.set_summary(state.hosts.summary().into());
+        adapter.set_editable(state.hosts.path().is_some());
+        adapter.set_current(state.shown_host.map_or(-1, |h| h as i32));
+        self.inner
+            .window
+            .global::<CommandAdapter>()
+            .set_selected_count(state.hosts.selection().len() as i32);
+    }
+
+    pub(super) fn add_host(&self, name: &str, address: &str, port: &str) -> bool {
+        let adapter = self.inner.window.global::<HostsAdapter>();
+        let entry = (|| {
+            let name = name.trim();
+            if name.is_empty() {
+                return Err("give the host a name".to_owned());
+            }
+            let address = if address.trim().is_empty() {
+                name
+            } else {
+                address.trim()
+            };
+            let (address, default_port) = split_host_port(address)?;
+            let port = match port.trim() {
+                "" => default_port,
+                text => text
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| format!("bad port {text:?} (1 to 65535)"))?,
+            };
+            Ok(HostEntry::new(name, address, port))
+        })();
+        let result = entry.and_then(|entry| {
+            let mut state = self.inner.state.borrow_mut();
+            let State { hosts, config, .. } = &mut *state;
+            let name = entry.name.clone();
+            hosts.add(entry, &Self::settings_for(config)).map(|()| name)
+        });
+        match result {
+            Ok(name) => {
+                adapter.set_add_error(SharedString::new());
+                self.watch_fleet();
+                self.refresh_hosts();
+                let path = self
+                    .inner
+                    .state
+                    .borrow()
+                    .hosts
+                    .path()
+                    .map(|p| p.display().to_string());
+                self.status(
+                    &format!("added {name} to {}", path.unwrap_or_default()),
+                    false,
+                );
+                true
+            }
+            Err(e) => {
+                adapter.set_add_error(visible(&e).as_ref().into());
+                false
+            }
+        }
+    }
+
+    pub(super) fn remove_selected(&self) {
+        let result = {
+            let mut state = self.inner.state.borrow_mut();
+            let State { hosts, config, .. } = &mut *state;
+            hosts.remove_selected(&Self::settings_for(config))
+        };
+        match result {
+            Ok(count) => {
+                self.watch_fleet();
+                self.refresh_hosts();
+                self.status(&format!("removed {count} hosts from the hosts file"), false);
+            }
+            Err(e) => self.status(&e, true),
+        }
+    }
+
+    /// Shows a host in the system-information panel and the chart.
+    pub(super) fn show_host(&self, index: usize) {
+        let name = {
+            let mut state = self.inner.state.borrow_mut();
+            let Some(host) = state.hosts.fleet().host(index) else {
+                return;
+            };
+            let name = host.name().to_owned();
+            state.shown_host = Some(index);
+            state.chart.clear();
+            state.metrics_stop.cancel();
+            state.metrics_stop = CancellationToken::new();
+            state.metrics_generation += 1;
+            name
+        };
+        let w = &self.inner.window;
+        let name = visible(&name);
+        w.global::<InfoAdapter>().set_host(name.as_ref().into());
+        w.global::<ChartAdapter>().set_host(name.as_ref().into());
+        self.inner.models.info.set_vec(Vec::new());
+        self.refresh_chart();
+        self.refresh_hosts();
+        self.fetch_info(index);
+        self.watch_metrics(index);
+    }
+}

@@ -1,0 +1,501 @@
+//! The command bar and the output view: running a command or a preset on the selection, the tabs and the grouped view as the run goes, cancelling, saving a host's output.
+
+use super::*;
+
+impl App {
+    pub(super) fn bind_run(&self) {
+        let w = &self.inner.window;
+        let app = self.weak();
+        let command = w.global::<CommandAdapter>();
+        command.on_run({
+            let app = app.clone();
+            move |text| {
+                if let Some(app) = app() {
+                    app.run_command(text.as_str());
+                }
+            }
+        });
+        command.on_preset({
+            let app = app.clone();
+            move |name| {
+                if let Some(app) = app() {
+                    app.preset(&name);
+                }
+            }
+        });
+        command.on_lifecycle({
+            let app = app.clone();
+            move |name| {
+                if let Some(app) = app() {
+                    app.preset(&name);
+                }
+            }
+        });
+        command.on_cancel({
+            let app = app.clone();
+            move || {
+                if let Some(app) = app() {
+                    app.cancel();
+                }
+            }
+        });
+        command.on_older({
+            let app = app.clone();
+            move || {
+                app()
+                    .and_then(|app| {
+                        let mut state = app.inner.state.borrow_mut();
+                        state.recall.older().map(SharedString::from)
+                    })
+                    .unwrap_or_else(|| {
+                        app().map_or_else(SharedString::default, |a| {
+                            a.inner.window.global::<CommandAdapter>().get_command()
+                        })
+                    })
+            }
+        });
+        command.on_newer({
+            let app = app.clone();
+            move || {
+                app()
+                    .and_then(|app| {
+                        let mut state = app.inner.state.borrow_mut();
+                        state.recall.newer().map(SharedString::from)
+                    })
+                    .unwrap_or_else(|| {
+                        app().map_or_else(SharedString::default, |a| {
+                            a.inner.window.global::<CommandAdapter>().get_command()
+                        })
+                    })
+            }
+        });
+
+        let output = w.global::<OutputAdapter>();
+        output.on_show_slot({
+            let app = app.clone();
+            move |slot| {
+                if let Some(app) = app() {
+                    app.show_slot(slot as usize);
+                }
+            }
+        });
+        output.on_cancel_slot({
+            let app = app.clone();
+            move |slot| {
+                if let Some(app) = app() {
+                    let state = app.inner.state.borrow();
+                    let host = app.output().host_of_slot(slot as usize);
+                    if let (Some(run), Some(host)) = (&state.run, host) {
+                        run.cancel_host(host);
+                    }
+                }
+            }
+        });
+        output.on_save({
+            let app = app.clone();
+            move |path| {
+                if let Some(app) = app() {
+                    app.save_output(Path::new(path.trim()));
+                }
+            }
+        });
+        output.on_copy({
+            let app = app.clone();
+            move || {
+                if let Some(app) = app() {
+                    let slot = app.inner.state.borrow().current_slot;
+                    let text = slot
+                        .map(|slot| app.output().tail_text(slot))
+                        .unwrap_or_default();
+                    app.inner
+                        .window
+                        .global::<OutputAdapter>()
+                        .set_tail_text(text.into());
+                }
+            }
+        });
+    }
+
+    // --- runs ----------------------------------------------------------
+
+    /// Starts showing a run on the selected hosts; returns its id and the
+    /// selection, or None (with a message) when nothing is selected.
+    pub(super) fn begin_run(&self, kind: EntryKind, command: &str) -> Option<(u64, Vec<usize>)> {
+        let mut state = self.inner.state.borrow_mut();
+        let selection = state.hosts.selection();
+        if selection.is_empty() {
+            drop(state);
+            self.status("select at least one host first", true);
+            return None;
+        }
+        if let Some(run) = state.run.take() {
+            run.cancel();
+        }
+        let id = state.next_run;
+        state.next_run += 1;
+        let names: Vec<(usize, String)> = selection
+            .iter()
+            .map(|&i| (i, state.hosts.fleet().hosts()[i].name().to_owned()))
+            .collect();
+        let title = {
+            let mut output = lock(&self.inner.output);
+            output.start(id, kind, command, &names);
+            output.title().to_owned()
+        };
+        state.current_slot = Some(0);
+        state.shown_version = u64::MAX;
+        drop(state);
+        let w = &self.inner.window;
+        w.global::<OutputAdapter>()
+            .set_title(visible(&title).as_ref().into());
+        w.global::<OutputAdapter>().set_current_slot(0);
+        w.global::<CommandAdapter>().set_running(true);
+        self.refresh_output(&BTreeSet::new(), true);
+        self.status(&format!("running on {} hosts…", selection.len()), false);
+        Some((id, selection))
+    }
+
+    /// Runs a command line on the selected hosts.
+    pub fn run_command(&self, text: &str) {
+        let text = text.trim();
+        if text.is_empty() {
+            self.status("type a command first", true);
+            return;
+        }
+        let Some((id, selection)) = self.begin_run(EntryKind::Command, text) else {
+            return;
+        };
+        {
+            let mut state = self.inner.state.borrow_mut();
+            state.recall.remember(text);
+            Self::fill_recent(&self.inner.models, &state.recall);
+        }
+        let fleet = self.inner.state.borrow().hosts.fleet().clone();
+        let _guard = self.inner.runtime.enter();
+        let mut run = fleet.exec(&selection, ExecRequest::new(text), RunOptions::default());
+        self.inner.state.borrow_mut().run = Some(run.handle());
+        let updates = self.inner.updates.clone();
+        let output = self.inner.output.clone();
+        self.inner.runtime.spawn(async move {
+            while let Some(event) = run.events.recv().await {
+                if let Some(slot) = lock(&output).apply(id, event) {
+                    updates.push(Update::OutputChanged { slot });
+                }
+            }
+            updates.push(Update::RunEnded { id });
+        });
+    }
+
+    /// The preset buttons: a query of the brief, connection information,
+    /// processes, or a lifecycle action, on the selected hosts.
+    pub fn preset(&self, name: &str) {
+        let Some(&(_, kind, title)) = PRESETS.iter().find(|(button, _, _)| *button == name) else {
+            return;
+        };
+        let Some((id, selection)) = self.begin_run(kind, title) else {
+            return;
+        };
+        let fleet = self.inner.state.borrow().hosts.fleet().clone();
+        let updates = self.inner.updates.clone();
+        let _guard = self.inner.runtime.enter();
+        let started = Instant::now();
+        let query = crate::client::present::Query::parse(name);
+        let name = name.to_owned();
+        let mut answers = fleet.for_each(
+            &selection,
+            64,
+            Some(Duration::from_secs(15)),
+            move |client| {
+                let name = name.clone();
+                async move {
+                    match (query, name.as_str()) {
+                        (Some(query), _) => Ok(info::answer(query, &client.system_info().await?)),
+                        (None, "conn") => {
+                            Ok(info::connection_text(&client.connection_info().await?))
+                        }
+                        (None, "ps") => Ok(info::processes_text(client.list_processes("").await?)),
+                        (None, "disconnect") => client
+                            .disconnect()
+                            .await
+                            .map(|n| format!("session ended, {n} running commands cancelled")),
+                        (None, "kill") => client
+                            .shutdown("vigie-gui kill")
+                            .await
+                            .map(|boot| format!("the agent is stopping (boot {})", visible(&boot))),
+                        (None, "reset") => client.restart("vigie-gui reset").await.map(|boot| {
+                            format!("the agent is restarting (boot {})", visible(&boot))
+                        }),
+                        _ => Ok(String::new()),
+                    }
+                }
+            },
+        );
+        let output = self.inner.output.clone();
+        self.inner.runtime.spawn(async move {
+            let apply = |event: RunEvent| {
+                if let Some(slot) = lock(&output).apply(id, event) {
+                    updates.push(Update::OutputChanged { slot });
+                }
+            };
+            while let Some((host, outcome)) = answers.recv().await {
+                let (text, outcome) = match outcome {
+                    Outcome::Done(text) => (Some(text), answered(started.elapsed())),
+                    Outcome::Failed(e) => (None, HostOutcome::Failed(e.to_string())),
+                    Outcome::Unreachable(e) => (None, HostOutcome::Unreachable(e.to_string())),
+                    Outcome::Skipped(reason) => (None, HostOutcome::Skipped(reason)),
+                };
+                if let Some(text) = text {
+                    let mut data = text.into_bytes();
+                    if !data.ends_with(b"\n") {
+                        data.push(b'\n');
+                    }
+                    apply(RunEvent::Output {
+                        host,
+                        stream: crate::command::OutputStream::Stdout,
+                        data: data.into(),
+                    });
+                }
+                apply(RunEvent::Finished {
+                    host,
+                    result: HostResult {
+                        outcome,
+                        duration: started.elapsed(),
+                    },
+                });
+            }
+            updates.push(Update::RunEnded { id });
+        });
+    }
+
+    /// Cancels the current run on every host.
+    pub fn cancel(&self) {
+        let run = self.inner.state.borrow().run.clone();
+        if let Some(run) = run {
+            run.cancel();
+            self.status("cancelling on every host…", false);
+        }
+    }
+
+    pub(super) fn show_slot(&self, slot: usize) {
+        {
+            let mut state = self.inner.state.borrow_mut();
+            state.current_slot = Some(slot);
+            state.shown_version = u64::MAX;
+        }
+        self.inner
+            .window
+            .global::<OutputAdapter>()
+            .set_current_slot(slot as i32);
+        self.refresh_output(&BTreeSet::new(), false);
+    }
+
+    pub(super) fn refresh_output(&self, changed: &BTreeSet<usize>, everything: bool) {
+        let mut state = self.inner.state.borrow_mut();
+        let output = lock(&self.inner.output);
+        let m = &self.inner.models;
+        if everything || m.tabs.row_count() != output.tabs().len() {
+            let tabs: Vec<TabItem> = output.tabs().into_iter().map(tab_item).collect();
+            update_model(&m.tabs, tabs);
+        } else {
+            for &slot in changed {
+                if let Some(tab) = output.tab(slot) {
+                    m.tabs.set_row_data(slot, tab_item(tab));
+                }
+            }
+        }
+        let adapter = self.inner.window.global::<OutputAdapter>();
+        if let Some(slot) = state.current_slot {
+            let version = output.version(slot);
+            if version != state.shown_version {
+                state.shown_version = version;
+                let lines: Vec<LineItem> = output.lines(slot).into_iter().map(line_item).collect();
+                m.lines.set_vec(lines);
+                let (bytes, shown) = output.sizes(slot);
+                adapter.set_sizes(
+                    format!(
+                        "{} · {} lines shown{}",
+                        crate::client::format::bytes(bytes),
+                        shown,
+                        if shown >= crate::client::gui::controller::output::TAIL_LINES {
+                            " (the end; Save… keeps everything)"
+                        } else {
+                            ""
+                        }
+                    )
+                    .into(),
+                );
+            }
+            if let Some(tab) = output.tab(slot) {
+                adapter.set_header(format!("{} — {}", tab.name, tab.status).into());
+            }
+        } else {
+            m.lines.set_vec(Vec::new());
+            adapter.set_header(SharedString::new());
+        }
+        let summary = output.summary();
+        adapter.set_summary(
+            format!(
+                "{} ok · {} failed · {} skipped · {} unreachable{} · {}",
+                summary.ok,
+                summary.failed,
+                summary.skipped,
+                summary.unreachable,
+                if summary.cancelled > 0 {
+                    format!(" · {} cancelled", summary.cancelled)
+                } else {
+                    String::new()
+                },
+                crate::client::format::duration(output.elapsed())
+            )
+            .into(),
+        );
+        // Grouping hashes every host's output: done as hosts finish, not
+        // for every chunk.
+        if everything
+            || changed
+                .iter()
+                .any(|&slot| output.tab(slot).is_some_and(|t| t.kind != TabKind::Running))
+        {
+            let groups: Vec<GroupItem> = output
+                .groups()
+                .into_iter()
+                .map(|g| GroupItem {
+                    hosts: g.hosts.into(),
+                    count: g.count as i32,
+                    status: g.status.into(),
+                    ok: g.ok,
+                    lines: ModelRc::new(VecModel::from(
+                        g.lines
+                            .into_iter()
+                            .rev()
+                            .take(200)
+                            .rev()
+                            .map(line_item)
+                            .collect::<Vec<_>>(),
+                    )),
+                })
+                .collect();
+            m.groups.set_vec(groups);
+        }
+    }
+
+    /// A run is over: record it and say how it went.
+    pub(super) fn finish_run(&self) {
+        let (entry, summary, elapsed, history) = {
+            let mut state = self.inner.state.borrow_mut();
+            state.run = None;
+            let output = lock(&self.inner.output);
+            (
+                output.history_entry(),
+                output.summary(),
+                output.elapsed(),
+                state.history.clone(),
+            )
+        };
+        self.inner
+            .window
+            .global::<CommandAdapter>()
+            .set_running(false);
+        // The totals line of `vigie exec`.
+        self.status(
+            &format!(
+                "{} in {}",
+                summary.line(),
+                crate::client::format::duration(elapsed)
+            ),
+            !summary.all_good(),
+        );
+        if let (Some(entry), Some(history)) = (entry, history) {
+            let updates = self.inner.updates.clone();
+            self.inner
+                .runtime
+                .spawn_blocking(move || match history.append(&entry) {
+                    Ok(()) => updates.push(Update::HistoryChanged),
+                    Err(e) => updates.push(Update::Status {
+                        message: format!("not recorded in the history: {e}"),
+                        error: true,
+                    }),
+                });
+        }
+    }
+
+    /// Saves the current host's whole output: the file is read and written
+    /// on the runtime, never on the UI thread, and the result comes back as
+    /// a status update.
+    pub(super) fn save_output(&self, path: &Path) {
+        let slot = self.inner.state.borrow().current_slot;
+        let snapshot = match slot {
+            Some(slot) => self.output().snapshot(slot),
+            None => Err(std::io::Error::other("no output to save")),
+        };
+        let path = path.to_owned();
+        let updates = self.inner.updates.clone();
+        self.inner.runtime.spawn_blocking(move || {
+            let (message, error) = match snapshot.and_then(|s| s.save(&path)) {
+                Ok(bytes) => (
+                    format!(
+                        "saved {} to {}",
+                        crate::client::format::bytes(bytes),
+                        path.display()
+                    ),
+                    false,
+                ),
+                Err(e) => (format!("cannot save to {}: {e}", path.display()), true),
+            };
+            updates.push(Update::Status { message, error });
+        });
+    }
+}
+
+/// A successful answer to a preset, as a command that exited with 0.
+fn answered(duration: Duration) -> HostOutcome {
+    HostOutcome::Exited(Exit {
+        exit_code: 0,
+        signal: None,
+        core_dumped: false,
+        timed_out: false,
+        truncated: false,
+        duration,
+        stdout_bytes: 0,
+        stderr_bytes: 0,
+        reason: EndReason::Exited,
+    })
+}
+
+fn tab_item(tab: crate::client::gui::controller::output::TabRow) -> TabItem {
+    TabItem {
+        slot: tab.slot as i32,
+        name: tab.name.into(),
+        status: tab.status.into(),
+        kind: match tab.kind {
+            TabKind::Running => "running",
+            TabKind::Ok => "ok",
+            TabKind::Failed => "failed",
+            TabKind::Skipped => "skipped",
+            TabKind::Unreachable => "unreachable",
+        }
+        .into(),
+    }
+}
+
+fn line_item(line: Line) -> LineItem {
+    LineItem {
+        text: line.text.into(),
+        stderr: line.stderr,
+    }
+}
+
+/// The preset buttons: the name the window gives each, and how the run is
+/// recorded (its kind and its name in the history).
+pub(super) const PRESETS: &[(&str, EntryKind, &str)] = &[
+    ("os", EntryKind::Query, "OS"),
+    ("ram", EntryKind::Query, "RAM"),
+    ("cpu", EntryKind::Query, "CPU"),
+    ("ip", EntryKind::Query, "IP"),
+    ("name", EntryKind::Query, "Name"),
+    ("conn", EntryKind::Query, "connection"),
+    ("ps", EntryKind::Query, "processes"),
+    ("disconnect", EntryKind::Lifecycle, "disconnect"),
+    ("kill", EntryKind::Lifecycle, "kill"),
+    ("reset", EntryKind::Lifecycle, "reset"),
+];
