@@ -7,9 +7,7 @@
 use tonic::{Code, Status};
 
 use super::{
-    exec::ExecError,
-    processes::SignalError,
-    session::{SessionError, StreamError},
+    exec::ExecError, processes::SignalError, session::SessionError, streams::StreamError,
     system::ProbeError,
 };
 

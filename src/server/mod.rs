@@ -27,6 +27,7 @@ pub mod processes;
 pub mod security;
 pub mod service;
 pub mod session;
+pub mod streams;
 pub mod system;
 
 use std::{
@@ -104,7 +105,7 @@ pub enum StartError {
 pub struct AgentState {
     sessions: Arc<session::Sessions>,
     /// Long-lived streams (WatchMetrics), counted against their limits.
-    streams: Arc<session::Streams>,
+    streams: Arc<streams::Streams>,
     probe: Arc<system::SystemProbe>,
     /// Cancelled when this generation stops: every command and stream ends.
     agent_token: CancellationToken,
@@ -236,7 +237,7 @@ impl Agent {
         let (lifecycle, mut requested) = watch::channel(None);
         let state = Arc::new(AgentState {
             sessions: sessions.clone(),
-            streams: session::Streams::new(
+            streams: streams::Streams::new(
                 config.max_streams_per_identity,
                 config.max_streams_total,
             ),

@@ -1,0 +1,218 @@
+//! A fan-out in progress: its options, its handle (cancel it whole or one
+//! host), the outcome of a call that does not stream, and one host's part
+//! of a command run.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::{DEFAULT_CONCURRENCY, Host, HostState, host::is_unreachable};
+use crate::{
+    client::{
+        Error,
+        run::{HostOutcome, RunEvent},
+    },
+    command::{self, Event, ExecRequest, OsFamily},
+};
+
+/// Options of a fan-out.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Hosts running at once.
+    pub concurrency: usize,
+    /// Time limit per host, from connecting to the end of the command; the
+    /// agent is also told, so it kills the command itself.
+    pub deadline: Option<Duration>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: DEFAULT_CONCURRENCY,
+            deadline: None,
+        }
+    }
+}
+
+/// A fan-out in progress.
+#[derive(Debug)]
+pub struct Execution {
+    /// Events of every host, in the order they happen.
+    pub events: mpsc::Receiver<RunEvent>,
+    pub(super) cancel: CancellationToken,
+    pub(super) per_host: Vec<(usize, CancellationToken)>,
+    pub(super) done: CancellationToken,
+}
+
+impl Execution {
+    /// Cancels every host that has not finished: their commands are killed
+    /// on the agents.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Cancels one host.
+    pub fn cancel_host(&self, host: usize) {
+        self.handle().cancel_host(host);
+    }
+
+    /// A token that fires when every host has finished.
+    pub fn done(&self) -> CancellationToken {
+        self.done.clone()
+    }
+
+    /// A handle that cancels this run from elsewhere while another task
+    /// reads its events.
+    pub fn handle(&self) -> RunHandle {
+        RunHandle {
+            cancel: self.cancel.clone(),
+            per_host: Arc::new(self.per_host.clone()),
+        }
+    }
+}
+
+/// Cancels a run; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RunHandle {
+    cancel: CancellationToken,
+    per_host: Arc<Vec<(usize, CancellationToken)>>,
+}
+
+impl RunHandle {
+    /// Cancels every host that has not finished.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Cancels one host.
+    pub fn cancel_host(&self, host: usize) {
+        if let Some((_, token)) = self.per_host.iter().find(|(i, _)| *i == host) {
+            token.cancel();
+        }
+    }
+}
+
+/// The outcome of a non-streaming action on one host.
+#[derive(Debug)]
+pub enum Outcome<T> {
+    /// It worked.
+    Done(T),
+    /// The agent answered with an error.
+    Failed(Error),
+    /// Not sent: the host is known offline.
+    Skipped(String),
+    /// The agent could not be reached.
+    Unreachable(Error),
+}
+
+impl<T> Outcome<T> {
+    /// How it went, as both front-ends name it.
+    pub fn status(&self) -> crate::client::run::Status {
+        use crate::client::run::Status;
+        match self {
+            Self::Done(_) => Status::Ok,
+            Self::Failed(_) => Status::Failed,
+            Self::Skipped(_) => Status::Skipped,
+            Self::Unreachable(_) => Status::Unreachable,
+        }
+    }
+
+    /// Why it did not work, when it did not.
+    pub fn error(&self) -> Option<String> {
+        match self {
+            Self::Done(_) => None,
+            Self::Failed(e) | Self::Unreachable(e) => Some(e.to_string()),
+            Self::Skipped(reason) => Some(reason.clone()),
+        }
+    }
+
+    pub(super) fn from_result(result: Result<T, Error>) -> Self {
+        match result {
+            Ok(value) => Self::Done(value),
+            Err(e) if is_unreachable(&e) => Self::Unreachable(e),
+            Err(e) => Self::Failed(e),
+        }
+    }
+}
+
+/// One host's part of a fan-out, up to its outcome.
+pub(super) async fn run_on_host(
+    host: &Host,
+    index: usize,
+    request: &ExecRequest,
+    (shell, required_os): (command::Shell, Option<OsFamily>),
+    options: &RunOptions,
+    limit: &Semaphore,
+    events: &mpsc::Sender<RunEvent>,
+) -> HostOutcome {
+    if let HostState::Offline { reason } = host.status().state {
+        return HostOutcome::Skipped(format!("offline: {reason}"));
+    }
+    let Ok(_permit) = limit.acquire().await else {
+        return HostOutcome::Cancelled;
+    };
+    let work = async {
+        // An OS-prefixed command needs the host's OS: learn it first.
+        if required_os.is_some() || shell == command::Shell::Cmd {
+            let os = match host.os() {
+                Some(os) => Some(os),
+                None => match host.probe(Duration::from_secs(5)).await {
+                    Ok(info) => info.os_family,
+                    Err(e) => return HostOutcome::Unreachable(e.to_string()),
+                },
+            };
+            if let Some(os) = os
+                && let Err(incompatible) = command::check_compatible(os, shell, required_os)
+            {
+                return HostOutcome::Skipped(incompatible.to_string());
+            }
+        }
+        let client = match host.client().await {
+            Ok(client) => client,
+            Err(e) => return HostOutcome::Unreachable(e.to_string()),
+        };
+        let mut request = request.clone();
+        if let Some(deadline) = options.deadline {
+            request.timeout = Some(request.timeout.map_or(deadline, |t| t.min(deadline)));
+        }
+        let started = client.execute(request).await;
+        host.observe(&started);
+        let mut stream = match started {
+            Ok(stream) => stream,
+            Err(e) if is_unreachable(&e) => return HostOutcome::Unreachable(e.to_string()),
+            Err(e) => return HostOutcome::Failed(e.to_string()),
+        };
+        while let Some(event) = stream.next().await {
+            let forwarded = match event {
+                Ok(Event::Started { pid, .. }) => RunEvent::Started { host: index, pid },
+                Ok(Event::Output { stream, data }) => RunEvent::Output {
+                    host: index,
+                    stream,
+                    data,
+                },
+                Ok(Event::Exited(exit)) => return HostOutcome::Exited(exit),
+                Err(e) => {
+                    let message = format!("the command's stream broke off: {e}");
+                    host.observe::<()>(&Err(e));
+                    return HostOutcome::Failed(message);
+                }
+            };
+            if events.send(forwarded).await.is_err() {
+                return HostOutcome::Cancelled;
+            }
+        }
+        HostOutcome::Failed("the command's stream ended without an exit".into())
+    };
+    match options.deadline {
+        // A little beyond the agent's own timeout, so that normally the
+        // agent reports the timeout itself, with the output so far.
+        Some(deadline) => tokio::time::timeout(deadline + Duration::from_secs(2), work)
+            .await
+            .unwrap_or_else(|_| {
+                HostOutcome::Failed(format!("no result within the {deadline:?} deadline"))
+            }),
+        None => work.await,
+    }
+}

@@ -1,0 +1,200 @@
+//! One host of a fleet: its entry, its lazily connected client (one
+//! channel and one session for the life of the fleet), and its live state,
+//! which every call it makes keeps up to date.
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use tokio::sync::watch;
+
+use crate::{
+    client::{
+        AgentClient, ConnectionSettings, Error,
+        connect::{self, Address},
+        hosts::HostEntry,
+    },
+    command::OsFamily,
+    types::SystemInfo,
+};
+
+/// What the client knows of a host's agent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostState {
+    /// Never contacted yet.
+    Unknown,
+    /// Being contacted.
+    Connecting,
+    /// Answered; the description it last gave.
+    Online(Arc<SystemInfo>),
+    /// Could not be reached.
+    Offline {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A host's state and when it was last seen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostStatus {
+    /// The state.
+    pub state: HostState,
+    /// When the agent last answered.
+    pub last_seen: Option<SystemTime>,
+}
+
+/// One host of the fleet.
+#[derive(Debug)]
+pub struct Host {
+    /// Its entry in the hosts file.
+    pub entry: HostEntry,
+    settings: ConnectionSettings,
+    client: tokio::sync::OnceCell<Result<AgentClient, String>>,
+    status: watch::Sender<HostStatus>,
+    session: String,
+}
+
+impl Host {
+    pub(super) fn new(entry: HostEntry, settings: ConnectionSettings) -> Self {
+        Self {
+            entry,
+            settings,
+            client: tokio::sync::OnceCell::new(),
+            status: watch::Sender::new(HostStatus {
+                state: HostState::Unknown,
+                last_seen: None,
+            }),
+            session: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+
+    /// The host's name.
+    pub fn name(&self) -> &str {
+        &self.entry.name
+    }
+
+    /// Where its agent listens.
+    pub fn address(&self) -> Address {
+        Address {
+            host: self.entry.address.clone(),
+            port: self.entry.port,
+        }
+    }
+
+    /// Its current status.
+    pub fn status(&self) -> HostStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees every change of its status.
+    pub fn watch(&self) -> watch::Receiver<HostStatus> {
+        self.status.subscribe()
+    }
+
+    /// The OS family its agent reported, if known.
+    pub fn os(&self) -> Option<OsFamily> {
+        match &self.status.borrow().state {
+            HostState::Online(info) => info.os_family,
+            _ => None,
+        }
+    }
+
+    /// True when the host is known to be offline.
+    pub fn is_offline(&self) -> bool {
+        matches!(self.status.borrow().state, HostState::Offline { .. })
+    }
+
+    /// The host's client: one channel and one session for the life of the
+    /// fleet. The channel dials on first use and reconnects by itself.
+    pub async fn client(&self) -> Result<AgentClient, Error> {
+        let client = self
+            .client
+            .get_or_init(|| async {
+                let address = self.address();
+                let channel = connect::channel(&address, &self.settings, true)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                AgentClient::with_channel(
+                    channel,
+                    self.session.clone(),
+                    self.settings.token.as_ref(),
+                )
+                .map(|c| c.described_as(&address.to_string(), self.settings.uses_tls()))
+                .map_err(|e| e.to_string())
+            })
+            .await;
+        client.clone().map_err(|reason| Error::Settings {
+            address: self.entry.endpoint(),
+            reason,
+        })
+    }
+
+    pub(super) fn set(&self, state: HostState) {
+        self.status.send_modify(|status| {
+            if matches!(state, HostState::Online(_)) {
+                status.last_seen = Some(SystemTime::now());
+            }
+            status.state = state;
+        });
+    }
+
+    /// Records what a call's outcome says about the host: any answer means
+    /// online (the agent is there, even if it refused); a transport failure
+    /// means offline.
+    pub(super) fn observe<T>(&self, result: &Result<T, Error>) {
+        match result {
+            Ok(_) | Err(Error::Status(_)) => {
+                self.status.send_modify(|s| {
+                    s.last_seen = Some(SystemTime::now());
+                    if !matches!(s.state, HostState::Online(_)) {
+                        // Online, but with no description yet: keep it
+                        // connecting until a probe fills it in.
+                        s.state = HostState::Connecting;
+                    }
+                });
+            }
+            Err(e) if is_unreachable(e) => self.set(HostState::Offline {
+                reason: e.to_string(),
+            }),
+            Err(_) => {}
+        }
+    }
+
+    /// Asks the agent for its description and updates the state.
+    pub async fn probe(&self, deadline: Duration) -> Result<Arc<SystemInfo>, Error> {
+        if !matches!(self.status.borrow().state, HostState::Online(_)) {
+            self.set(HostState::Connecting);
+        }
+        let result = async {
+            let client = self.client().await?;
+            tokio::time::timeout(deadline, client.system_info())
+                .await
+                .map_err(|_| Error::Transport {
+                    address: self.entry.endpoint(),
+                    reason: format!("no answer within {deadline:?}"),
+                })?
+        }
+        .await;
+        match result {
+            Ok(info) => {
+                let info = Arc::new(info);
+                self.set(HostState::Online(info.clone()));
+                Ok(info)
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                self.set(HostState::Offline { reason });
+                Err(e)
+            }
+        }
+    }
+}
+
+/// True for errors that mean the agent could not be reached at all.
+pub(super) fn is_unreachable(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Connect { .. } | Error::Transport { .. } | Error::Settings { .. }
+    )
+}

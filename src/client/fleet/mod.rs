@@ -1,0 +1,353 @@
+//! A fleet of agents: what the CLI and the desktop client drive.
+//!
+//! Each host has its own lazily connected channel (nothing is dialled until
+//! it is used), its own TLS settings and token, its own session id, and a
+//! live state: connecting, online (with the OS and hostname the agent
+//! reported), or offline (with the reason), plus when it was last seen.
+//!
+//! Commands are never sent to hosts known to be offline, nor to hosts whose
+//! OS does not match an OS-prefixed command: those are reported as
+//! skipped, not failed. A fan-out runs on a selection of hosts with a
+//! concurrency limit and per-host deadlines, can be cancelled whole or per
+//! host, and reports per-host events as they happen and a result per host.
+
+mod fanout;
+mod host;
+
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use fanout::run_on_host;
+pub use fanout::{Execution, Outcome, RunHandle, RunOptions};
+pub use host::{Host, HostState, HostStatus};
+
+pub use super::run::{HostOutcome, HostResult, RunEvent, Summary};
+use super::{AgentClient, ConnectionSettings, Error, hosts::HostEntry};
+use crate::{
+    command::{self, ExecRequest},
+    types::SystemInfo,
+};
+
+/// How many hosts a fan-out talks to at once, unless told otherwise.
+pub const DEFAULT_CONCURRENCY: usize = 256;
+
+/// Which hosts of a fleet to address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// Every host.
+    All,
+    /// Hosts by name (ranges like `web[1-3]` allowed).
+    Names(Vec<String>),
+    /// Hosts with this tag.
+    Tag(String),
+}
+
+/// Why a selection failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SelectError {
+    /// A name matches no host.
+    #[error("no host named {0:?} (see `vigie hosts list`)")]
+    UnknownHost(String),
+    /// No host has the tag.
+    #[error("no host has the tag {0:?}")]
+    UnknownTag(String),
+    /// A range is malformed.
+    #[error("{0}")]
+    BadPattern(String),
+}
+
+/// Many hosts.
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    hosts: Arc<Vec<Arc<Host>>>,
+}
+
+impl Fleet {
+    /// A fleet of these hosts; `settings` gives each host's connection
+    /// settings (TLS, token) by name.
+    pub fn new(
+        entries: impl IntoIterator<Item = HostEntry>,
+        settings: impl Fn(&HostEntry) -> ConnectionSettings,
+    ) -> Self {
+        let hosts = entries
+            .into_iter()
+            .map(|entry| {
+                let settings = settings(&entry);
+                Arc::new(Host::new(entry, settings))
+            })
+            .collect();
+        Self {
+            hosts: Arc::new(hosts),
+        }
+    }
+
+    /// A fleet of these hosts that reuses this fleet's hosts whose name,
+    /// address and port are unchanged, with their channels and state: what
+    /// the desktop client does after a host is added or removed.
+    pub fn rebuilt(
+        &self,
+        entries: impl IntoIterator<Item = HostEntry>,
+        settings: impl Fn(&HostEntry) -> ConnectionSettings,
+    ) -> Self {
+        let hosts = entries
+            .into_iter()
+            .map(|entry| {
+                self.hosts
+                    .iter()
+                    .find(|h| {
+                        h.entry.name == entry.name
+                            && h.entry.address == entry.address
+                            && h.entry.port == entry.port
+                    })
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        let settings = settings(&entry);
+                        Arc::new(Host::new(entry, settings))
+                    })
+            })
+            .collect();
+        Self {
+            hosts: Arc::new(hosts),
+        }
+    }
+
+    /// Every host, in file order.
+    pub fn hosts(&self) -> &[Arc<Host>] {
+        &self.hosts
+    }
+
+    /// The host at `index`.
+    pub fn host(&self, index: usize) -> Option<&Arc<Host>> {
+        self.hosts.get(index)
+    }
+
+    /// The indexes of the selected hosts, in file order.
+    pub fn select(&self, selector: &Selector) -> Result<Vec<usize>, SelectError> {
+        match selector {
+            Selector::All => Ok((0..self.hosts.len()).collect()),
+            Selector::Tag(tag) => {
+                let chosen: Vec<usize> = (0..self.hosts.len())
+                    .filter(|&i| self.hosts[i].entry.tags.iter().any(|t| t == tag))
+                    .collect();
+                if chosen.is_empty() {
+                    return Err(SelectError::UnknownTag(tag.clone()));
+                }
+                Ok(chosen)
+            }
+            Selector::Names(patterns) => {
+                let mut chosen = Vec::new();
+                for pattern in patterns {
+                    for name in super::ranges::expand(pattern).map_err(SelectError::BadPattern)? {
+                        let index = self
+                            .hosts
+                            .iter()
+                            .position(|h| h.entry.name == name)
+                            .ok_or_else(|| SelectError::UnknownHost(name.clone()))?;
+                        if !chosen.contains(&index) {
+                            chosen.push(index);
+                        }
+                    }
+                }
+                chosen.sort_unstable();
+                Ok(chosen)
+            }
+        }
+    }
+
+    /// Probes the selected hosts (GetSystemInfo) and updates their state;
+    /// returns each host's outcome as it comes.
+    pub fn check(
+        &self,
+        selection: &[usize],
+        concurrency: usize,
+        deadline: Duration,
+    ) -> mpsc::Receiver<(usize, Result<Arc<SystemInfo>, Error>)> {
+        self.fan_out(selection, concurrency, move |host| async move {
+            host.probe(deadline).await
+        })
+    }
+
+    /// Runs `action` with each selected host's client, at most
+    /// `concurrency` at once, skipping hosts known to be offline. Results
+    /// come as they finish.
+    pub fn for_each<T, F, Fut>(
+        &self,
+        selection: &[usize],
+        concurrency: usize,
+        deadline: Option<Duration>,
+        action: F,
+    ) -> mpsc::Receiver<(usize, Outcome<T>)>
+    where
+        T: Send + 'static,
+        F: Fn(AgentClient) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, Error>> + Send,
+    {
+        let action = Arc::new(action);
+        self.fan_out(selection, concurrency, move |host| {
+            let action = action.clone();
+            async move {
+                if let HostState::Offline { reason } = host.status().state {
+                    return Outcome::Skipped(format!("offline: {reason}"));
+                }
+                let run = async {
+                    let client = host.client().await?;
+                    action(client).await
+                };
+                let result = match deadline {
+                    Some(limit) => tokio::time::timeout(limit, run).await.unwrap_or_else(|_| {
+                        Err(Error::Transport {
+                            address: host.entry.endpoint(),
+                            reason: format!("no answer within {limit:?}"),
+                        })
+                    }),
+                    None => run.await,
+                };
+                host.observe(&result);
+                Outcome::from_result(result)
+            }
+        })
+    }
+
+    /// Runs `work` for each selected host on a background task, at most
+    /// `concurrency` at once; each result comes with its host's index as
+    /// soon as it is ready.
+    fn fan_out<T, F, Fut>(
+        &self,
+        selection: &[usize],
+        concurrency: usize,
+        work: F,
+    ) -> mpsc::Receiver<(usize, T)>
+    where
+        T: Send + 'static,
+        F: Fn(Arc<Host>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = T> + Send,
+    {
+        let (tx, rx) = mpsc::channel(selection.len().max(1));
+        let hosts = self.hosts.clone();
+        let selection = selection.to_vec();
+        tokio::spawn(async move {
+            futures::stream::iter(selection)
+                .map(|i| {
+                    let result = work(hosts[i].clone());
+                    async move { (i, result.await) }
+                })
+                .buffer_unordered(concurrency.max(1))
+                .for_each(|item| {
+                    let tx = tx.clone();
+                    async move {
+                        let _ = tx.send(item).await;
+                    }
+                })
+                .await;
+        });
+        rx
+    }
+
+    /// Runs one command on the selected hosts. See [`Run`].
+    pub fn exec(
+        &self,
+        selection: &[usize],
+        request: ExecRequest,
+        options: RunOptions,
+    ) -> Execution {
+        let (tx, rx) = mpsc::channel(1024);
+        let cancel = CancellationToken::new();
+        let per_host: Vec<CancellationToken> =
+            selection.iter().map(|_| cancel.child_token()).collect();
+        let hosts = self.hosts.clone();
+        let selection = selection.to_vec();
+        let task_selection = selection.clone();
+        let options = Arc::new(options);
+        let limit = Arc::new(Semaphore::new(options.concurrency.max(1)));
+        let prefix = command::parse(&request.command);
+        let requirement = (prefix.shell, prefix.required_os);
+        let request = Arc::new(request);
+        let task_tokens = per_host.clone();
+        let done = CancellationToken::new();
+        let finished = done.clone();
+        tokio::spawn(async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            for (slot, &index) in task_selection.iter().enumerate() {
+                let host = hosts[index].clone();
+                let options = options.clone();
+                let tx = tx.clone();
+                let limit = limit.clone();
+                let request = request.clone();
+                let cancel = task_tokens[slot].clone();
+                tasks.spawn(async move {
+                    let started = Instant::now();
+                    let outcome = tokio::select! {
+                        biased;
+                        () = cancel.cancelled() => HostOutcome::Cancelled,
+                        outcome = run_on_host(&host, index, &request, requirement, &options, &limit, &tx) => outcome,
+                    };
+                    let _ = tx
+                        .send(RunEvent::Finished {
+                            host: index,
+                            result: HostResult {
+                                outcome,
+                                duration: started.elapsed(),
+                            },
+                        })
+                        .await;
+                });
+            }
+            while tasks.join_next().await.is_some() {}
+            finished.cancel();
+        });
+        Execution {
+            events: rx,
+            cancel,
+            per_host: selection.into_iter().zip(per_host).collect(),
+            done,
+        }
+    }
+
+    /// Watches the hosts' state in the background: online hosts are checked
+    /// every `interval`, offline ones retried with exponential backoff (from
+    /// one second up to `interval`), each with random jitter, so that a
+    /// thousand agents restarting are not all dialled in the same instant.
+    /// Stops when `stop` is cancelled.
+    pub fn monitor(&self, interval: Duration, stop: CancellationToken) {
+        for host in self.hosts.iter() {
+            let host = host.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut backoff = Duration::from_secs(1);
+                // Spread the first checks too.
+                let mut wait = jitter(Duration::from_millis(200));
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                    let online = host.probe(Duration::from_secs(5)).await.is_ok();
+                    wait = if online {
+                        backoff = Duration::from_secs(1);
+                        jitter(interval)
+                    } else {
+                        let next = jitter(backoff);
+                        backoff = (backoff * 2).min(interval);
+                        next
+                    };
+                }
+            });
+        }
+    }
+}
+
+/// A random duration between half and all of `base`.
+fn jitter(base: Duration) -> Duration {
+    let mut byte = [0u8; 2];
+    let _ = getrandom::fill(&mut byte);
+    let fraction = f64::from(u16::from_le_bytes(byte)) / f64::from(u16::MAX);
+    base.mul_f64(0.5 + 0.5 * fraction)
+}
