@@ -316,7 +316,7 @@ fn kill_asks_for_confirmation_and_stops_the_agents() {
     let tabs = window.tabs();
     assert!(tabs.iter().all(|(_, kind, _)| kind == "ok"), "{tabs:?}");
     assert!(
-        window.lines()[0].0.starts_with("the agent is stopping"),
+        window.lines()[0].0.starts_with("stopping (boot "),
         "{:?}",
         window.lines()
     );

@@ -13,32 +13,7 @@ use crate::client::{
     history::{Entry, EntryKind, HostRecord},
 };
 
-/// The lifecycle commands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lifecycle {
-    /// End this client's session.
-    Disconnect,
-    /// Stop the agent.
-    Kill,
-    /// Restart the agent in place.
-    Reset,
-}
-
-impl Lifecycle {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Disconnect => "disconnect",
-            Self::Kill => "kill",
-            Self::Reset => "reset",
-        }
-    }
-}
-
-/// The start of a boot id, as `conn` shows it. Cut by characters: the
-/// agent chooses the id, and a byte slice could fall inside a character.
-fn short_boot(boot: &str) -> String {
-    boot.chars().take(8).collect()
-}
+pub use crate::client::lifecycle::Lifecycle;
 
 pub(super) async fn lifecycle(
     context: &Context,
@@ -62,20 +37,7 @@ pub(super) async fn lifecycle(
     }
     let started_at = SystemTime::now();
     let results = gather(context, printer, action.name(), move |client| async move {
-        match action {
-            Lifecycle::Disconnect => client
-                .disconnect()
-                .await
-                .map(|n| format!("session ended, {n} commands cancelled")),
-            Lifecycle::Kill => client
-                .shutdown("vigie kill")
-                .await
-                .map(|boot| format!("stopping (boot {})", short_boot(&boot))),
-            Lifecycle::Reset => client
-                .restart("vigie reset")
-                .await
-                .map(|boot| format!("restarting (boot {})", short_boot(&boot))),
-        }
+        action.perform(&client, "vigie").await
     })
     .await;
     let mut records = Vec::new();

@@ -1,6 +1,7 @@
 //! The command bar and the output view: running a command or a preset on the selection, the tabs and the grouped view as the run goes, cancelling, saving a host's output.
 
 use super::*;
+use crate::client::lifecycle::Lifecycle;
 
 impl App {
     pub(super) fn bind_run(&self) {
@@ -214,18 +215,13 @@ impl App {
                             Ok(info::connection_text(&client.connection_info().await?))
                         }
                         (None, "ps") => Ok(info::processes_text(client.list_processes("").await?)),
-                        (None, "disconnect") => client
-                            .disconnect()
-                            .await
-                            .map(|n| format!("session ended, {n} running commands cancelled")),
-                        (None, "kill") => client
-                            .shutdown("vigie-gui kill")
-                            .await
-                            .map(|boot| format!("the agent is stopping (boot {})", visible(&boot))),
-                        (None, "reset") => client.restart("vigie-gui reset").await.map(|boot| {
-                            format!("the agent is restarting (boot {})", visible(&boot))
-                        }),
-                        _ => Ok(String::new()),
+                        (None, name) => match Lifecycle::parse(name) {
+                            Some(action) => action
+                                .perform(&client, "vigie-gui")
+                                .await
+                                .map(|text| visible(&text).into_owned()),
+                            None => Ok(String::new()),
+                        },
                     }
                 }
             },
