@@ -9,6 +9,16 @@ use std::{io::Write, path::Path};
 /// permissions, owner and group (a root-run tool must not leave a file its
 /// usual user can no longer read); a new one gets `new_mode`.
 pub fn replace(path: &Path, contents: &[u8], new_mode: u32) -> std::io::Result<()> {
+    replace_with(path, new_mode, |file| file.write_all(contents))
+}
+
+/// Like [`replace`], with the contents written by `write` into the new
+/// file (so that they need not all be in memory at once).
+pub fn replace_with(
+    path: &Path,
+    new_mode: u32,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -32,7 +42,7 @@ pub fn replace(path: &Path, contents: &[u8], new_mode: u32) -> std::io::Result<(
             )?;
         }
     }
-    temp.write_all(contents)?;
+    write(temp.as_file_mut())?;
     temp.as_file().sync_all()?;
     temp.persist(path).map_err(|e| e.error)?;
     Ok(())

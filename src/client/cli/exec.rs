@@ -457,3 +457,68 @@ fn record_history(context: &Context, printer: &Printer, model: &Run) {
         printer.note(&format!("vigie: not recorded in the history: {e}"));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{
+        client::cli::output::ColorChoice,
+        command::{EndReason, Exit},
+    };
+
+    #[test]
+    fn framed_lines_carry_their_host_and_show_what_they_hold() {
+        let printer = Printer::new(false, ColorChoice::Never);
+        let mut lines = Lines::default();
+        lines.add(&printer, "web1", OutputStream::Stdout, b"ok");
+        lines.add(&printer, "web1", OutputStream::Stderr, b"\x1b]0;pwned\x07");
+        lines.add(&printer, "web\u{202e}2", OutputStream::Stdout, b"");
+        assert_eq!(
+            String::from_utf8_lossy(&lines.text[0]),
+            "web1: ok\nweb<U+202E>2: \n"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&lines.text[1]),
+            "web1: ^[]0;pwned^G\n"
+        );
+    }
+
+    #[test]
+    fn a_result_line_names_the_status_and_how_it_ended() {
+        let killed = HostResult {
+            outcome: HostOutcome::Exited(Exit {
+                exit_code: 137,
+                signal: Some(9),
+                core_dumped: false,
+                timed_out: true,
+                truncated: false,
+                duration: Duration::from_millis(5),
+                stdout_bytes: 0,
+                stderr_bytes: 0,
+                reason: EndReason::TimedOut,
+            }),
+            duration: Duration::from_millis(7),
+        };
+        let line = serde_json::to_value(ResultLine::new("web1", &killed)).unwrap();
+        assert_eq!(line["status"], "failed");
+        assert_eq!(
+            (line["exit_code"].as_i64(), line["signal"].as_i64()),
+            (Some(137), Some(9))
+        );
+        assert_eq!(
+            (line["timed_out"].as_bool(), line["duration_ms"].as_u64()),
+            (Some(true), Some(7))
+        );
+        let unreachable = HostResult {
+            outcome: HostOutcome::Unreachable("refused".into()),
+            duration: Duration::ZERO,
+        };
+        let line = serde_json::to_value(ResultLine::new("db1", &unreachable)).unwrap();
+        assert_eq!(
+            (line["status"].as_str(), line["error"].as_str()),
+            (Some("unreachable"), Some("refused"))
+        );
+    }
+}

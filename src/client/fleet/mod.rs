@@ -351,3 +351,51 @@ fn jitter(base: Duration) -> Duration {
     let fraction = f64::from(u16::from_le_bytes(byte)) / f64::from(u16::MAX);
     base.mul_f64(0.5 + 0.5 * fraction)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fleet() -> Fleet {
+        let mut entries: Vec<HostEntry> = ["web1", "web2", "web3", "db1"]
+            .iter()
+            .map(|n| HostEntry::new(*n, "127.0.0.1", 1))
+            .collect();
+        entries[3].tags = vec!["db".into()];
+        Fleet::new(entries, |_| ConnectionSettings::default())
+    }
+
+    #[test]
+    fn hosts_are_selected_by_name_range_and_tag_in_file_order() {
+        let f = fleet();
+        assert_eq!(f.select(&Selector::All).unwrap(), [0, 1, 2, 3]);
+        assert_eq!(f.select(&Selector::Tag("db".into())).unwrap(), [3]);
+        let names = Selector::Names(vec!["db1".into(), "web[1-2]".into(), "web1".into()]);
+        assert_eq!(
+            f.select(&names).unwrap(),
+            [0, 1, 3],
+            "once each, file order"
+        );
+        assert_eq!(
+            f.select(&Selector::Names(vec!["web9".into()])),
+            Err(SelectError::UnknownHost("web9".into()))
+        );
+        assert_eq!(
+            f.select(&Selector::Tag("none".into())),
+            Err(SelectError::UnknownTag("none".into()))
+        );
+        assert!(matches!(
+            f.select(&Selector::Names(vec!["web[1-".into()])),
+            Err(SelectError::BadPattern(_))
+        ));
+    }
+
+    #[test]
+    fn reconnects_are_spread_over_half_to_all_of_the_interval() {
+        let base = Duration::from_secs(10);
+        for _ in 0..200 {
+            let wait = jitter(base);
+            assert!(wait >= base / 2 && wait <= base, "{wait:?}");
+        }
+    }
+}

@@ -260,6 +260,26 @@ mod tests {
     }
 
     #[test]
+    fn a_host_from_a_form_checks_its_fields_as_a_file_would() {
+        let entry = HostEntry::from_fields(" web1 ", "", "").unwrap();
+        assert_eq!((entry.address.as_str(), entry.port), ("web1", DEFAULT_PORT));
+        let entry = HostEntry::from_fields("db", "10.0.0.5:7500", "").unwrap();
+        assert_eq!(entry.port, 7500);
+        assert_eq!(
+            HostEntry::from_fields("db", "10.0.0.5:7500", "22")
+                .unwrap()
+                .port,
+            22
+        );
+        assert_eq!(
+            HostEntry::from_fields("db", "", "0").unwrap_err(),
+            "bad port 0 (1 to 65535)"
+        );
+        assert!(HostEntry::from_fields("", "x", "").is_err());
+        assert!(HostEntry::from_fields("a b", "x", "").is_err());
+    }
+
+    #[test]
     fn text_lines_of_every_form() {
         let file = parse(
             "# fleet\n\nweb1\nweb2:7500\n[::1]:7600\n::1\ndb=10.0.0.5\ncache=10.0.0.6:7700  # comment\n",

@@ -289,6 +289,30 @@ pub fn split_host_port(target: &str) -> Result<(String, u16), String> {
     }
 }
 
+impl HostEntry {
+    /// A host from the fields of a form: a name, an address (empty: the
+    /// name; it may carry a port) and a port (empty: the address's, or the
+    /// default). The errors are the ones a hosts file reports.
+    pub fn from_fields(name: &str, address: &str, port: &str) -> Result<Self, String> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err("give the host a name".to_owned());
+        }
+        let address = match address.trim() {
+            "" => name,
+            address => address,
+        };
+        let (address, default_port) = split_host_port(address)?;
+        let port = match port.trim() {
+            "" => default_port,
+            text => parse_port(text)?,
+        };
+        let entry = Self::new(name, address, port);
+        validate(&entry)?;
+        Ok(entry)
+    }
+}
+
 fn parse_port(text: &str) -> Result<u16, String> {
     match text.trim().parse::<u16>() {
         Ok(0) => Err("bad port 0 (1 to 65535)".into()),

@@ -251,27 +251,7 @@ impl App {
 
     pub(super) fn add_host(&self, name: &str, address: &str, port: &str) -> bool {
         let adapter = self.inner.window.global::<HostsAdapter>();
-        let entry = (|| {
-            let name = name.trim();
-            if name.is_empty() {
-                return Err("give the host a name".to_owned());
-            }
-            let address = if address.trim().is_empty() {
-                name
-            } else {
-                address.trim()
-            };
-            let (address, default_port) = split_host_port(address)?;
-            let port = match port.trim() {
-                "" => default_port,
-                text => text
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|p| *p > 0)
-                    .ok_or_else(|| format!("bad port {text:?} (1 to 65535)"))?,
-            };
-            Ok(HostEntry::new(name, address, port))
-        })();
+        let entry = HostEntry::from_fields(name, address, port);
         let result = entry.and_then(|entry| {
             let mut state = self.inner.state.borrow_mut();
             let State { hosts, config, .. } = &mut *state;

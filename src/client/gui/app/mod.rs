@@ -49,7 +49,7 @@ use crate::{
         ClientConfig, ConnectionSettings,
         fleet::{HostOutcome, HostResult, Outcome, RunEvent, RunHandle, RunOptions},
         history::{Entry, EntryKind, History},
-        hosts::{HostEntry, split_host_port},
+        hosts::HostEntry,
         text::visible,
     },
     command::{EndReason, ExecRequest, Exit},

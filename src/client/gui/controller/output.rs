@@ -220,22 +220,25 @@ impl Snapshot {
     /// appending meanwhile.
     pub fn save(self, path: &Path) -> std::io::Result<u64> {
         use std::os::unix::fs::FileExt;
-        let mut contents = Vec::with_capacity(usize::try_from(self.len).unwrap_or(0));
-        let mut buffer = vec![0u8; 1 << 20];
-        let mut offset = 0;
-        while offset < self.len {
-            let want = buffer
-                .len()
-                .min(usize::try_from(self.len - offset).unwrap_or(usize::MAX));
-            let n = self.file.read_at(&mut buffer[..want], offset)?;
-            if n == 0 {
-                break;
+        let mut copied = 0;
+        // Copied a megabyte at a time: memory stays flat however much the
+        // host printed.
+        crate::atomic_file::replace_with(path, 0o600, |out| {
+            let mut buffer = vec![0u8; 1 << 20];
+            while copied < self.len {
+                let want = buffer
+                    .len()
+                    .min(usize::try_from(self.len - copied).unwrap_or(usize::MAX));
+                let n = self.file.read_at(&mut buffer[..want], copied)?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&buffer[..n])?;
+                copied += n as u64;
             }
-            contents.extend_from_slice(&buffer[..n]);
-            offset += n as u64;
-        }
-        crate::atomic_file::replace(path, &contents, 0o600)?;
-        Ok(contents.len() as u64)
+            Ok(())
+        })?;
+        Ok(copied)
     }
 }
 
