@@ -15,7 +15,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::client::run::{HostOutcome, HostResult, Status, exit_text};
+use crate::client::run::{HostResult, OutcomeParts, Status, exit_text};
 
 /// The most output kept per host in an entry.
 pub const OUTPUT_KEPT: usize = 4096;
@@ -139,19 +139,13 @@ impl HostRecord {
     /// The record of one host's result; `head` is the beginning of its
     /// output and `total` how many bytes it printed in all.
     pub fn of_result(name: &str, result: &HostResult, head: &[u8], total: u64) -> Self {
-        let (exit_code, signal, timed_out, truncated, error) = match &result.outcome {
-            HostOutcome::Exited(exit) => (
-                Some(exit.exit_code),
-                exit.signal,
-                exit.timed_out,
-                exit.truncated,
-                None,
-            ),
-            HostOutcome::Failed(e) | HostOutcome::Skipped(e) | HostOutcome::Unreachable(e) => {
-                (None, None, false, false, Some(e.clone()))
-            }
-            HostOutcome::Cancelled => (None, None, false, false, Some("cancelled".into())),
-        };
+        let OutcomeParts {
+            exit_code,
+            signal,
+            timed_out,
+            truncated,
+            error,
+        } = result.outcome.parts();
         let mut record = Self {
             host: name.to_owned(),
             status: result.outcome.status(),

@@ -139,6 +139,15 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// An identity for tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(name: &str, role: Role) -> Self {
+        Self {
+            name: name.to_owned(),
+            role,
+        }
+    }
+
     /// The caller when the agent runs without access control (allowed on
     /// loopback only): everyone who can connect may do everything.
     pub fn anonymous() -> Self {

@@ -594,10 +594,7 @@ mod tests {
     }
 
     fn who(name: &str, role: Role) -> Identity {
-        Identity {
-            name: name.into(),
-            role,
-        }
+        Identity::for_tests(name, role)
     }
 
     fn viewer() -> Identity {

@@ -101,10 +101,7 @@ mod tests {
     use crate::server::auth::Role;
 
     fn who(name: &str, role: Role) -> Identity {
-        Identity {
-            name: name.into(),
-            role,
-        }
+        Identity::for_tests(name, role)
     }
 
     fn viewer() -> Identity {

@@ -253,19 +253,13 @@ pub(super) struct ResultLine<'a> {
 
 impl<'a> ResultLine<'a> {
     pub(super) fn new(host: &'a str, result: &HostResult) -> Self {
-        let (exit_code, signal, timed_out, truncated, error) = match &result.outcome {
-            HostOutcome::Exited(exit) => (
-                Some(exit.exit_code),
-                exit.signal,
-                exit.timed_out,
-                exit.truncated,
-                None,
-            ),
-            HostOutcome::Failed(e) | HostOutcome::Skipped(e) | HostOutcome::Unreachable(e) => {
-                (None, None, false, false, Some(e.clone()))
-            }
-            HostOutcome::Cancelled => (None, None, false, false, Some("cancelled".into())),
-        };
+        let crate::client::run::OutcomeParts {
+            exit_code,
+            signal,
+            timed_out,
+            truncated,
+            error,
+        } = result.outcome.parts();
         Self {
             kind: "result",
             host,

@@ -139,6 +139,29 @@ impl HostOutcome {
         }
     }
 
+    /// The outcome's facts as records and JSON lines write them: exit code,
+    /// signal, whether it timed out, whether its output was cut, and the
+    /// error (or why it did not run).
+    pub fn parts(&self) -> OutcomeParts {
+        match self {
+            Self::Exited(exit) => OutcomeParts {
+                exit_code: Some(exit.exit_code),
+                signal: exit.signal,
+                timed_out: exit.timed_out,
+                truncated: exit.truncated,
+                error: None,
+            },
+            Self::Failed(e) | Self::Skipped(e) | Self::Unreachable(e) => OutcomeParts {
+                error: Some(e.clone()),
+                ..OutcomeParts::default()
+            },
+            Self::Cancelled => OutcomeParts {
+                error: Some("cancelled".into()),
+                ..OutcomeParts::default()
+            },
+        }
+    }
+
     /// How it ended, as a status both front-ends name and colour.
     pub fn status(&self) -> Status {
         match self {
@@ -155,6 +178,21 @@ impl HostOutcome {
     pub fn status_text(&self) -> String {
         self.describe().unwrap_or_else(|| "exit 0".into())
     }
+}
+
+/// The facts of an outcome, field by field (see [`HostOutcome::parts`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutcomeParts {
+    /// Exit code, when the command ran.
+    pub exit_code: Option<i32>,
+    /// Signal that ended it.
+    pub signal: Option<i32>,
+    /// True when its time limit ended it.
+    pub timed_out: bool,
+    /// True when the agent cut its output.
+    pub truncated: bool,
+    /// The error, or why it did not run.
+    pub error: Option<String>,
 }
 
 /// Totals of a fan-out.

@@ -14,7 +14,7 @@ use std::{collections::HashMap, time::SystemTime};
 
 use bytes::Bytes;
 
-pub use event::{HostOutcome, HostResult, RunEvent, Status, Summary, exit_text};
+pub use event::{HostOutcome, HostResult, OutcomeParts, RunEvent, Status, Summary, exit_text};
 pub use groups::{Group, group_by};
 pub use output::{HostOutput, LONGEST_LINE, LineSplitter, OutputKey};
 
@@ -242,13 +242,14 @@ impl Run {
 pub const HISTORY_KEPT: usize = OUTPUT_KEPT;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use super::*;
     use crate::command::{EndReason, Exit};
 
-    fn exit(code: i32, signal: Option<i32>, truncated: bool) -> HostResult {
+    /// A host that exited with `code` (or was killed by `signal`) in 5 ms.
+    pub(crate) fn exit(code: i32, signal: Option<i32>, truncated: bool) -> HostResult {
         HostResult {
             outcome: HostOutcome::Exited(Exit {
                 exit_code: code,
@@ -265,7 +266,8 @@ mod tests {
         }
     }
 
-    fn output(host: usize, stream: OutputStream, data: &[u8]) -> RunEvent {
+    /// An output event of `host`.
+    pub(crate) fn output(host: usize, stream: OutputStream, data: &[u8]) -> RunEvent {
         RunEvent::Output {
             host,
             stream,

@@ -1,58 +1,44 @@
-//! The file chooser of the hosts view, and the settings saved between sessions (the theme).
+//! The file chooser of the hosts view, and the settings saved between
+//! sessions (the theme).
 
 use super::*;
 
 impl App {
     pub(super) fn bind_files(&self) {
         let w = &self.inner.window;
-        let app = self.weak();
         let files = w.global::<FilesAdapter>();
-        files.on_open({
-            let app = app.clone();
-            move |name| {
-                if let Some(app) = app() {
-                    let chosen = app.inner.state.borrow_mut().files.open(&name);
-                    match chosen {
-                        Some(path) => {
-                            app.inner.window.invoke_close_file_dialog();
-                            app.load(&path);
-                        }
-                        None => app.refresh_files(),
-                    }
+        files.on_open(with_app!(self, move |app, name| {
+            let chosen = app.inner.state.borrow_mut().files.open(&name);
+            match chosen {
+                Some(path) => {
+                    app.inner.window.invoke_close_file_dialog();
+                    app.load(&path);
                 }
+                None => app.refresh_files(),
             }
-        });
-        files.on_choose_path({
-            let app = app.clone();
-            move |path| {
-                if let Some(app) = app() {
-                    let path = PathBuf::from(path.trim());
-                    if path.is_file() {
-                        app.inner.window.invoke_close_file_dialog();
-                        app.load(&path);
-                    } else {
-                        app.inner.state.borrow_mut().files = FileBrowser::at(&path);
-                        app.refresh_files();
-                    }
-                }
+        }));
+        files.on_choose_path(with_app!(self, move |app, path| {
+            let path = PathBuf::from(path.trim());
+            if path.is_file() {
+                app.inner.window.invoke_close_file_dialog();
+                app.load(&path);
+            } else {
+                app.inner.state.borrow_mut().files = FileBrowser::at(&path);
+                app.refresh_files();
             }
-        });
+        }));
 
-        w.global::<StatusAdapter>().on_toggle_theme({
-            let app = app.clone();
-            move || {
-                if let Some(app) = app() {
-                    let dark = app
-                        .inner
-                        .window
-                        .global::<crate::client::gui::Theme>()
-                        .get_dark();
-                    let mut state = app.inner.state.borrow_mut();
-                    state.settings.light_theme = !dark;
-                    app.save_settings(&state);
-                }
-            }
-        });
+        w.global::<StatusAdapter>()
+            .on_toggle_theme(with_app!(self, move |app| {
+                let dark = app
+                    .inner
+                    .window
+                    .global::<crate::client::gui::Theme>()
+                    .get_dark();
+                let mut state = app.inner.state.borrow_mut();
+                state.settings.light_theme = !dark;
+                app.save_settings(&state);
+            }));
     }
 
     // --- files and settings --------------------------------------------

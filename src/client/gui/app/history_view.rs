@@ -1,36 +1,21 @@
-//! The history view: the entries shared with the CLI, one entry's details, running one again, and the command recall.
+//! The history view: the entries shared with the CLI, one entry's details,
+//! running one again, and the command recall.
 
 use super::{run_view::PRESETS, *};
 
 impl App {
     pub(super) fn bind_history(&self) {
         let w = &self.inner.window;
-        let app = self.weak();
         let history = w.global::<HistoryAdapter>();
-        history.on_show({
-            let app = app.clone();
-            move |id| {
-                if let Some(app) = app() {
-                    app.show_history_entry(id as usize);
-                }
-            }
-        });
-        history.on_rerun({
-            let app = app.clone();
-            move |id| {
-                if let Some(app) = app() {
-                    app.rerun(id as usize);
-                }
-            }
-        });
-        history.on_reload({
-            let app = app.clone();
-            move || {
-                if let Some(app) = app() {
-                    app.refresh_history();
-                }
-            }
-        });
+        history.on_show(with_app!(self, move |app, id| {
+            app.show_history_entry(id as usize);
+        }));
+        history.on_rerun(with_app!(self, move |app, id| {
+            app.rerun(id as usize);
+        }));
+        history.on_reload(with_app!(self, move |app| {
+            app.refresh_history();
+        }));
     }
 
     // --- history -------------------------------------------------------
@@ -77,15 +62,18 @@ impl App {
         update_model(&self.inner.models.history, rows);
     }
 
-    pub(super) fn show_history_entry(&self, id: usize) {
-        let Some(entry) = self
-            .inner
+    /// Entry `id` (from 1) of the history as last read.
+    fn history_entry(&self, id: usize) -> Option<Entry> {
+        self.inner
             .state
             .borrow()
             .history_entries
             .get(id.wrapping_sub(1))
             .cloned()
-        else {
+    }
+
+    pub(super) fn show_history_entry(&self, id: usize) {
+        let Some(entry) = self.history_entry(id) else {
             return;
         };
         let mut lines = Vec::new();
@@ -127,14 +115,7 @@ impl App {
     /// Runs a history entry again on the same hosts (those still in the
     /// hosts file).
     pub(super) fn rerun(&self, id: usize) {
-        let Some(entry) = self
-            .inner
-            .state
-            .borrow()
-            .history_entries
-            .get(id.wrapping_sub(1))
-            .cloned()
-        else {
+        let Some(entry) = self.history_entry(id) else {
             return;
         };
         {

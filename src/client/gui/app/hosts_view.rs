@@ -1,4 +1,6 @@
-//! The hosts view: loading a hosts file (or starting the private agent for this machine), the list with its states, filter and selection, adding and removing hosts.
+//! The hosts view: loading a hosts file (or starting the private agent for
+//! this machine), the list with its states, filter and selection, adding and
+//! removing hosts.
 
 use super::*;
 
@@ -7,88 +9,43 @@ impl App {
         let w = &self.inner.window;
         let app = self.weak();
         let hosts = w.global::<HostsAdapter>();
-        hosts.on_load({
-            let app = app.clone();
-            move |path| {
-                if let Some(app) = app() {
-                    app.load(Path::new(path.trim()));
-                }
-            }
-        });
-        hosts.on_browse({
-            let app = app.clone();
-            move || {
-                if let Some(app) = app() {
-                    app.refresh_files();
-                    app.inner.window.invoke_show_file_dialog();
-                }
-            }
-        });
-        hosts.on_filter_edited({
-            let app = app.clone();
-            move |text| {
-                if let Some(app) = app() {
-                    app.inner.state.borrow_mut().hosts.set_filter(&text);
-                    app.refresh_hosts();
-                }
-            }
-        });
-        hosts.on_toggle({
-            let app = app.clone();
-            move |index| {
-                if let Some(app) = app() {
-                    app.inner.state.borrow_mut().hosts.toggle(index as usize);
-                    app.refresh_hosts();
-                }
-            }
-        });
-        hosts.on_select_all({
-            let app = app.clone();
-            move || {
-                if let Some(app) = app() {
-                    app.inner.state.borrow_mut().hosts.select_all();
-                    app.refresh_hosts();
-                }
-            }
-        });
-        hosts.on_select_none({
-            let app = app.clone();
-            move || {
-                if let Some(app) = app() {
-                    app.inner.state.borrow_mut().hosts.select_none();
-                    app.refresh_hosts();
-                }
-            }
-        });
-        hosts.on_select_group({
-            let app = app.clone();
-            move |tag| {
-                if let Some(app) = app() {
-                    app.inner.state.borrow_mut().hosts.select_group(&tag);
-                    app.refresh_hosts();
-                }
-            }
-        });
-        hosts.on_show_host({
-            let app = app.clone();
-            move |index| {
-                if let Some(app) = app() {
-                    app.show_host(index as usize);
-                }
-            }
-        });
+        hosts.on_load(with_app!(self, move |app, path| {
+            app.load(Path::new(path.trim()));
+        }));
+        hosts.on_browse(with_app!(self, move |app| {
+            app.refresh_files();
+            app.inner.window.invoke_show_file_dialog();
+        }));
+        hosts.on_filter_edited(with_app!(self, move |app, text| {
+            app.inner.state.borrow_mut().hosts.set_filter(&text);
+            app.refresh_hosts();
+        }));
+        hosts.on_toggle(with_app!(self, move |app, index| {
+            app.inner.state.borrow_mut().hosts.toggle(index as usize);
+            app.refresh_hosts();
+        }));
+        hosts.on_select_all(with_app!(self, move |app| {
+            app.inner.state.borrow_mut().hosts.select_all();
+            app.refresh_hosts();
+        }));
+        hosts.on_select_none(with_app!(self, move |app| {
+            app.inner.state.borrow_mut().hosts.select_none();
+            app.refresh_hosts();
+        }));
+        hosts.on_select_group(with_app!(self, move |app, tag| {
+            app.inner.state.borrow_mut().hosts.select_group(&tag);
+            app.refresh_hosts();
+        }));
+        hosts.on_show_host(with_app!(self, move |app, index| {
+            app.show_host(index as usize);
+        }));
         hosts.on_add({
             let app = app.clone();
             move |name, address, port| app().is_some_and(|app| app.add_host(&name, &address, &port))
         });
-        hosts.on_remove_selected({
-            let app = app.clone();
-            move || {
-                if let Some(app) = app() {
-                    app.remove_selected();
-                }
-            }
-        });
+        hosts.on_remove_selected(with_app!(self, move |app| {
+            app.remove_selected();
+        }));
     }
 
     // --- hosts ---------------------------------------------------------

@@ -5,31 +5,22 @@ use super::*;
 impl App {
     pub(super) fn bind_info(&self) {
         let w = &self.inner.window;
-        let app = self.weak();
-        w.global::<ChartAdapter>().on_resized({
-            let app = app.clone();
-            move |width, height| {
-                if let Some(app) = app() {
-                    app.inner
-                        .state
-                        .borrow_mut()
-                        .chart
-                        .resize(f64::from(width), f64::from(height));
-                    app.refresh_chart();
+        w.global::<ChartAdapter>()
+            .on_resized(with_app!(self, move |app, width, height| {
+                app.inner
+                    .state
+                    .borrow_mut()
+                    .chart
+                    .resize(f64::from(width), f64::from(height));
+                app.refresh_chart();
+            }));
+        w.global::<InfoAdapter>()
+            .on_refresh(with_app!(self, move |app| {
+                let host = app.inner.state.borrow().shown_host;
+                if let Some(host) = host {
+                    app.fetch_info(host);
                 }
-            }
-        });
-        w.global::<InfoAdapter>().on_refresh({
-            let app = app.clone();
-            move || {
-                if let Some(app) = app() {
-                    let host = app.inner.state.borrow().shown_host;
-                    if let Some(host) = host {
-                        app.fetch_info(host);
-                    }
-                }
-            }
-        });
+            }));
     }
 
     pub(super) fn fetch_info(&self, index: usize) {

@@ -9,6 +9,21 @@
 //! loop once (`invoke_from_event_loop`); tests without an event loop call
 //! `pump` themselves.
 
+/// A window callback that runs its body on the App while the App lives:
+/// the window holds its callbacks, so they hold the App only weakly.
+/// `with_app!(self, move |app, arg| { … })` gives the body `app: &App`.
+macro_rules! with_app {
+    ($self:expr, move |$app:ident $(, $arg:ident)*| $body:block) => {{
+        let weak = $self.weak();
+        move |$($arg),*| {
+            if let Some($app) = weak() {
+                let $app = &$app;
+                $body
+            }
+        }
+    }};
+}
+
 mod files_view;
 mod history_view;
 mod hosts_view;

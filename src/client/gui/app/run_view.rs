@@ -1,4 +1,6 @@
-//! The command bar and the output view: running a command or a preset on the selection, the tabs and the grouped view as the run goes, cancelling, saving a host's output.
+//! The command bar and the output view: running a command or a preset on the
+//! selection, the tabs and the grouped view as the run goes, cancelling,
+//! saving a host's output.
 
 use super::*;
 use crate::client::lifecycle::Lifecycle;
@@ -8,38 +10,18 @@ impl App {
         let w = &self.inner.window;
         let app = self.weak();
         let command = w.global::<CommandAdapter>();
-        command.on_run({
-            let app = app.clone();
-            move |text| {
-                if let Some(app) = app() {
-                    app.run_command(text.as_str());
-                }
-            }
-        });
-        command.on_preset({
-            let app = app.clone();
-            move |name| {
-                if let Some(app) = app() {
-                    app.preset(&name);
-                }
-            }
-        });
-        command.on_lifecycle({
-            let app = app.clone();
-            move |name| {
-                if let Some(app) = app() {
-                    app.preset(&name);
-                }
-            }
-        });
-        command.on_cancel({
-            let app = app.clone();
-            move || {
-                if let Some(app) = app() {
-                    app.cancel();
-                }
-            }
-        });
+        command.on_run(with_app!(self, move |app, text| {
+            app.run_command(text.as_str());
+        }));
+        command.on_preset(with_app!(self, move |app, name| {
+            app.preset(&name);
+        }));
+        command.on_lifecycle(with_app!(self, move |app, name| {
+            app.preset(&name);
+        }));
+        command.on_cancel(with_app!(self, move |app| {
+            app.cancel();
+        }));
         command.on_older({
             let app = app.clone();
             move || {
@@ -72,49 +54,29 @@ impl App {
         });
 
         let output = w.global::<OutputAdapter>();
-        output.on_show_slot({
-            let app = app.clone();
-            move |slot| {
-                if let Some(app) = app() {
-                    app.show_slot(slot as usize);
-                }
+        output.on_show_slot(with_app!(self, move |app, slot| {
+            app.show_slot(slot as usize);
+        }));
+        output.on_cancel_slot(with_app!(self, move |app, slot| {
+            let state = app.inner.state.borrow();
+            let host = app.output().host_of_slot(slot as usize);
+            if let (Some(run), Some(host)) = (&state.run, host) {
+                run.cancel_host(host);
             }
-        });
-        output.on_cancel_slot({
-            let app = app.clone();
-            move |slot| {
-                if let Some(app) = app() {
-                    let state = app.inner.state.borrow();
-                    let host = app.output().host_of_slot(slot as usize);
-                    if let (Some(run), Some(host)) = (&state.run, host) {
-                        run.cancel_host(host);
-                    }
-                }
-            }
-        });
-        output.on_save({
-            let app = app.clone();
-            move |path| {
-                if let Some(app) = app() {
-                    app.save_output(Path::new(path.trim()));
-                }
-            }
-        });
-        output.on_copy({
-            let app = app.clone();
-            move || {
-                if let Some(app) = app() {
-                    let slot = app.inner.state.borrow().current_slot;
-                    let text = slot
-                        .map(|slot| app.output().tail_text(slot))
-                        .unwrap_or_default();
-                    app.inner
-                        .window
-                        .global::<OutputAdapter>()
-                        .set_tail_text(text.into());
-                }
-            }
-        });
+        }));
+        output.on_save(with_app!(self, move |app, path| {
+            app.save_output(Path::new(path.trim()));
+        }));
+        output.on_copy(with_app!(self, move |app| {
+            let slot = app.inner.state.borrow().current_slot;
+            let text = slot
+                .map(|slot| app.output().tail_text(slot))
+                .unwrap_or_default();
+            app.inner
+                .window
+                .global::<OutputAdapter>()
+                .set_tail_text(text.into());
+        }));
     }
 
     // --- runs ----------------------------------------------------------

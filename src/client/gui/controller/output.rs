@@ -457,35 +457,13 @@ impl OutputController {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        client::run::{HostOutcome, HostResult},
-        command::{EndReason, Exit},
-    };
+    use crate::client::run::{HostOutcome, HostResult};
 
     fn exit(code: i32) -> HostResult {
-        HostResult {
-            outcome: HostOutcome::Exited(Exit {
-                exit_code: code,
-                signal: None,
-                core_dumped: false,
-                timed_out: false,
-                truncated: false,
-                duration: Duration::from_millis(5),
-                stdout_bytes: 0,
-                stderr_bytes: 0,
-                reason: EndReason::Exited,
-            }),
-            duration: Duration::from_millis(5),
-        }
+        crate::client::run::tests::exit(code, None, false)
     }
 
-    fn output(host: usize, stream: OutputStream, data: &[u8]) -> RunEvent {
-        RunEvent::Output {
-            host,
-            stream,
-            data: bytes::Bytes::copy_from_slice(data),
-        }
-    }
+    use crate::client::run::tests::output;
 
     #[test]
     fn escape_sequences_are_shown_not_obeyed() {
