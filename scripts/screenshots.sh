@@ -61,7 +61,7 @@ click() { xdotool mousemove "$1" "$2" click 1; }
 
 xdotool key ctrl+shift+a                    # select every host
 click 700 74                                  # the command line
-xdotool type --delay 2 "uname -sr; df -h / | tail -n 1; echo 'a warning on stderr' >&2"
+xdotool type --delay 15 "uname -sr; df -h / | tail -n 1; echo 'a warning on stderr' >&2"
 xdotool key Return
 shot output 2
 click 470 145; shot grouped                   # Grouped
