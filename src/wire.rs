@@ -1,5 +1,5 @@
 //! What both ends of a connection agree on: the default port, the session
-//! header, the HTTP/2 settings, and which addresses count as loopback (the
+//! header, the HTTP/2 settings, the keepalive range, and which addresses count as loopback (the
 //! agent allows plaintext and anonymous callers there only; the client
 //! sends a token in plaintext there only).
 
@@ -19,6 +19,11 @@ pub const STREAM_WINDOW: u32 = 4 << 20;
 pub const CONNECTION_WINDOW: u32 = 8 << 20;
 /// Largest HTTP/2 frame; see [`STREAM_WINDOW`].
 pub const MAX_FRAME: u32 = 1 << 20;
+
+/// Keepalive settings both sides accept, in ms: below half a second a
+/// loaded machine would drop healthy connections; above an hour a dead peer
+/// would hold commands (or an operator's terminal) for too long.
+pub const KEEPALIVE_RANGE_MS: std::ops::RangeInclusive<u64> = 500..=3_600_000;
 
 /// True for 127.0.0.0/8, ::1 and IPv4-mapped loopback addresses.
 pub fn is_loopback(ip: IpAddr) -> bool {

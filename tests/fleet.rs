@@ -133,6 +133,7 @@ async fn fan_out_to_fifty_agents_with_mixed_outcomes() -> TestResult {
             failed: 10,
             skipped: 5,
             unreachable: 5,
+            lost: 0,
             cancelled: 0
         }
     );

@@ -65,7 +65,7 @@ impl AgentClient {
     /// Connects to the agent at `url` (e.g. `http://127.0.0.1:7421`), in
     /// plaintext and without credentials, with a new random session id.
     pub async fn connect(url: &str) -> Result<Self, Error> {
-        let channel = connect::endpoint(url)?
+        let channel = connect::endpoint(url, connect::Keepalive::DEFAULT)?
             .connect()
             .await
             .map_err(|e| Error::connect(url, &e))?;

@@ -61,6 +61,13 @@ pub struct ConnectionSettings {
     pub token: Option<Secret>,
     /// Allow sending a token in plaintext to a non-loopback address.
     pub insecure_plaintext: Option<bool>,
+    /// While a call is open, time without a frame from the agent before
+    /// the client pings it, in ms [default: 4000]. Idle connections are
+    /// never pinged.
+    pub keepalive_interval_ms: Option<u64>,
+    /// Time a ping may go unanswered before the client gives the agent up
+    /// (its calls fail as "connection lost"), in ms [default: 4000].
+    pub keepalive_timeout_ms: Option<u64>,
 }
 
 impl ConnectionSettings {
@@ -81,6 +88,8 @@ impl ConnectionSettings {
                 .or_else(|| base.server_name.clone()),
             token: self.token.clone().or_else(|| base.token.clone()),
             insecure_plaintext: self.insecure_plaintext.or(base.insecure_plaintext),
+            keepalive_interval_ms: self.keepalive_interval_ms.or(base.keepalive_interval_ms),
+            keepalive_timeout_ms: self.keepalive_timeout_ms.or(base.keepalive_timeout_ms),
         }
     }
 

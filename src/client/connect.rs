@@ -134,7 +134,7 @@ pub async fn channel(
     } else {
         format!("http://{address}")
     };
-    let endpoint = endpoint(&url)?;
+    let endpoint = endpoint(&url, Keepalive::from_settings(address, settings)?)?;
     let connector = tower::service_fn(move |_: Uri| {
         let prepared = prepared.clone();
         async move { dial(&prepared).await.map(TokioIo::new) }
@@ -149,9 +149,62 @@ pub async fn channel(
     }
 }
 
+/// How the client notices an agent that stopped answering while a call is
+/// open: after `interval` without a frame from it, a ping; after `timeout`
+/// without the answer, the connection is dropped and its calls fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Time without a frame before a ping.
+    pub interval: Duration,
+    /// Time a ping may go unanswered.
+    pub timeout: Duration,
+}
+
+impl Keepalive {
+    /// The default: a lost agent is noticed within 8 s of its last frame,
+    /// sooner than the agent's own 10 s, so that the operator hears of it
+    /// first. Idle connections are not pinged at all.
+    pub const DEFAULT: Self = Self {
+        interval: Duration::from_secs(4),
+        timeout: Duration::from_secs(4),
+    };
+
+    /// The keepalive these settings ask for, checked against the range
+    /// both sides accept.
+    pub fn from_settings(address: &Address, settings: &ConnectionSettings) -> Result<Self, Error> {
+        let pick = |name: &str, value: Option<u64>, default: Duration| match value {
+            None => Ok(default),
+            Some(ms) if crate::wire::KEEPALIVE_RANGE_MS.contains(&ms) => {
+                Ok(Duration::from_millis(ms))
+            }
+            Some(ms) => Err(Error::Settings {
+                address: address.to_string(),
+                reason: format!(
+                    "{name} = {ms} is out of range: use {} to {}",
+                    crate::wire::KEEPALIVE_RANGE_MS.start(),
+                    crate::wire::KEEPALIVE_RANGE_MS.end()
+                ),
+            }),
+        };
+        Ok(Self {
+            interval: pick(
+                "keepalive_interval_ms",
+                settings.keepalive_interval_ms,
+                Self::DEFAULT.interval,
+            )?,
+            timeout: pick(
+                "keepalive_timeout_ms",
+                settings.keepalive_timeout_ms,
+                Self::DEFAULT.timeout,
+            )?,
+        })
+    }
+}
+
 /// HTTP/2 settings shared with the agent (see `wire::STREAM_WINDOW`), and
-/// the keepalive both sides agree on: a ping every 30 s, 10 s to answer.
-pub fn endpoint(url: &str) -> Result<Endpoint, Error> {
+/// the keepalive: pings only while a call is open, so that idle channels
+/// to thousands of agents cost nothing.
+pub fn endpoint(url: &str, keepalive: Keepalive) -> Result<Endpoint, Error> {
     Ok(Endpoint::from_shared(url.to_owned())
         .map_err(|e| Error::InvalidAddress {
             address: url.to_owned(),
@@ -159,8 +212,8 @@ pub fn endpoint(url: &str) -> Result<Endpoint, Error> {
         })?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10))
+        .http2_keep_alive_interval(keepalive.interval)
+        .keep_alive_timeout(keepalive.timeout)
         .keep_alive_while_idle(false)
         .initial_stream_window_size(Some(STREAM_WINDOW))
         .initial_connection_window_size(Some(CONNECTION_WINDOW))

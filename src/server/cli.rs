@@ -49,6 +49,16 @@ pub struct AgentArgs {
     #[arg(long, value_name = "MS")]
     pub kill_grace_ms: Option<u64>,
 
+    /// Time without a frame from a client before the agent pings it, in ms
+    /// [default: 5000].
+    #[arg(long, value_name = "MS")]
+    pub keepalive_interval_ms: Option<u64>,
+
+    /// Time a ping may go unanswered before the agent drops the connection
+    /// and ends its commands, in ms [default: 5000].
+    #[arg(long, value_name = "MS")]
+    pub keepalive_timeout_ms: Option<u64>,
+
     /// TLS certificate chain (PEM).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -178,8 +188,17 @@ impl AgentArgs {
         if let Some(path) = &self.config {
             config.resolve_paths(path.parent().unwrap_or(std::path::Path::new(".")));
         }
-        if let Some(ms) = self.kill_grace_ms {
-            config.kill_grace_ms = ms;
+        for (flag, setting) in [
+            (self.kill_grace_ms, &mut config.kill_grace_ms),
+            (
+                self.keepalive_interval_ms,
+                &mut config.keepalive_interval_ms,
+            ),
+            (self.keepalive_timeout_ms, &mut config.keepalive_timeout_ms),
+        ] {
+            if let Some(ms) = flag {
+                *setting = ms;
+            }
         }
         for (flag, setting) in [
             (&self.tls_cert, &mut config.tls_cert),

@@ -12,7 +12,15 @@ use serde::{Deserialize, Serialize};
 
 use super::{auth::Role, policy::AllowRule};
 
-use crate::wire::DEFAULT_PORT;
+use crate::wire::{DEFAULT_PORT, KEEPALIVE_RANGE_MS};
+
+/// The agent's default keepalive: a client that vanished (a partition, a
+/// host that lost power, a frozen process) is noticed within 10 s and its
+/// commands are ended, for the price of one small frame every 5 s on an
+/// idle connection.
+pub const DEFAULT_KEEPALIVE_INTERVAL_MS: u64 = 5_000;
+/// See [`DEFAULT_KEEPALIVE_INTERVAL_MS`].
+pub const DEFAULT_KEEPALIVE_TIMEOUT_MS: u64 = 5_000;
 
 /// Everything the agent can be told.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,9 +66,13 @@ pub struct AgentConfig {
     pub max_output_bytes: u64,
     /// Largest request message accepted, in bytes (stdin included).
     pub max_request_bytes: usize,
-    /// Interval of HTTP/2 keepalive pings on idle connections, in ms.
+    /// Time without a frame from the client after which the agent pings
+    /// it, in ms (HTTP/2 PING). Clients ping while they have a call open,
+    /// so on a busy connection the agent rarely needs to.
     pub keepalive_interval_ms: u64,
-    /// Time to wait for a keepalive answer before closing, in ms.
+    /// Time a ping may go unanswered before the agent closes the
+    /// connection (and ends its commands), in ms. A vanished client is thus
+    /// noticed within `keepalive_interval_ms + keepalive_timeout_ms`.
     pub keepalive_timeout_ms: u64,
     /// The agent's TLS certificate chain (PEM). With `tls_key`, the agent
     /// serves TLS only.
@@ -115,8 +127,8 @@ impl Default for AgentConfig {
             admin_reserved_commands: 32,
             max_output_bytes: 4 << 30,
             max_request_bytes: 4 << 20,
-            keepalive_interval_ms: 30_000,
-            keepalive_timeout_ms: 10_000,
+            keepalive_interval_ms: DEFAULT_KEEPALIVE_INTERVAL_MS,
+            keepalive_timeout_ms: DEFAULT_KEEPALIVE_TIMEOUT_MS,
             tls_cert: None,
             tls_key: None,
             client_ca: None,
@@ -130,7 +142,39 @@ impl Default for AgentConfig {
     }
 }
 
+/// A setting out of its range.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{name} = {value} is out of range: use {min} to {max}")]
+pub struct SettingError {
+    /// The setting's name in the config file.
+    pub name: &'static str,
+    /// The value given.
+    pub value: u64,
+    /// The smallest value accepted.
+    pub min: u64,
+    /// The largest value accepted.
+    pub max: u64,
+}
+
 impl AgentConfig {
+    /// Checks the settings that have a range.
+    pub fn check(&self) -> Result<(), SettingError> {
+        for (name, value) in [
+            ("keepalive_interval_ms", self.keepalive_interval_ms),
+            ("keepalive_timeout_ms", self.keepalive_timeout_ms),
+        ] {
+            if !KEEPALIVE_RANGE_MS.contains(&value) {
+                return Err(SettingError {
+                    name,
+                    value,
+                    min: *KEEPALIVE_RANGE_MS.start(),
+                    max: *KEEPALIVE_RANGE_MS.end(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The KILL grace as a duration.
     pub fn kill_grace(&self) -> Duration {
         Duration::from_millis(self.kill_grace_ms)

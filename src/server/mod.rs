@@ -92,6 +92,9 @@ pub enum StartError {
         /// The configured address.
         configured: String,
     },
+    /// A setting is out of its range.
+    #[error(transparent)]
+    Setting(#[from] config::SettingError),
     /// The system cannot be read.
     #[error(transparent)]
     Probe(#[from] system::ProbeError),
@@ -191,6 +194,7 @@ impl Agent {
         listener: Listener,
         security: security::Security,
     ) -> Result<Self, StartError> {
+        config.check()?;
         let local_addr = listener.address().map_err(|source| StartError::Bind {
             addr: config.listen.clone(),
             source,

@@ -4,15 +4,19 @@ use std::process::ExitCode;
 
 use super::{
     CliError, Context,
-    gather::{exit_code, gather, report_failures, row},
+    gather::{CallKind, exit_code, gather, report_failures, row},
     output::{Printer, table},
 };
 use crate::client::{fleet::Outcome, present};
 
 pub(super) async fn conn(context: &Context, printer: &Printer) -> Result<ExitCode, CliError> {
-    let results = gather(context, printer, "asking", |client| async move {
-        client.connection_info().await
-    })
+    let results = gather(
+        context,
+        printer,
+        "asking",
+        CallKind::Read,
+        |client| async move { client.connection_info().await },
+    )
     .await;
     let mut rows = Vec::new();
     let mut columns = vec!["HOST"];

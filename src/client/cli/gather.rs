@@ -10,12 +10,23 @@ use super::{
 };
 use crate::client::{AgentClient, Error, fleet::Outcome};
 
+/// Whether a call only reads (and may be tried again when its connection
+/// broke) or changes something (and runs at most once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CallKind {
+    /// System info, connection info, process lists.
+    Read,
+    /// Signals and lifecycle commands.
+    Change,
+}
+
 /// Runs `action` on the selected hosts and returns every outcome in
 /// selection order, with a progress bar on a terminal.
 pub(super) async fn gather<T, F, Fut>(
     context: &Context,
     printer: &Printer,
     what: &str,
+    kind: CallKind,
     action: F,
 ) -> Vec<(usize, Outcome<T>)>
 where
@@ -25,12 +36,16 @@ where
 {
     let progress = printer.progress(context.selection.len(), what);
     let mut results = Vec::new();
-    let mut outcomes = context.fleet.for_each(
-        &context.selection,
-        context.concurrency,
-        Some(Duration::from_secs(15)),
-        action,
-    );
+    let deadline = Some(Duration::from_secs(15));
+    let mut outcomes = if kind == CallKind::Read {
+        context
+            .fleet
+            .read_each(&context.selection, context.concurrency, deadline, action)
+    } else {
+        context
+            .fleet
+            .for_each(&context.selection, context.concurrency, deadline, action)
+    };
     while let Some(item) = outcomes.recv().await {
         progress.inc(1);
         results.push(item);

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use super::{
     CliError, Context,
-    gather::{exit_code, gather, report_failures, row},
+    gather::{CallKind, exit_code, gather, report_failures, row},
     output::{Printer, table},
 };
 use crate::{
@@ -22,9 +22,13 @@ pub(super) async fn info(
     what: Option<Query>,
     printer: &Printer,
 ) -> Result<ExitCode, CliError> {
-    let results = gather(context, printer, "asking", |client| async move {
-        client.system_info().await
-    })
+    let results = gather(
+        context,
+        printer,
+        "asking",
+        CallKind::Read,
+        |client| async move { client.system_info().await },
+    )
     .await;
     let answered: Vec<(&str, &SystemInfo)> = results
         .iter()

@@ -5,7 +5,7 @@ use std::{process::ExitCode, time::SystemTime};
 
 use super::{
     CliError, Context, confirm,
-    gather::{exit_code, gather, report_failures},
+    gather::{CallKind, exit_code, gather, report_failures},
     output::Printer,
 };
 use crate::client::{
@@ -36,9 +36,13 @@ pub(super) async fn lifecycle(
         }
     }
     let started_at = SystemTime::now();
-    let results = gather(context, printer, action.name(), move |client| async move {
-        action.perform(&client, "vigie").await
-    })
+    let results = gather(
+        context,
+        printer,
+        action.name(),
+        CallKind::Change,
+        move |client| async move { action.perform(&client, "vigie").await },
+    )
     .await;
     let mut records = Vec::new();
     for (host, outcome) in &results {

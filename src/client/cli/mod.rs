@@ -108,6 +108,16 @@ pub struct Global {
     /// Allow tokens in plaintext to non-loopback agents.
     #[arg(long, global = true)]
     pub insecure_plaintext: bool,
+
+    /// While a call is open, time without a frame from an agent before
+    /// pinging it, in ms [default: 4000]
+    #[arg(long, global = true, value_name = "MS")]
+    pub keepalive_interval_ms: Option<u64>,
+
+    /// Time a ping may go unanswered before an agent is given up (its
+    /// commands report "lost"), in ms [default: 4000]
+    #[arg(long, global = true, value_name = "MS")]
+    pub keepalive_timeout_ms: Option<u64>,
 }
 
 /// The commands.
@@ -429,6 +439,8 @@ fn flag_settings(global: &Global) -> ConnectionSettings {
         server_name: None,
         token: global.token.clone().map(Secret::new),
         insecure_plaintext: global.insecure_plaintext.then_some(true),
+        keepalive_interval_ms: global.keepalive_interval_ms,
+        keepalive_timeout_ms: global.keepalive_timeout_ms,
     }
 }
 

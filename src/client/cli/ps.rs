@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use super::{
     CliError, Context,
-    gather::{exit_code, gather, report_failures, row},
+    gather::{CallKind, exit_code, gather, report_failures, row},
     output::{Printer, table},
 };
 use crate::{
@@ -17,7 +17,7 @@ pub(super) async fn ps(
     filter: String,
     printer: &Printer,
 ) -> Result<ExitCode, CliError> {
-    let results = gather(context, printer, "listing", move |client| {
+    let results = gather(context, printer, "listing", CallKind::Read, move |client| {
         let filter = filter.clone();
         async move { client.list_processes(&filter).await }
     })
@@ -51,9 +51,13 @@ pub(super) async fn signal(
     signal: ProcessSignal,
     printer: &Printer,
 ) -> Result<ExitCode, CliError> {
-    let results = gather(context, printer, "signalling", move |client| async move {
-        client.signal_process(pid, signal).await
-    })
+    let results = gather(
+        context,
+        printer,
+        "signalling",
+        CallKind::Change,
+        move |client| async move { client.signal_process(pid, signal).await },
+    )
     .await;
     for (host, outcome) in &results {
         if let Outcome::Done(()) = outcome {

@@ -2,7 +2,10 @@
 //! host), the outcome of a call that does not stream, and one host's part
 //! of a command run.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use futures::StreamExt;
 use tokio::sync::{Semaphore, mpsc};
@@ -12,6 +15,7 @@ use super::{DEFAULT_CONCURRENCY, Host, HostState, host::is_unreachable};
 use crate::{
     client::{
         Error,
+        connect::Keepalive,
         run::{HostOutcome, RunEvent},
     },
     command::{self, Event, ExecRequest, OsFamily},
@@ -184,7 +188,10 @@ pub(super) async fn run_on_host(
             Err(e) if is_unreachable(&e) => return HostOutcome::Unreachable(e.to_string()),
             Err(e) => return HostOutcome::Failed(e.to_string()),
         };
+        let mut last_heard = Instant::now();
         while let Some(event) = stream.next().await {
+            let silent = last_heard.elapsed();
+            last_heard = Instant::now();
             let forwarded = match event {
                 Ok(Event::Started { pid, .. }) => RunEvent::Started { host: index, pid },
                 Ok(Event::Output { stream, data }) => RunEvent::Output {
@@ -194,16 +201,32 @@ pub(super) async fn run_on_host(
                 },
                 Ok(Event::Exited(exit)) => return HostOutcome::Exited(exit),
                 Err(e) => {
-                    let message = format!("the command's stream broke off: {e}");
+                    let lost = is_unreachable(&e);
+                    let message = if lost {
+                        // The connection, not the agent, ended the call: the
+                        // command may have run in part, and the agent ends
+                        // it when it notices the connection is gone.
+                        format!(
+                            "connection lost while the command ran ({}); the agent ends the \
+                             command when it notices; it is not re-run",
+                            lost_reason(&e, silent, host.keepalive())
+                        )
+                    } else {
+                        format!("the command's stream broke off: {e}")
+                    };
                     host.observe::<()>(&Err(e));
-                    return HostOutcome::Failed(message);
+                    return if lost {
+                        HostOutcome::Lost(message)
+                    } else {
+                        HostOutcome::Failed(message)
+                    };
                 }
             };
             if events.send(forwarded).await.is_err() {
                 return HostOutcome::Cancelled;
             }
         }
-        HostOutcome::Failed("the command's stream ended without an exit".into())
+        HostOutcome::Lost("the command's stream ended without an exit; it is not re-run".into())
     };
     match options.deadline {
         // A little beyond the agent's own timeout, so that normally the
@@ -214,5 +237,24 @@ pub(super) async fn run_on_host(
                 HostOutcome::Failed(format!("no result within the {deadline:?} deadline"))
             }),
         None => work.await,
+    }
+}
+
+/// Why a connection broke, in an operator's words. When nothing had come
+/// for longer than the keepalive interval, the keepalive gave the agent
+/// up (HTTP/2 itself only says "broken pipe" then): the host is down,
+/// frozen or cut off. Otherwise the transport's own reason (a reset, a
+/// close), without the address, which is shown beside it already.
+fn lost_reason(error: &Error, silent: Duration, keepalive: Keepalive) -> String {
+    if silent >= keepalive.interval {
+        return format!(
+            "no answer from the agent for {:.1} s, keepalive included: the host is down, \
+             frozen or cut off",
+            silent.as_secs_f64()
+        );
+    }
+    match error {
+        Error::Transport { reason, .. } | Error::Connect { reason, .. } => reason.clone(),
+        other => other.to_string(),
     }
 }

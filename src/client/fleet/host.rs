@@ -82,6 +82,12 @@ impl Host {
         }
     }
 
+    /// How its connection notices a silent agent.
+    pub fn keepalive(&self) -> connect::Keepalive {
+        connect::Keepalive::from_settings(&self.address(), &self.settings)
+            .unwrap_or(connect::Keepalive::DEFAULT)
+    }
+
     /// Its current status.
     pub fn status(&self) -> HostStatus {
         self.status.borrow().clone()
@@ -161,19 +167,29 @@ impl Host {
         }
     }
 
-    /// Asks the agent for its description and updates the state.
+    /// Asks the agent for its description and updates the state. A probe
+    /// whose connection broke is tried once more (it only reads).
     pub async fn probe(&self, deadline: Duration) -> Result<Arc<SystemInfo>, Error> {
         if !matches!(self.status.borrow().state, HostState::Online(_)) {
             self.set(HostState::Connecting);
         }
         let result = async {
             let client = self.client().await?;
-            tokio::time::timeout(deadline, client.system_info())
-                .await
-                .map_err(|_| Error::Transport {
-                    address: self.entry.endpoint(),
-                    reason: format!("no answer within {deadline:?}"),
-                })?
+            let ask = || async {
+                tokio::time::timeout(deadline, client.system_info())
+                    .await
+                    .map_err(|_| Error::Transport {
+                        address: self.entry.endpoint(),
+                        reason: format!("no answer within {deadline:?}"),
+                    })?
+            };
+            match ask().await {
+                Err(e) if is_retryable(&e) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    ask().await
+                }
+                result => result,
+            }
         }
         .await;
         match result {
@@ -197,4 +213,20 @@ pub(super) fn is_unreachable(error: &Error) -> bool {
         error,
         Error::Connect { .. } | Error::Transport { .. } | Error::Settings { .. }
     )
+}
+
+/// True for failures worth one more try of a call that only reads: the
+/// connection broke (reset, closed) rather than being refused or timing
+/// out, which a second try at once would not change.
+pub(super) fn is_retryable(error: &Error) -> bool {
+    let reason = match error {
+        Error::Transport { reason, .. } | Error::Connect { reason, .. } => reason,
+        _ => return false,
+    };
+    let reason = reason.to_ascii_lowercase();
+    !reason.contains("no answer within")
+        && !reason.contains("refused")
+        && ["reset", "broken pipe", "closed", "eof", "connection error"]
+            .iter()
+            .any(|word| reason.contains(word))
 }

@@ -39,6 +39,10 @@ use crate::{
 /// How many hosts a fan-out talks to at once, unless told otherwise.
 pub const DEFAULT_CONCURRENCY: usize = 256;
 
+/// The pause before a read whose connection broke is tried again: long
+/// enough for the channel to notice the old connection is gone.
+const READ_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 /// Which hosts of a fleet to address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selector {
@@ -177,12 +181,48 @@ impl Fleet {
 
     /// Runs `action` with each selected host's client, at most
     /// `concurrency` at once, skipping hosts known to be offline. Results
-    /// come as they finish.
+    /// come as they finish. The action runs once: use this for calls that
+    /// change something (signals, lifecycle commands).
     pub fn for_each<T, F, Fut>(
         &self,
         selection: &[usize],
         concurrency: usize,
         deadline: Option<Duration>,
+        action: F,
+    ) -> mpsc::Receiver<(usize, Outcome<T>)>
+    where
+        T: Send + 'static,
+        F: Fn(AgentClient) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, Error>> + Send,
+    {
+        self.each(selection, concurrency, deadline, false, action)
+    }
+
+    /// Like [`Fleet::for_each`], for calls that only read (system info,
+    /// connection info, process lists): one whose connection broke (a
+    /// reset, a connection that died while idle) is tried once more on a
+    /// new connection before the host is reported unreachable.
+    pub fn read_each<T, F, Fut>(
+        &self,
+        selection: &[usize],
+        concurrency: usize,
+        deadline: Option<Duration>,
+        action: F,
+    ) -> mpsc::Receiver<(usize, Outcome<T>)>
+    where
+        T: Send + 'static,
+        F: Fn(AgentClient) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, Error>> + Send,
+    {
+        self.each(selection, concurrency, deadline, true, action)
+    }
+
+    fn each<T, F, Fut>(
+        &self,
+        selection: &[usize],
+        concurrency: usize,
+        deadline: Option<Duration>,
+        retry: bool,
         action: F,
     ) -> mpsc::Receiver<(usize, Outcome<T>)>
     where
@@ -199,7 +239,14 @@ impl Fleet {
                 }
                 let run = async {
                     let client = host.client().await?;
-                    action(client).await
+                    match action(client.clone()).await {
+                        Err(e) if retry && host::is_retryable(&e) => {
+                            tracing::debug!(host = host.name(), error = %e, "retrying a read");
+                            tokio::time::sleep(READ_RETRY_PAUSE).await;
+                            action(client).await
+                        }
+                        result => result,
+                    }
                 };
                 let result = match deadline {
                     Some(limit) => tokio::time::timeout(limit, run).await.unwrap_or_else(|_| {

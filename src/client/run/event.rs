@@ -21,6 +21,8 @@ pub enum Status {
     Skipped,
     /// The agent could not be reached.
     Unreachable,
+    /// The connection broke while the command ran: it may have run in part.
+    Lost,
     /// The run or this host was cancelled.
     Cancelled,
 }
@@ -33,6 +35,7 @@ impl Status {
             Self::Failed => "failed",
             Self::Skipped => "skipped",
             Self::Unreachable => "unreachable",
+            Self::Lost => "lost",
             Self::Cancelled => "cancelled",
         }
     }
@@ -116,6 +119,10 @@ pub enum HostOutcome {
     Skipped(String),
     /// The agent could not be reached.
     Unreachable(String),
+    /// The connection to the agent broke after the command started (a
+    /// partition, a frozen or rebooted host, a reset): its output may be
+    /// incomplete, and it is never re-run silently.
+    Lost(String),
     /// The run or this host was cancelled.
     Cancelled,
 }
@@ -135,6 +142,7 @@ impl HostOutcome {
             Self::Failed(e) => Some(format!("failed: {e}")),
             Self::Skipped(e) => Some(format!("skipped: {e}")),
             Self::Unreachable(e) => Some(format!("unreachable: {e}")),
+            Self::Lost(e) => Some(format!("lost: {e}")),
             Self::Cancelled => Some("cancelled".into()),
         }
     }
@@ -151,10 +159,12 @@ impl HostOutcome {
                 truncated: exit.truncated,
                 error: None,
             },
-            Self::Failed(e) | Self::Skipped(e) | Self::Unreachable(e) => OutcomeParts {
-                error: Some(e.clone()),
-                ..OutcomeParts::default()
-            },
+            Self::Failed(e) | Self::Skipped(e) | Self::Unreachable(e) | Self::Lost(e) => {
+                OutcomeParts {
+                    error: Some(e.clone()),
+                    ..OutcomeParts::default()
+                }
+            }
             Self::Cancelled => OutcomeParts {
                 error: Some("cancelled".into()),
                 ..OutcomeParts::default()
@@ -169,6 +179,7 @@ impl HostOutcome {
             Self::Exited(_) | Self::Failed(_) => Status::Failed,
             Self::Skipped(_) => Status::Skipped,
             Self::Unreachable(_) => Status::Unreachable,
+            Self::Lost(_) => Status::Lost,
             Self::Cancelled => Status::Cancelled,
         }
     }
@@ -206,6 +217,8 @@ pub struct Summary {
     pub skipped: usize,
     /// Not reachable.
     pub unreachable: usize,
+    /// Connection lost while the command ran.
+    pub lost: usize,
     /// Cancelled.
     pub cancelled: usize,
 }
@@ -218,26 +231,31 @@ impl Summary {
             Status::Failed => self.failed += 1,
             Status::Skipped => self.skipped += 1,
             Status::Unreachable => self.unreachable += 1,
+            Status::Lost => self.lost += 1,
             Status::Cancelled => self.cancelled += 1,
         }
     }
 
-    /// "3 ok, 1 failed, 0 skipped, 0 unreachable" (and cancelled hosts when
-    /// there are any), the totals line of both front-ends.
+    /// "3 ok, 1 failed, 0 skipped, 0 unreachable" (and lost and cancelled
+    /// hosts when there are any), the totals line of both front-ends.
     pub fn line(&self) -> String {
         let mut text = format!(
             "{} ok, {} failed, {} skipped, {} unreachable",
             self.ok, self.failed, self.skipped, self.unreachable
         );
+        if self.lost > 0 {
+            text.push_str(&format!(", {} lost", self.lost));
+        }
         if self.cancelled > 0 {
             text.push_str(&format!(", {} cancelled", self.cancelled));
         }
         text
     }
 
-    /// True when nothing failed, was unreachable or was cancelled.
+    /// True when nothing failed, was unreachable, was lost or was
+    /// cancelled.
     pub fn all_good(&self) -> bool {
-        self.failed == 0 && self.unreachable == 0 && self.cancelled == 0
+        self.failed == 0 && self.unreachable == 0 && self.lost == 0 && self.cancelled == 0
     }
 }
 

@@ -164,30 +164,32 @@ impl App {
         let started = Instant::now();
         let query = crate::client::present::Query::parse(name);
         let name = name.to_owned();
-        let mut answers = fleet.for_each(
-            &selection,
-            64,
-            Some(Duration::from_secs(15)),
-            move |client| {
-                let name = name.clone();
-                async move {
-                    match (query, name.as_str()) {
-                        (Some(query), _) => Ok(info::answer(query, &client.system_info().await?)),
-                        (None, "conn") => {
-                            Ok(info::connection_text(&client.connection_info().await?))
-                        }
-                        (None, "ps") => Ok(info::processes_text(client.list_processes("").await?)),
-                        (None, name) => match Lifecycle::parse(name) {
-                            Some(action) => action
-                                .perform(&client, "vigie-gui")
-                                .await
-                                .map(|text| visible(&text).into_owned()),
-                            None => Ok(String::new()),
-                        },
-                    }
+        // Lifecycle commands change something and run once; the rest only
+        // read and may be tried again when a connection broke.
+        let changes = Lifecycle::parse(&name).is_some();
+        let action = move |client: crate::client::AgentClient| {
+            let name = name.clone();
+            async move {
+                match (query, name.as_str()) {
+                    (Some(query), _) => Ok(info::answer(query, &client.system_info().await?)),
+                    (None, "conn") => Ok(info::connection_text(&client.connection_info().await?)),
+                    (None, "ps") => Ok(info::processes_text(client.list_processes("").await?)),
+                    (None, name) => match Lifecycle::parse(name) {
+                        Some(action) => action
+                            .perform(&client, "vigie-gui")
+                            .await
+                            .map(|text| visible(&text).into_owned()),
+                        None => Ok(String::new()),
+                    },
                 }
-            },
-        );
+            }
+        };
+        let deadline = Some(Duration::from_secs(15));
+        let mut answers = if changes {
+            fleet.for_each(&selection, 64, deadline, action)
+        } else {
+            fleet.read_each(&selection, 64, deadline, action)
+        };
         let output = self.inner.output.clone();
         self.inner.runtime.spawn(async move {
             let apply = |event: RunEvent| {

@@ -53,7 +53,7 @@ pub enum TabKind {
     Failed,
     /// Not sent.
     Skipped,
-    /// Not reachable.
+    /// Not reachable, or the connection was lost.
     Unreachable,
 }
 
@@ -151,7 +151,8 @@ fn status_of(host: &RunHost) -> (String, TabKind) {
             let kind = match result.outcome.status() {
                 Status::Ok => TabKind::Ok,
                 Status::Skipped => TabKind::Skipped,
-                Status::Unreachable => TabKind::Unreachable,
+                // A lost connection is shown as the network problem it is.
+                Status::Unreachable | Status::Lost => TabKind::Unreachable,
                 Status::Failed | Status::Cancelled => TabKind::Failed,
             };
             let text = match result.outcome.describe() {
