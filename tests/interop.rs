@@ -147,3 +147,40 @@ fn grpcurl_works_through_reflection_alone() -> TestResult {
     assert!(health.contains("SERVING"), "{health}");
     Ok(())
 }
+
+/// The agent pings a quiet connection every 500 ms here (ten times its
+/// default rate): grpcio, with its default options and with pings of its
+/// own every second, keeps the call and the channel. Neither side's ping
+/// policing trips.
+#[test]
+fn grpcio_clients_live_with_the_agents_keepalive() -> TestResult {
+    let python = tool("VIGIE_TEST_PYTHON");
+    let stubs = tempfile::tempdir()?;
+    let root = env!("CARGO_MANIFEST_DIR");
+    run(Command::new(&python)
+        .current_dir(root)
+        .args(["-m", "grpc_tools.protoc", "-Iproto"])
+        .arg(format!("--python_out={}", stubs.path().display()))
+        .arg(format!("--grpc_python_out={}", stubs.path().display()))
+        .arg("proto/remote.proto"))?;
+    let agent = TestAgent::with_config(|c| {
+        c.keepalive_interval_ms = 500;
+        c.keepalive_timeout_ms = 1_000;
+    });
+    for mode in ["defaults", "pinging"] {
+        let output = run(Command::new(&python)
+            .arg(format!("{root}/tests/interop/quiet_call.py"))
+            .arg(agent.addr().to_string())
+            .arg(stubs.path())
+            .arg(mode))?;
+        let report: serde_json::Value = serde_json::from_str(&output)?;
+        assert_eq!(report["error"], serde_json::Value::Null, "{mode}: {report}");
+        assert_eq!(report["stdout"], "quiet\n", "{mode}: {report}");
+        assert_eq!(report["exit"], 0, "{mode}: {report}");
+        assert!(
+            report["after"].as_str().is_some_and(|h| !h.is_empty()),
+            "{mode}: {report}"
+        );
+    }
+    Ok(())
+}

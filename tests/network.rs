@@ -335,6 +335,88 @@ async fn a_frozen_agent_is_lost_within_8_s_and_cleans_up_once_thawed() {
     );
 }
 
+/// The operator's view of a lost host in `vigie exec`: the other host's
+/// output complete, a `lost` line naming the cause, the summary counting it,
+/// exit status 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_names_a_lost_host_and_exits_1() {
+    use std::io::BufRead;
+    if !netns::available("cli lost") {
+        return;
+    }
+    let hosts = netns::hosts("clilost", 2, &[]);
+    let scratch = tempfile::tempdir().expect("a directory");
+    let (config, hosts_file) = netns::client_files(&hosts, scratch.path());
+    let lines = 200;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vigie"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--hosts")
+        .arg(&hosts_file)
+        .args(["--color", "never", "exec", "--"])
+        .arg(ticker(lines).command)
+        .env("HOME", scratch.path())
+        .env("VIGIE_HISTORY", scratch.path().join("history.jsonl"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("vigie starts");
+    let stdout = child.stdout.take().expect("piped");
+    let (frozen_tx, frozen_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut told = false;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.expect("a line");
+            seen.push(line);
+            if !told
+                && seen.iter().any(|l| l.starts_with("clilost1"))
+                && seen.iter().any(|l| l.starts_with("clilost2"))
+            {
+                let _ = frozen_tx.send(());
+                told = true;
+            }
+        }
+        seen
+    });
+    tokio::task::spawn_blocking(move || frozen_rx.recv())
+        .await
+        .expect("joined")
+        .expect("both hosts wrote");
+    hosts[0].freeze();
+    let status = tokio::task::spawn_blocking(move || {
+        let status = child.wait().expect("vigie ends");
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut stderr)
+            .expect("read");
+        (status, stderr)
+    })
+    .await
+    .expect("joined");
+    let (status, stderr) = status;
+    let stdout = reader.join().expect("read");
+    hosts[0].thaw();
+    let second: Vec<&String> = stdout
+        .iter()
+        .filter(|l| l.starts_with("clilost2"))
+        .collect();
+    assert_eq!(
+        second.len(),
+        lines as usize,
+        "the healthy host's every line"
+    );
+    assert!(
+        stderr.contains("clilost1: lost: connection lost while the command ran (no answer"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("1 ok, 0 failed, 0 skipped, 0 unreachable, 1 lost"),
+        "{stderr}"
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebooted_hosts_go_offline_then_online_spread_out_with_new_boot_ids() {
     if !netns::available("reboot") {
@@ -748,4 +830,137 @@ async fn frequent_pings_on_a_quiet_call_trip_no_policing() {
         error.to_string().contains("keepalive_interval_ms"),
         "{error}"
     );
+}
+
+/// Measures each fault's detection time, the median of several runs
+/// (`VIGIE_DETECTION_RUNS`, 5 by default), and prints the table that
+/// docs/BENCHMARKS.md shows. Not part of the default run:
+/// `cargo test --release --test network -- --ignored --nocapture detection`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement (several minutes), not a check"]
+async fn detection_times() {
+    if !netns::available("detection times") {
+        return;
+    }
+    let runs: usize = std::env::var("VIGIE_DETECTION_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let mut rows: Vec<(&str, &str, Duration)> = Vec::new();
+
+    let hosts = netns::hosts("mpart", 3, &[]);
+    let measured: Vec<Detection> = {
+        let mut all = Vec::new();
+        for _ in 0..runs {
+            all.push(partition_mid_stream(&hosts).await);
+        }
+        all
+    };
+    rows.push((
+        "partition mid-stream",
+        "client reports the host lost",
+        median(measured.iter().map(|d| d.client).collect()),
+    ));
+    rows.push((
+        "partition mid-stream",
+        "agent has ended the orphaned command",
+        median(measured.iter().map(|d| d.agent).collect()),
+    ));
+    drop(hosts);
+
+    let hosts = netns::hosts("mfreeze", 2, &[]);
+    let mut measured = Vec::new();
+    for _ in 0..runs {
+        measured.push(freeze_mid_stream(&hosts).await);
+    }
+    rows.push((
+        "agent frozen (SIGSTOP)",
+        "client reports the host lost",
+        median(measured.iter().map(|d| d.client).collect()),
+    ));
+    rows.push((
+        "agent frozen, then SIGCONT",
+        "agent has ended the command (from SIGCONT)",
+        median(measured.iter().map(|d| d.agent).collect()),
+    ));
+    drop(hosts);
+
+    let hosts = netns::hosts("mhalf", 1, &[]);
+    let mut measured = Vec::new();
+    for _ in 0..runs {
+        measured.push(half_open(&hosts[0]).await);
+    }
+    rows.push((
+        "client vanishes (half-open)",
+        "agent has ended the command",
+        median(measured),
+    ));
+    drop(hosts);
+
+    let hosts = netns::hosts("mkill", 20, &[]);
+    let scratch = tempfile::tempdir().expect("a directory");
+    let mut measured = Vec::new();
+    for _ in 0..runs {
+        measured.push(kill_client_mid_run(&hosts, scratch.path()).await);
+    }
+    rows.push((
+        "client SIGKILLed mid-run, 20 hosts",
+        "every remote command ended",
+        median(measured),
+    ));
+    drop(hosts);
+
+    let mut hosts = netns::hosts("mcrash", 2, &[]);
+    let mut measured = Vec::new();
+    for _ in 0..runs {
+        let fleet = fleet_of(&hosts);
+        let mut run = fleet.exec(&[0, 1], ticker(100), RunOptions::default());
+        let (seen, crashed) = follow(&mut run, 2, || hosts[0].crash()).await;
+        assert!(
+            matches!(seen[0].outcome, Some(HostOutcome::Lost(_))),
+            "{:?}",
+            seen[0].outcome
+        );
+        measured.push(seen[0].finished.expect("a result") - crashed);
+        hosts[0].start_agent(&[]);
+    }
+    rows.push((
+        "host power cut (every process killed)",
+        "client reports the host lost",
+        median(measured),
+    ));
+
+    let hosts = netns::hosts("mreset", 1, &[]);
+    let proxy = FaultProxy::start(hosts[0].addr());
+    let mut measured = Vec::new();
+    for _ in 0..runs {
+        let fleet = fleet_through(&hosts, std::slice::from_ref(&proxy));
+        let mut run = fleet.exec(&[0], ticker(100), RunOptions::default());
+        let (seen, reset) = follow(&mut run, 1, || proxy.reset_all()).await;
+        assert!(
+            matches!(seen[0].outcome, Some(HostOutcome::Lost(_))),
+            "{:?}",
+            seen[0].outcome
+        );
+        measured.push(seen[0].finished.expect("a result") - reset);
+    }
+    rows.push((
+        "connection reset mid-stream",
+        "client reports the host lost",
+        median(measured),
+    ));
+
+    println!("\n| fault | what is detected | median of {runs} |");
+    println!("|---|---|---|");
+    for (fault, what, time) in rows {
+        if time < Duration::from_secs(1) {
+            println!("| {fault} | {what} | {} ms |", time.as_millis().max(1));
+        } else {
+            println!("| {fault} | {what} | {:.2} s |", time.as_secs_f64());
+        }
+    }
 }
