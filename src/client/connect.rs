@@ -40,6 +40,7 @@ use tokio::{
 use tokio_rustls::{TlsConnector, client::TlsStream};
 use tonic::transport::{Channel, Endpoint, Uri};
 
+pub use super::keepalive::Keepalive;
 use super::{Error, config::ConnectionSettings};
 use crate::wire::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};
 
@@ -146,58 +147,6 @@ pub async fn channel(
             .connect_with_connector(connector)
             .await
             .map_err(|e| Error::connect(&address.to_string(), &e))
-    }
-}
-
-/// How the client notices an agent that stopped answering while a call is
-/// open: after `interval` without a frame from it, a ping; after `timeout`
-/// without the answer, the connection is dropped and its calls fail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Keepalive {
-    /// Time without a frame before a ping.
-    pub interval: Duration,
-    /// Time a ping may go unanswered.
-    pub timeout: Duration,
-}
-
-impl Keepalive {
-    /// The default: a lost agent is noticed within 8 s of its last frame,
-    /// sooner than the agent's own 10 s, so that the operator hears of it
-    /// first. Idle connections are not pinged at all.
-    pub const DEFAULT: Self = Self {
-        interval: Duration::from_secs(4),
-        timeout: Duration::from_secs(4),
-    };
-
-    /// The keepalive these settings ask for, checked against the range
-    /// both sides accept.
-    pub fn from_settings(address: &Address, settings: &ConnectionSettings) -> Result<Self, Error> {
-        let pick = |name: &str, value: Option<u64>, default: Duration| match value {
-            None => Ok(default),
-            Some(ms) if crate::wire::KEEPALIVE_RANGE_MS.contains(&ms) => {
-                Ok(Duration::from_millis(ms))
-            }
-            Some(ms) => Err(Error::Settings {
-                address: address.to_string(),
-                reason: format!(
-                    "{name} = {ms} is out of range: use {} to {}",
-                    crate::wire::KEEPALIVE_RANGE_MS.start(),
-                    crate::wire::KEEPALIVE_RANGE_MS.end()
-                ),
-            }),
-        };
-        Ok(Self {
-            interval: pick(
-                "keepalive_interval_ms",
-                settings.keepalive_interval_ms,
-                Self::DEFAULT.interval,
-            )?,
-            timeout: pick(
-                "keepalive_timeout_ms",
-                settings.keepalive_timeout_ms,
-                Self::DEFAULT.timeout,
-            )?,
-        })
     }
 }
 

@@ -12,6 +12,7 @@ pub mod format;
 pub mod gui;
 pub mod history;
 pub mod hosts;
+pub mod keepalive;
 pub mod lifecycle;
 pub mod present;
 pub mod ranges;

@@ -204,3 +204,36 @@ impl AgentConfig {
         Duration::from_millis(self.shutdown_grace_ms)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keepalive_settings_out_of_range_are_refused_by_name() {
+        let defaults = AgentConfig::default();
+        assert_eq!(defaults.check(), Ok(()));
+        assert_eq!(
+            defaults.keepalive_interval_ms + defaults.keepalive_timeout_ms,
+            10_000,
+            "a vanished client is noticed within 10 s"
+        );
+        let fast = AgentConfig {
+            keepalive_interval_ms: 100,
+            ..AgentConfig::default()
+        };
+        let error = fast.check().expect_err("refused");
+        assert_eq!(
+            error.to_string(),
+            "keepalive_interval_ms = 100 is out of range: use 500 to 3600000"
+        );
+        let slow = AgentConfig {
+            keepalive_timeout_ms: 3_600_001,
+            ..AgentConfig::default()
+        };
+        assert_eq!(
+            slow.check().expect_err("refused").name,
+            "keepalive_timeout_ms"
+        );
+    }
+}

@@ -258,3 +258,37 @@ fn lost_reason(error: &Error, silent: Duration, keepalive: Keepalive) -> String 
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broken(reason: &str) -> Error {
+        Error::Transport {
+            address: "10.0.0.2:7421".into(),
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn a_silence_past_the_keepalive_is_named_as_such_not_as_a_broken_pipe() {
+        let keepalive = Keepalive::DEFAULT;
+        let silent = lost_reason(
+            &broken("stream closed because of a broken pipe"),
+            Duration::from_secs(8),
+            keepalive,
+        );
+        assert!(
+            silent.contains("no answer from the agent for 8.0 s"),
+            "{silent}"
+        );
+        assert!(!silent.contains("broken pipe"), "{silent}");
+        // A reset while data flowed keeps the transport's own words.
+        let reset = lost_reason(
+            &broken("connection reset by peer"),
+            Duration::from_millis(50),
+            keepalive,
+        );
+        assert_eq!(reset, "connection reset by peer");
+    }
+}

@@ -307,4 +307,30 @@ mod tests {
             "\"unreachable\""
         );
     }
+
+    #[test]
+    fn a_lost_connection_is_its_own_status_counted_and_never_good() {
+        let lost = HostOutcome::Lost("connection lost while the command ran (reset)".into());
+        assert_eq!(lost.status(), Status::Lost);
+        assert!(!Status::Lost.is_fine());
+        assert_eq!(
+            lost.describe().as_deref(),
+            Some("lost: connection lost while the command ran (reset)")
+        );
+        assert_eq!(
+            lost.parts().error.as_deref(),
+            Some("connection lost while the command ran (reset)")
+        );
+        assert_eq!(serde_json::to_string(&Status::Lost).unwrap(), "\"lost\"");
+        let mut summary = Summary::default();
+        for outcome in [exited(0, None), lost] {
+            summary.add(&outcome);
+        }
+        assert_eq!(summary.lost, 1);
+        assert!(!summary.all_good());
+        assert_eq!(
+            summary.line(),
+            "1 ok, 0 failed, 0 skipped, 0 unreachable, 1 lost"
+        );
+    }
 }
