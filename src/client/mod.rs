@@ -74,7 +74,7 @@ impl Error {
     pub fn from_status(status: tonic::Status, address: &str, tls: bool) -> Self {
         use std::error::Error as _;
         if let Some(source) = status.source() {
-            let mut reason = connect::explain_chain(source);
+            let mut reason = reworded(connect::explain_chain(source));
             // A plaintext client talking to a TLS agent sees the connection
             // torn down or garbage frames, never a refusal: hint only then.
             let torn = ["broken pipe", "reset", "closed", "protocol error", "frame"]
@@ -89,6 +89,22 @@ impl Error {
             };
         }
         Self::Status(status)
+    }
+}
+
+/// A connection torn under a call reads, depending on whether HTTP/2 was
+/// writing or reading when it broke, as "connection reset by peer" or as
+/// h2's "stream closed because of a broken pipe": both say the same thing
+/// to an operator, so both are worded as a reset.
+fn reworded(reason: String) -> String {
+    const BROKEN_PIPE: &str = "stream closed because of a broken pipe";
+    if reason.contains(BROKEN_PIPE) {
+        reason.replace(
+            BROKEN_PIPE,
+            "the connection was reset or closed under the call (broken pipe)",
+        )
+    } else {
+        reason
     }
 }
 
@@ -151,5 +167,21 @@ impl Error {
             Self::Status(status) => Some(status.code()),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_torn_under_a_call_reads_as_a_reset_either_way() {
+        let pipe = reworded("connection error: stream closed because of a broken pipe".into());
+        assert_eq!(
+            pipe,
+            "connection error: the connection was reset or closed under the call (broken pipe)"
+        );
+        let reset = "error reading a body: Connection reset by peer (os error 104)";
+        assert_eq!(reworded(reset.into()), reset);
     }
 }
