@@ -25,6 +25,34 @@ pub const MAX_FRAME: u32 = 1 << 20;
 /// would hold commands (or an operator's terminal) for too long.
 pub const KEEPALIVE_RANGE_MS: std::ops::RangeInclusive<u64> = 500..=3_600_000;
 
+/// A keepalive setting out of [`KEEPALIVE_RANGE_MS`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{name} = {value} is out of range: use {min} to {max}")]
+pub struct SettingError {
+    /// The setting's name in the config file.
+    pub name: &'static str,
+    /// The value given.
+    pub value: u64,
+    /// The smallest value accepted.
+    pub min: u64,
+    /// The largest value accepted.
+    pub max: u64,
+}
+
+/// Checks a keepalive setting (in ms) against the range both sides accept.
+pub fn check_keepalive_ms(name: &'static str, value: u64) -> Result<u64, SettingError> {
+    if KEEPALIVE_RANGE_MS.contains(&value) {
+        Ok(value)
+    } else {
+        Err(SettingError {
+            name,
+            value,
+            min: *KEEPALIVE_RANGE_MS.start(),
+            max: *KEEPALIVE_RANGE_MS.end(),
+        })
+    }
+}
+
 /// True for 127.0.0.0/8, ::1 and IPv4-mapped loopback addresses.
 pub fn is_loopback(ip: IpAddr) -> bool {
     match ip {

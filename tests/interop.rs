@@ -34,17 +34,24 @@ fn run(command: &mut Command) -> Result<String, Box<dyn std::error::Error>> {
     Ok(String::from_utf8(output.stdout)?)
 }
 
-#[test]
-fn a_python_client_generated_from_the_proto_drives_the_agent() -> TestResult {
-    let python = tool("VIGIE_TEST_PYTHON");
+/// A Python client generated from `proto/remote.proto` with grpcio-tools,
+/// in a temporary directory.
+fn python_stubs(python: &std::path::Path) -> Result<tempfile::TempDir, Box<dyn std::error::Error>> {
     let stubs = tempfile::tempdir()?;
-    let root = env!("CARGO_MANIFEST_DIR");
-    run(Command::new(&python)
-        .current_dir(root)
+    run(Command::new(python)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["-m", "grpc_tools.protoc", "-Iproto"])
         .arg(format!("--python_out={}", stubs.path().display()))
         .arg(format!("--grpc_python_out={}", stubs.path().display()))
         .arg("proto/remote.proto"))?;
+    Ok(stubs)
+}
+
+#[test]
+fn a_python_client_generated_from_the_proto_drives_the_agent() -> TestResult {
+    let python = tool("VIGIE_TEST_PYTHON");
+    let stubs = python_stubs(&python)?;
+    let root = env!("CARGO_MANIFEST_DIR");
 
     let agent = TestAgent::start();
     let output = run(Command::new(&python)
@@ -155,14 +162,8 @@ fn grpcurl_works_through_reflection_alone() -> TestResult {
 #[test]
 fn grpcio_clients_live_with_the_agents_keepalive() -> TestResult {
     let python = tool("VIGIE_TEST_PYTHON");
-    let stubs = tempfile::tempdir()?;
+    let stubs = python_stubs(&python)?;
     let root = env!("CARGO_MANIFEST_DIR");
-    run(Command::new(&python)
-        .current_dir(root)
-        .args(["-m", "grpc_tools.protoc", "-Iproto"])
-        .arg(format!("--python_out={}", stubs.path().display()))
-        .arg(format!("--grpc_python_out={}", stubs.path().display()))
-        .arg("proto/remote.proto"))?;
     let agent = TestAgent::with_config(|c| {
         c.keepalive_interval_ms = 500;
         c.keepalive_timeout_ms = 1_000;

@@ -27,6 +27,7 @@ use support::{
     netns::{self, NetHost},
     processes_with,
     proxy::{FaultProxy, Faults},
+    wait_none_with,
 };
 use vigie::{
     client::{
@@ -205,7 +206,7 @@ struct Detection {
 /// orphaned command; once healed it answers again, same agent.
 async fn partition_mid_stream(hosts: &[NetHost]) -> Detection {
     let fleet = fleet_of(hosts);
-    let boot_before = boot_id_of(&hosts[1]);
+    let boot_before = boot_id_of(&hosts[1]).await;
     let lines = 200; // 10 s of output: the partition lands early in it.
     let mut run = fleet.exec(&[0, 1, 2], ticker(lines), RunOptions::default());
     let (seen, cut) = follow(&mut run, 3, || hosts[1].partition()).await;
@@ -230,27 +231,25 @@ async fn partition_mid_stream(hosts: &[NetHost]) -> Detection {
         fleet.hosts()[1].status().state,
         HostState::Online(_)
     ));
-    assert_eq!(boot_id_of(&hosts[1]), boot_before, "nothing was restarted");
+    assert_eq!(
+        boot_id_of(&hosts[1]).await,
+        boot_before,
+        "nothing was restarted"
+    );
     Detection { client, agent }
 }
 
-/// The boot id, asked over a fresh connection (in a thread of its own, so
-/// that it works from any runtime).
-fn boot_id_of(host: &NetHost) -> String {
-    let address = host.address();
-    let settings = host.settings();
-    std::thread::spawn(move || {
-        tokio::runtime::Runtime::new()
-            .expect("a runtime")
-            .block_on(async {
-                let client = AgentClient::connect_with(&address, &settings).await?;
-                client.system_info().await
-            })
-            .map(|info| info.boot_id)
-            .unwrap_or_default()
-    })
-    .join()
-    .expect("asked")
+/// The boot id, asked over a fresh connection.
+async fn boot_id_of(host: &NetHost) -> String {
+    let client = AgentClient::connect_with(&host.address(), &host.settings()).await;
+    match client {
+        Ok(client) => client
+            .system_info()
+            .await
+            .map(|i| i.boot_id)
+            .unwrap_or_default(),
+        Err(_) => String::new(),
+    }
 }
 
 fn assert_detected(
@@ -296,7 +295,7 @@ async fn a_partitioned_host_is_lost_within_8_s_its_command_ended_and_it_comes_ba
 async fn freeze_mid_stream(hosts: &[NetHost]) -> Detection {
     let fleet = fleet_of(hosts);
     let lines = 200;
-    let boot_before = boot_id_of(&hosts[0]);
+    let boot_before = boot_id_of(&hosts[0]).await;
     let mut run = fleet.exec(&[0, 1], ticker(lines), RunOptions::default());
     let (seen, frozen) = follow(&mut run, 2, || hosts[0].freeze()).await;
     assert_lost(&seen[0], "frozen1");
@@ -315,7 +314,7 @@ async fn freeze_mid_stream(hosts: &[NetHost]) -> Detection {
         .probe(Duration::from_secs(10))
         .await
         .expect("the thawed agent serves again");
-    assert_eq!(boot_id_of(&hosts[0]), boot_before, "the same agent");
+    assert_eq!(boot_id_of(&hosts[0]).await, boot_before, "the same agent");
     Detection { client, agent }
 }
 
@@ -549,12 +548,9 @@ async fn kill_client_mid_run(hosts: &[NetHost], scratch: &std::path::Path) -> Du
     client.kill().expect("killed");
     let killed = Instant::now();
     client.wait().expect("reaped");
-    let gone = when(AGENT_DETECTION + KILL_GRACE + MARGIN, || {
-        processes_with(&tag).is_empty()
-    })
-    .await
-    .unwrap_or_else(|| panic!("orphans: {:?}", processes_with(&tag)));
-    gone - killed
+    let left = wait_none_with(&tag, AGENT_DETECTION + KILL_GRACE + MARGIN).await;
+    assert!(left.is_empty(), "orphans: {left:?}");
+    killed.elapsed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -593,13 +589,14 @@ async fn half_open(host: &NetHost) -> Duration {
     );
     proxy.vanish_clients();
     let vanished = Instant::now();
-    let gone = when(AGENT_DETECTION + KILL_GRACE + MARGIN, || {
-        processes_with(&tag).is_empty()
-    })
-    .await
-    .unwrap_or_else(|| panic!("the command of a vanished client still runs"));
+    let left = wait_none_with(&tag, AGENT_DETECTION + KILL_GRACE + MARGIN).await;
+    assert!(
+        left.is_empty(),
+        "the command of a vanished client still runs: {left:?}"
+    );
+    let took = vanished.elapsed();
     drop(events);
-    gone - vanished
+    took
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

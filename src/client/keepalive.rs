@@ -30,19 +30,14 @@ impl Keepalive {
     /// The keepalive these settings ask for, checked against the range
     /// both sides accept.
     pub fn from_settings(address: &Address, settings: &ConnectionSettings) -> Result<Self, Error> {
-        let pick = |name: &str, value: Option<u64>, default: Duration| match value {
+        let pick = |name: &'static str, value: Option<u64>, default: Duration| match value {
             None => Ok(default),
-            Some(ms) if crate::wire::KEEPALIVE_RANGE_MS.contains(&ms) => {
-                Ok(Duration::from_millis(ms))
-            }
-            Some(ms) => Err(Error::Settings {
-                address: address.to_string(),
-                reason: format!(
-                    "{name} = {ms} is out of range: use {} to {}",
-                    crate::wire::KEEPALIVE_RANGE_MS.start(),
-                    crate::wire::KEEPALIVE_RANGE_MS.end()
-                ),
-            }),
+            Some(ms) => crate::wire::check_keepalive_ms(name, ms)
+                .map(Duration::from_millis)
+                .map_err(|e| Error::Settings {
+                    address: address.to_string(),
+                    reason: e.to_string(),
+                }),
         };
         Ok(Self {
             interval: pick(

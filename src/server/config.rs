@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{auth::Role, policy::AllowRule};
 
-use crate::wire::{DEFAULT_PORT, KEEPALIVE_RANGE_MS};
+pub use crate::wire::SettingError;
+use crate::wire::{DEFAULT_PORT, check_keepalive_ms};
 
 /// The agent's default keepalive: a client that vanished (a partition, a
 /// host that lost power, a frozen process) is noticed within 10 s and its
@@ -142,36 +143,11 @@ impl Default for AgentConfig {
     }
 }
 
-/// A setting out of its range.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{name} = {value} is out of range: use {min} to {max}")]
-pub struct SettingError {
-    /// The setting's name in the config file.
-    pub name: &'static str,
-    /// The value given.
-    pub value: u64,
-    /// The smallest value accepted.
-    pub min: u64,
-    /// The largest value accepted.
-    pub max: u64,
-}
-
 impl AgentConfig {
     /// Checks the settings that have a range.
     pub fn check(&self) -> Result<(), SettingError> {
-        for (name, value) in [
-            ("keepalive_interval_ms", self.keepalive_interval_ms),
-            ("keepalive_timeout_ms", self.keepalive_timeout_ms),
-        ] {
-            if !KEEPALIVE_RANGE_MS.contains(&value) {
-                return Err(SettingError {
-                    name,
-                    value,
-                    min: *KEEPALIVE_RANGE_MS.start(),
-                    max: *KEEPALIVE_RANGE_MS.end(),
-                });
-            }
-        }
+        check_keepalive_ms("keepalive_interval_ms", self.keepalive_interval_ms)?;
+        check_keepalive_ms("keepalive_timeout_ms", self.keepalive_timeout_ms)?;
         Ok(())
     }
 

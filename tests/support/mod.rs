@@ -307,7 +307,8 @@ impl BinaryAgent {
     }
 }
 
-fn status_field(pid: u32, field: &str) -> u64 {
+/// A numeric field (in KiB) of `/proc/PID/status`, 0 when unreadable.
+pub fn status_field(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {

@@ -446,14 +446,7 @@ impl NetHost {
 
     /// The agent's peak resident memory so far, in KiB.
     pub fn agent_peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.agent_pid()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        super::status_field(self.agent_pid() as u32, "VmHWM:")
     }
 
     /// The audit log's lines.

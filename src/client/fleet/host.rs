@@ -183,13 +183,7 @@ impl Host {
                         reason: format!("no answer within {deadline:?}"),
                     })?
             };
-            match ask().await {
-                Err(e) if is_retryable(&e) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    ask().await
-                }
-                result => result,
-            }
+            read_once_more(self.name(), ask).await
         }
         .await;
         match result {
@@ -213,6 +207,29 @@ pub(super) fn is_unreachable(error: &Error) -> bool {
         error,
         Error::Connect { .. } | Error::Transport { .. } | Error::Settings { .. }
     )
+}
+
+/// The pause before a read whose connection broke is tried again: long
+/// enough for the channel to notice the old connection is gone.
+const READ_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Runs a call that only reads, and once more after [`READ_RETRY_PAUSE`]
+/// when its connection broke (see [`is_retryable`]).
+pub(super) async fn read_once_more<T, Fut>(
+    host: &str,
+    mut call: impl FnMut() -> Fut,
+) -> Result<T, Error>
+where
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    match call().await {
+        Err(e) if is_retryable(&e) => {
+            tracing::debug!(host, error = %e, "retrying a read");
+            tokio::time::sleep(READ_RETRY_PAUSE).await;
+            call().await
+        }
+        result => result,
+    }
 }
 
 /// True for failures worth one more try of a call that only reads: the

@@ -39,10 +39,6 @@ use crate::{
 /// How many hosts a fan-out talks to at once, unless told otherwise.
 pub const DEFAULT_CONCURRENCY: usize = 256;
 
-/// The pause before a read whose connection broke is tried again: long
-/// enough for the channel to notice the old connection is gone.
-const READ_RETRY_PAUSE: Duration = Duration::from_millis(100);
-
 /// Which hosts of a fleet to address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selector {
@@ -239,13 +235,10 @@ impl Fleet {
                 }
                 let run = async {
                     let client = host.client().await?;
-                    match action(client.clone()).await {
-                        Err(e) if retry && host::is_retryable(&e) => {
-                            tracing::debug!(host = host.name(), error = %e, "retrying a read");
-                            tokio::time::sleep(READ_RETRY_PAUSE).await;
-                            action(client).await
-                        }
-                        result => result,
+                    if retry {
+                        host::read_once_more(host.name(), || action(client.clone())).await
+                    } else {
+                        action(client).await
                     }
                 };
                 let result = match deadline {
