@@ -59,6 +59,11 @@ pub struct AgentArgs {
     #[arg(long, value_name = "MS")]
     pub keepalive_timeout_ms: Option<u64>,
 
+    /// Fleet directory: the agent's own key, its certificate from the fleet
+    /// CA and the fleet's CA and revocation list (see `vigie enroll`).
+    #[arg(long, global = true, value_name = "DIR", conflicts_with_all = ["tls_cert", "client_ca"])]
+    pub fleet_dir: Option<PathBuf>,
+
     /// TLS certificate chain (PEM).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -106,6 +111,17 @@ pub enum AgentCommand {
         /// Address the generated agent config listens on.
         #[arg(long, value_name = "HOST:PORT", default_value_t = super::init::default_listen())]
         listen: String,
+    },
+    /// Make a one-time join code for enrolling this agent in a fleet and
+    /// print it (only its hash is stored, in the fleet directory).
+    JoinCode {
+        /// How long the code stays valid, e.g. 15m, 1h, 2d.
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+        valid: std::time::Duration,
+        /// Read the code from the first line of stdin instead of making one
+        /// (what `vigie deploy` does: the operator's machine makes the code).
+        #[arg(long)]
+        stdin: bool,
     },
     /// Manage tokens of an access file.
     Token {
@@ -161,6 +177,12 @@ pub enum CliError {
     /// `init` or `token add` failed.
     #[error(transparent)]
     Init(#[from] super::init::InitError),
+    /// A join code cannot be made or stored.
+    #[error(transparent)]
+    Join(#[from] super::enroll::join::JoinError),
+    /// `join-code` has no fleet directory.
+    #[error("no fleet directory: pass --fleet-dir DIR, or --config with a fleet_dir")]
+    NoFleetDir,
     /// `token add` has no access file to change.
     #[error("no access file: pass --access FILE, or --config with an access_file")]
     NoAccessFile,
@@ -201,6 +223,7 @@ impl AgentArgs {
             }
         }
         for (flag, setting) in [
+            (&self.fleet_dir, &mut config.fleet_dir),
             (&self.tls_cert, &mut config.tls_cert),
             (&self.tls_key, &mut config.tls_key),
             (&self.client_ca, &mut config.client_ca),
@@ -283,6 +306,26 @@ fn set_up(args: &AgentArgs, command: &AgentCommand) -> Result<(), CliError> {
                 "then connect:     vigie --config {} -H HOST info",
                 client.display()
             )?;
+            Ok(())
+        }
+        AgentCommand::JoinCode { valid, stdin } => {
+            let dir = args.config()?.fleet_dir.ok_or(CliError::NoFleetDir)?;
+            let dir = super::enroll::FleetDir::new(dir);
+            dir.create()?;
+            let code = if *stdin {
+                super::enroll::join::read_code(&mut std::io::stdin().lock())?
+            } else {
+                super::enroll::join::generate()?
+            };
+            super::enroll::join::store(&dir, &code, *valid)?;
+            if !*stdin {
+                super::enroll::join::print_code(&mut std::io::stdout().lock(), &code)?;
+            }
+            eprintln!(
+                "join code stored as a hash in {}, valid for {}; enroll with: vigie enroll HOST",
+                super::enroll::join::path_of(dir.root()).display(),
+                humantime::format_duration(*valid)
+            );
             Ok(())
         }
         AgentCommand::Token {

@@ -75,6 +75,12 @@ pub struct AgentConfig {
     /// connection (and ends its commands), in ms. A vanished client is thus
     /// noticed within `keepalive_interval_ms + keepalive_timeout_ms`.
     pub keepalive_timeout_ms: u64,
+    /// The fleet directory: where an agent that joins a fleet keeps its
+    /// own key, the certificate the fleet CA signed for it, the fleet CA,
+    /// the revocation list and its pending join code. Until it is enrolled
+    /// the agent serves nothing but enrollment. Excludes `tls_cert`,
+    /// `tls_key` and `client_ca`, which it replaces.
+    pub fleet_dir: Option<PathBuf>,
     /// The agent's TLS certificate chain (PEM). With `tls_key`, the agent
     /// serves TLS only.
     pub tls_cert: Option<PathBuf>,
@@ -130,6 +136,7 @@ impl Default for AgentConfig {
             max_request_bytes: 4 << 20,
             keepalive_interval_ms: DEFAULT_KEEPALIVE_INTERVAL_MS,
             keepalive_timeout_ms: DEFAULT_KEEPALIVE_TIMEOUT_MS,
+            fleet_dir: None,
             tls_cert: None,
             tls_key: None,
             client_ca: None,
@@ -160,6 +167,7 @@ impl AgentConfig {
     /// directory), so a config works from any working directory.
     pub fn resolve_paths(&mut self, base: &Path) {
         for path in [
+            &mut self.fleet_dir,
             &mut self.tls_cert,
             &mut self.tls_key,
             &mut self.client_ca,

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod embedded;
+pub mod enroll;
 pub mod error;
 pub mod exec;
 pub mod init;
