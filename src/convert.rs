@@ -8,8 +8,8 @@ use crate::{
     command::{EndReason, Event, ExecRequest, Exit, OsFamily, OutputStream, Shell},
     proto,
     types::{
-        ConnectionInfo, Disk, InterfaceAddress, LoadAverage, Memory, MetricsSample,
-        NetworkInterface, ProcessInfo, ProcessSignal, SystemInfo,
+        CertificateSummary, ConnectionInfo, Disk, InterfaceAddress, LoadAverage, Memory,
+        MetricsSample, NetworkInterface, ProcessInfo, ProcessSignal, SystemInfo,
     },
 };
 
@@ -479,6 +479,41 @@ impl From<ConnectionInfo> for proto::GetConnectionInfoResponse {
             running_commands: c.running_commands,
             session_running_commands: c.session_running_commands,
             agent_pid: c.agent_pid,
+            agent_certificate: c.agent_certificate.map(Into::into),
+            revocation_list_number: c.revocation_list_number,
+        }
+    }
+}
+
+impl From<CertificateSummary> for proto::CertificateSummary {
+    fn from(c: CertificateSummary) -> Self {
+        Self {
+            subject: c.subject,
+            serial: c.serial,
+            not_after_ms: c.not_after_ms,
+            fingerprint: c.fingerprint,
+        }
+    }
+}
+
+impl From<proto::CertificateSummary> for CertificateSummary {
+    fn from(c: proto::CertificateSummary) -> Self {
+        Self {
+            subject: c.subject,
+            serial: c.serial,
+            not_after_ms: c.not_after_ms,
+            fingerprint: c.fingerprint,
+        }
+    }
+}
+
+impl From<&crate::pki::CertFacts> for CertificateSummary {
+    fn from(f: &crate::pki::CertFacts) -> Self {
+        Self {
+            subject: f.subject.clone(),
+            serial: f.serial_hex(),
+            not_after_ms: f.not_after_ms,
+            fingerprint: f.fingerprint.clone(),
         }
     }
 }
@@ -500,6 +535,8 @@ impl From<proto::GetConnectionInfoResponse> for ConnectionInfo {
             running_commands: c.running_commands,
             session_running_commands: c.session_running_commands,
             agent_pid: c.agent_pid,
+            agent_certificate: c.agent_certificate.map(Into::into),
+            revocation_list_number: c.revocation_list_number,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod client;
 pub mod clock;
 pub mod command;
 pub mod convert;
+pub mod pki;
 pub mod proto;
 pub mod server;
 pub mod tls;

@@ -3,7 +3,7 @@
 //! to and from the generated proto types; the CLI prints them (also as
 //! JSON, hence serde) and the GUI shows them.
 
-use std::net::IpAddr;
+use std::{fmt, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -290,6 +290,25 @@ pub struct ConnectionInfo {
     pub session_running_commands: u32,
     /// The agent's pid.
     pub agent_pid: i32,
+    /// The certificate the agent serves, when it serves TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_certificate: Option<CertificateSummary>,
+    /// The number of the fleet revocation list in force (0: none).
+    #[serde(default)]
+    pub revocation_list_number: u64,
+}
+
+/// What a client may want to know of a certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateSummary {
+    /// The subject, e.g. "CN=web1".
+    pub subject: String,
+    /// The serial number, in hexadecimal.
+    pub serial: String,
+    /// When it stops being valid, in ms since the Unix epoch.
+    pub not_after_ms: i64,
+    /// SHA-256 of its DER, as "sha256:" and hex.
+    pub fingerprint: String,
 }
 
 #[cfg(test)]
@@ -308,5 +327,48 @@ mod tests {
         assert_eq!("9".parse::<ProcessSignal>(), Ok(ProcessSignal::Kill));
         assert!("SIGWINCH".parse::<ProcessSignal>().is_err());
         assert!("".parse::<ProcessSignal>().is_err());
+    }
+}
+
+/// What an identity may do; each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads system information, metrics, processes and connection info.
+    Viewer,
+    /// Viewer, plus runs commands and signals processes.
+    Operator,
+    /// Operator, plus stops and restarts the agent.
+    Admin,
+}
+
+impl Role {
+    /// Every role, weakest first.
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Operator, Role::Admin];
+
+    /// The role's name as config files and answers write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Operator => "operator",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown role {s:?} (viewer, operator or admin)"))
     }
 }

@@ -403,7 +403,10 @@ async fn reflection_lists_the_services_in_both_versions() -> TestResult {
                 "GetConnectionInfo",
                 "Disconnect",
                 "Shutdown",
-                "Restart"
+                "Restart",
+                "Enroll",
+                "RenewCertificate",
+                "PushPolicy"
             ]
         );
     }

@@ -192,6 +192,12 @@ impl RemoteAgent for Hostile {
             listen_addresses: vec![EVIL.into()],
             boot_id: EVIL.into(),
             agent_version: EVIL.into(),
+            agent_certificate: Some(proto::CertificateSummary {
+                subject: EVIL.into(),
+                serial: EVIL.into(),
+                not_after_ms: 1,
+                fingerprint: EVIL.into(),
+            }),
             ..Default::default()
         }))
     }
@@ -211,6 +217,32 @@ impl RemoteAgent for Hostile {
             boot_id: BOOT.into(),
             cancelled_commands: 0,
         }))
+    }
+
+    type EnrollStream =
+        futures::stream::Iter<std::vec::IntoIter<Result<proto::EnrollResponse, Status>>>;
+
+    async fn enroll(
+        &self,
+        _: Request<tonic::Streaming<proto::EnrollRequest>>,
+    ) -> Result<Response<Self::EnrollStream>, Status> {
+        Err(Status::failed_precondition(EVIL))
+    }
+
+    type RenewCertificateStream = Self::EnrollStream;
+
+    async fn renew_certificate(
+        &self,
+        _: Request<tonic::Streaming<proto::EnrollRequest>>,
+    ) -> Result<Response<Self::RenewCertificateStream>, Status> {
+        Err(Status::failed_precondition(EVIL))
+    }
+
+    async fn push_policy(
+        &self,
+        _: Request<proto::PushPolicyRequest>,
+    ) -> Result<Response<proto::PushPolicyResponse>, Status> {
+        Err(Status::failed_precondition(EVIL))
     }
 
     async fn restart(

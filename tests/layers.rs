@@ -54,6 +54,7 @@ fn only_the_adapters_of_the_agent_know_grpc() {
     // the connection info tonic asks for, and the server itself.
     let adapters = [
         "src/server/service.rs",
+        "src/server/fleet_service.rs",
         "src/server/error.rs",
         "src/server/layer.rs",
         "src/server/security.rs",

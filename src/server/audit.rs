@@ -18,7 +18,8 @@ use serde::Serialize;
 pub struct Record {
     /// What happened: "call", "denied", "denied_suppressed",
     /// "exec_start", "exec_end", "exec_refused", "signal",
-    /// "signal_refused", "shutdown", "restart".
+    /// "signal_refused", "shutdown", "restart", "enrolled",
+    /// "enroll_refused", "renewed", "policy_pushed".
     pub event: &'static str,
     /// The rpc, e.g. "Execute".
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -61,9 +62,14 @@ pub struct Record {
     /// Why something was denied or refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// How many records were left out (for "denied_suppressed").
+    /// How many records were left out (for "denied_suppressed"), or how
+    /// many certificates a revocation list revokes (for "policy_pushed").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// A certificate the event concerns (enrollment, renewal): its
+    /// subject, serial number and expiry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
 }
 
 /// Longest text field an audit record keeps whole, in bytes.

@@ -8,7 +8,6 @@
 //! requests.
 
 use std::{
-    fmt,
     path::{Path, PathBuf},
     sync::RwLock,
     time::SystemTime,
@@ -19,48 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// What an identity may do; each role includes the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Reads system information, metrics, processes and connection info.
-    Viewer,
-    /// Viewer, plus runs commands and signals processes.
-    Operator,
-    /// Operator, plus stops and restarts the agent.
-    Admin,
-}
-
-impl Role {
-    /// Every role, weakest first.
-    pub const ALL: [Role; 3] = [Role::Viewer, Role::Operator, Role::Admin];
-
-    /// The role's name as config files and answers write it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Viewer => "viewer",
-            Self::Operator => "operator",
-            Self::Admin => "admin",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Role {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown role {s:?} (viewer, operator or admin)"))
-    }
-}
+pub use crate::types::Role;
 
 /// Who may call a method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +80,21 @@ pub const POLICY: &[(&str, Access)] = &[
         "/vigie.v1.RemoteAgent/Restart",
         Access::AtLeast(Role::Admin),
     ),
+    // The join code is the credential, checked by the handler; an enrolled
+    // agent refuses it.
+    ("/vigie.v1.RemoteAgent/Enroll", Access::Public),
+    (
+        "/vigie.v1.RemoteAgent/RenewCertificate",
+        Access::AtLeast(Role::Admin),
+    ),
+    (
+        "/vigie.v1.RemoteAgent/PushPolicy",
+        Access::AtLeast(Role::Admin),
+    ),
 ];
+
+/// The one path an agent awaiting enrollment serves.
+pub const ENROLL_PATH: &str = "/vigie.v1.RemoteAgent/Enroll";
 
 /// The rule for a gRPC path; `None` means nobody may call it.
 pub fn access_for(path: &str) -> Option<Access> {
@@ -180,6 +152,17 @@ pub enum Denied {
     /// No rule names the method.
     #[error("no access rule allows {0}")]
     NoRule(String),
+    /// The client certificate is on the fleet's revocation list.
+    #[error("this certificate has been revoked")]
+    Revoked,
+    /// The client certificate has expired (on a connection made before).
+    #[error("this certificate has expired")]
+    Expired,
+    /// The agent awaits enrollment and serves nothing else.
+    #[error(
+        "this agent awaits enrollment and serves nothing else: enroll it with `vigie enroll HOST`"
+    )]
+    Awaiting,
 }
 
 /// Decides whether `identity` (if any) may call `path`.
@@ -364,7 +347,9 @@ impl AccessFile {
 /// with `vigie-agent token add` works without a restart.
 #[derive(Debug)]
 pub struct AccessList {
-    path: PathBuf,
+    /// None for an agent whose only callers are fleet certificates and
+    /// fleet tokens.
+    path: Option<PathBuf>,
     current: RwLock<(Option<FileVersion>, AccessFile)>,
 }
 
@@ -400,9 +385,17 @@ impl AccessList {
         let version = FileVersion::of(path);
         let file = AccessFile::load(path)?;
         Ok(Self {
-            path: path.to_owned(),
+            path: Some(path.to_owned()),
             current: RwLock::new((version, file)),
         })
+    }
+
+    /// A list without a file: no token and no subject of its own.
+    pub fn empty() -> Self {
+        Self {
+            path: None,
+            current: RwLock::new((None, AccessFile::default())),
+        }
     }
 
     /// The current entries, reloading the file first if it changed.
@@ -413,7 +406,10 @@ impl AccessList {
     /// old entries instead would keep a revoked token working for as long
     /// as the file stayed broken.
     pub fn get(&self) -> AccessFile {
-        let version = FileVersion::of(&self.path);
+        let Some(path) = &self.path else {
+            return AccessFile::default();
+        };
+        let version = FileVersion::of(path);
         {
             let current = self.current.read().unwrap_or_else(|e| e.into_inner());
             if current.0 == version {
@@ -421,9 +417,9 @@ impl AccessList {
             }
         }
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-        match AccessFile::load(&self.path) {
+        match AccessFile::load(path) {
             Ok(file) => {
-                tracing::info!(path = %self.path.display(), "access file reloaded");
+                tracing::info!(path = %path.display(), "access file reloaded");
                 *current = (version, file);
             }
             Err(e) => {

@@ -61,7 +61,7 @@ pub struct AgentArgs {
 
     /// Fleet directory: the agent's own key, its certificate from the fleet
     /// CA and the fleet's CA and revocation list (see `vigie enroll`).
-    #[arg(long, global = true, value_name = "DIR", conflicts_with_all = ["tls_cert", "client_ca"])]
+    #[arg(long, global = true, value_name = "DIR")]
     pub fleet_dir: Option<PathBuf>,
 
     /// TLS certificate chain (PEM).

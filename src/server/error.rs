@@ -7,8 +7,8 @@
 use tonic::{Code, Status};
 
 use super::{
-    exec::ExecError, processes::SignalError, session::SessionError, streams::StreamError,
-    system::ProbeError,
+    enroll::EnrollError, exec::ExecError, processes::SignalError, session::SessionError,
+    streams::StreamError, system::ProbeError,
 };
 
 /// Any error an rpc can end with.
@@ -29,6 +29,9 @@ pub enum Error {
     /// The system could not be read.
     #[error(transparent)]
     Probe(#[from] ProbeError),
+    /// An enrollment, a renewal or a policy push was refused.
+    #[error(transparent)]
+    Enroll(#[from] EnrollError),
     /// A request field is out of range.
     #[error("{0}")]
     InvalidArgument(String),
@@ -74,6 +77,19 @@ impl From<Error> for Status {
                 | SessionError::TooManyCommandsForIdentity { .. }
                 | SessionError::TooManyCommandsTotal(_) => Code::ResourceExhausted,
                 SessionError::Ended => Code::FailedPrecondition,
+            },
+            Error::Enroll(e) => match e {
+                EnrollError::AlreadyEnrolled
+                | EnrollError::NotEnrolled
+                | EnrollError::NoJoinCode
+                | EnrollError::Expired
+                | EnrollError::StaleList { .. }
+                | EnrollError::Lost => Code::FailedPrecondition,
+                EnrollError::WrongProof => Code::PermissionDenied,
+                EnrollError::BadCertificate(_)
+                | EnrollError::BadPolicy(_)
+                | EnrollError::Protocol(_) => Code::InvalidArgument,
+                EnrollError::Internal(_) => Code::Internal,
             },
             Error::Stream(_) => Code::ResourceExhausted,
             Error::Probe(_) | Error::Internal(_) => Code::Internal,

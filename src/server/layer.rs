@@ -16,12 +16,13 @@ use std::{
 use futures::future::BoxFuture;
 use http::HeaderValue;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tonic::{Code, Status, body::Body, transport::server::TlsConnectInfo};
+use tonic::{Code, Status, body::Body};
 use tower::{Layer, Service};
 
 use super::{
     audit::{AuditLog, Record},
     auth::{self, AccessList, Denied, Identity},
+    enroll::FleetState,
     net::ConnInfo,
     session::SESSION_HEADER,
 };
@@ -40,6 +41,9 @@ pub enum AccessMode {
 pub struct Gate {
     /// How callers are identified.
     pub access: AccessMode,
+    /// The agent's fleet identity: whether it awaits enrollment, the
+    /// revocation list and the fleet's tokens.
+    pub fleet: Option<Arc<FleetState>>,
     /// Where calls and denials are recorded.
     pub audit: Arc<AuditLog>,
     /// The request size limit, for the message of oversized requests.
@@ -64,10 +68,15 @@ impl Gate {
     /// its extensions (none for public methods).
     fn admit(&self, request: &mut http::Request<Body>) -> Result<(), Status> {
         let path = request.uri().path().to_owned();
+        let awaiting = self.fleet.as_ref().is_some_and(|f| f.is_awaiting());
+        if awaiting && path != auth::ENROLL_PATH {
+            return Err(Status::failed_precondition(Denied::Awaiting.to_string()));
+        }
         if auth::access_for(&path) == Some(auth::Access::Public) {
             return Ok(());
         }
-        let identity = self.identify(request);
+        let identified = self.identify(request);
+        let identity = identified.as_ref().ok().cloned().flatten();
         let record = |event: &'static str, reason: Option<String>| Record {
             event,
             rpc: Some(method_name(&path).to_owned()),
@@ -81,7 +90,11 @@ impl Gate {
             reason,
             ..Record::default()
         };
-        match auth::authorize(&path, identity.as_ref()) {
+        let decision = match identified {
+            Err(denied) => Err(denied),
+            Ok(identity) => auth::authorize(&path, identity.as_ref()),
+        };
+        match decision {
             Ok(()) => {
                 self.audit.record(&record("call", None));
                 if let Some(identity) = identity {
@@ -106,26 +119,72 @@ impl Gate {
                     tracing::warn!(rpc = %path, peer = ?peer_of(request), reason = ?denied.to_string(), "call denied");
                 }
                 let code = match denied {
-                    Denied::Unauthenticated => Code::Unauthenticated,
+                    Denied::Unauthenticated | Denied::Revoked | Denied::Expired => {
+                        Code::Unauthenticated
+                    }
                     Denied::Forbidden { .. } | Denied::NoRule(_) => Code::PermissionDenied,
+                    Denied::Awaiting => Code::FailedPrecondition,
                 };
                 Err(Status::new(code, denied.to_string()))
             }
         }
     }
 
-    fn identify(&self, request: &http::Request<Body>) -> Option<Identity> {
+    /// Who is calling: `Ok(None)` when the credentials prove nothing, an
+    /// error when they prove a certificate that may no longer be used.
+    ///
+    /// A client certificate has passed the TLS verifier (signed by the
+    /// client CA, valid when the connection was made); it is checked again
+    /// here on every call, against the revocation list in force and its
+    /// expiry, so that neither outlives a long connection. Its role is the
+    /// one the access file gives its subject, else the one it carries.
+    fn identify(&self, request: &http::Request<Body>) -> Result<Option<Identity>, Denied> {
         let list = match &self.access {
-            AccessMode::Anonymous => return Some(Identity::anonymous()),
+            AccessMode::Anonymous => return Ok(Some(Identity::anonymous())),
             AccessMode::Checked(list) => list.get(),
         };
-        match request.headers().get(http::header::AUTHORIZATION) {
+        if let Some(value) = request.headers().get(http::header::AUTHORIZATION) {
             // A token that is wrong stays wrong: it never falls back to the
             // certificate, so a bad token is always UNAUTHENTICATED.
-            Some(value) => bearer_token(value).and_then(|token| list.identify_token(token)),
-            None => certificate_subject(request).and_then(|s| list.identify_certificate(&s)),
+            let Some(token) = bearer_token(value) else {
+                return Ok(None);
+            };
+            let found = list.identify_token(token).or_else(|| {
+                self.fleet
+                    .as_ref()
+                    .and_then(|fleet| fleet.tokens().identify_token(token))
+            });
+            return Ok(found);
         }
+        let Some(der) = connection_of(request).and_then(|info| info.peer_certificate.clone())
+        else {
+            return Ok(None);
+        };
+        let Ok(facts) = crate::pki::CertFacts::parse(der.as_ref()) else {
+            return Ok(None);
+        };
+        if self
+            .fleet
+            .as_ref()
+            .is_some_and(|fleet| fleet.is_revoked(&facts.serial))
+        {
+            return Err(Denied::Revoked);
+        }
+        if crate::clock::now_ms() > facts.not_after_ms {
+            return Err(Denied::Expired);
+        }
+        Ok(list.identify_certificate(&facts.subject).or_else(|| {
+            facts.role.map(|role| Identity {
+                name: format!("cert:{}", facts.subject),
+                role,
+            })
+        }))
     }
+}
+
+/// The connection a request came on.
+fn connection_of(request: &http::Request<Body>) -> Option<&ConnInfo> {
+    request.extensions().get::<ConnInfo>()
 }
 
 fn bearer_token(value: &HeaderValue) -> Option<&str> {
@@ -137,21 +196,8 @@ fn bearer_token(value: &HeaderValue) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// The subject of the client's TLS certificate, e.g. "CN=vigie-admin".
-fn certificate_subject(request: &http::Request<Body>) -> Option<String> {
-    let certs = request
-        .extensions()
-        .get::<TlsConnectInfo<ConnInfo>>()?
-        .peer_certs()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(certs.first()?.as_ref()).ok()?;
-    Some(cert.subject().to_string())
-}
-
 fn peer_of(request: &http::Request<Body>) -> Option<String> {
-    let ext = request.extensions();
-    ext.get::<TlsConnectInfo<ConnInfo>>()
-        .map(|t| t.get_ref())
-        .or_else(|| ext.get::<ConnInfo>())
+    connection_of(request)
         .and_then(|info| info.peer)
         .map(|peer| peer.to_string())
 }

@@ -20,6 +20,7 @@ pub mod embedded;
 pub mod enroll;
 pub mod error;
 pub mod exec;
+pub mod fleet_service;
 pub mod init;
 pub mod layer;
 pub mod net;
@@ -30,6 +31,7 @@ pub mod service;
 pub mod session;
 pub mod streams;
 pub mod system;
+pub mod tls;
 
 use std::{
     io,
@@ -124,6 +126,10 @@ pub struct AgentState {
     listen_address: ListenAddr,
     audit: Arc<audit::AuditLog>,
     exec_policy: Arc<policy::ExecPolicy>,
+    /// The TLS the agent serves, if any (for the certificate it shows).
+    tls: Option<Arc<tls::ServerTls>>,
+    /// The agent's fleet identity, for an agent with a fleet directory.
+    fleet: Option<Arc<enroll::FleetState>>,
     /// The process groups of the commands running now.
     own_groups: processes::OwnGroups,
     started: Instant,
@@ -263,6 +269,8 @@ impl Agent {
             listen_address: self.local_addr.clone(),
             audit: self.security.audit.clone(),
             exec_policy: self.security.exec_policy.clone(),
+            tls: self.security.tls.clone(),
+            fleet: self.security.fleet.clone(),
             own_groups: processes::OwnGroups::default(),
             started: Instant::now(),
             lifecycle,
@@ -286,13 +294,7 @@ impl Agent {
             .max_decoding_message_size(config.max_request_bytes);
 
         let stopping = CancellationToken::new();
-        let mut builder = Server::builder();
-        if let Some(tls) = &self.security.tls {
-            builder = builder
-                .tls_config(tls.clone())
-                .map_err(|e| StartError::Serve(format!("TLS: {e}")))?;
-        }
-        let server = builder
+        let server = Server::builder()
             .layer(layer::GateLayer::new(self.security.gate.clone()))
             .http2_keepalive_interval(Some(Duration::from_millis(config.keepalive_interval_ms)))
             .http2_keepalive_timeout(Some(Duration::from_millis(config.keepalive_timeout_ms)))
@@ -311,7 +313,12 @@ impl Agent {
             .add_service(reflection_v1alpha)
             .add_service(agent_service)
             .serve_with_incoming_shutdown(
-                net::incoming(self.listener.clone(), sessions, self.connections.clone()),
+                net::incoming(
+                    self.listener.clone(),
+                    sessions,
+                    self.connections.clone(),
+                    self.security.tls.clone(),
+                ),
                 stopping.clone().cancelled_owned(),
             );
         tokio::pin!(server);

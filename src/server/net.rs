@@ -20,6 +20,7 @@ use std::{
 };
 
 use futures::Stream;
+use rustls::pki_types::CertificateDer;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream, UnixListener, UnixStream},
@@ -27,7 +28,10 @@ use tokio::{
 use tokio_util::either::Either;
 use tonic::transport::server::Connected;
 
-use super::session::Sessions;
+use super::{session::Sessions, tls::ServerTls};
+
+/// A connection before TLS: TCP, or the private Unix socket.
+type Plain = Either<TcpStream, UnixStream>;
 
 /// The environment variable through which a restarting agent hands its
 /// listening socket to its successor; commands never inherit it.
@@ -43,6 +47,11 @@ pub struct ConnInfo {
     /// The session of requests on this connection that name none: an
     /// unguessable id, so that no other connection can name it.
     pub implicit_session: Arc<str>,
+    /// True when TLS protects the connection.
+    pub tls: bool,
+    /// The certificate the client presented in the TLS handshake (DER),
+    /// already verified against the client CA.
+    pub peer_certificate: Option<Arc<CertificateDer<'static>>>,
 }
 
 /// Where the agent listens: a TCP socket, or a Unix socket that only its
@@ -84,7 +93,7 @@ impl Listener {
 
     /// Waits for the next connection, with the client's address (none for
     /// a Unix socket).
-    async fn accept(&self) -> io::Result<(Either<TcpStream, UnixStream>, Option<SocketAddr>)> {
+    async fn accept(&self) -> io::Result<(Plain, Option<SocketAddr>)> {
         match self {
             Self::Tcp(listener) => {
                 let (stream, peer) = listener.accept().await?;
@@ -116,7 +125,7 @@ impl Listener {
 /// An accepted connection.
 #[derive(Debug)]
 pub struct Conn {
-    stream: Either<TcpStream, UnixStream>,
+    stream: Either<Plain, Box<tokio_rustls::server::TlsStream<Plain>>>,
     info: ConnInfo,
     _guard: CloseGuard,
 }
@@ -266,7 +275,8 @@ impl AsyncWrite for Conn {
 /// place, so a late close from an old generation never matches a new one.
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
-/// The stream of accepted connections for one generation of the server.
+/// The stream of accepted connections for one generation of the server,
+/// after their TLS handshake when `tls` is set.
 ///
 /// Accept errors that concern one connection are skipped; running out of
 /// file descriptors or memory pauses accepting briefly instead of spinning.
@@ -274,43 +284,120 @@ pub fn incoming(
     listener: Arc<Listener>,
     sessions: Arc<Sessions>,
     limits: Arc<ConnLimits>,
+    tls: Option<Arc<ServerTls>>,
+) -> Pin<Box<dyn Stream<Item = io::Result<Conn>> + Send + 'static>> {
+    match tls {
+        None => {
+            let state = (listener, sessions, limits);
+            Box::pin(futures::stream::unfold(
+                state,
+                |(listener, sessions, limits)| async move {
+                    let conn = accept_one(&listener, &sessions, &limits).await;
+                    Some((Ok(conn), (listener, sessions, limits)))
+                },
+            ))
+        }
+        Some(tls) => Box::pin(with_tls(listener, sessions, limits, tls)),
+    }
+}
+
+/// Accepted connections after their handshake. Handshakes run in tasks of
+/// their own, so that a client that connects and says nothing holds up
+/// nobody; each has [`super::tls::HANDSHAKE_TIMEOUT`] to finish. The
+/// accepting task ends when the server drops the stream.
+fn with_tls(
+    listener: Arc<Listener>,
+    sessions: Arc<Sessions>,
+    limits: Arc<ConnLimits>,
+    tls: Arc<ServerTls>,
 ) -> impl Stream<Item = io::Result<Conn>> + Send + 'static {
-    let state = (listener, sessions, limits);
-    futures::stream::unfold(state, |(listener, sessions, limits)| async move {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<io::Result<Conn>>(64);
+    tokio::spawn(async move {
         loop {
-            match listener.accept().await {
-                Ok((stream, peer)) => {
-                    let Some(counted) = limits.admit(peer.map(|p| p.ip())) else {
-                        // Closed at once: the client sees a reset, and the
-                        // descriptor is free again.
-                        refused_connection(peer);
-                        continue;
-                    };
-                    let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
-                    sessions.connection_opened(id);
-                    let conn = Conn {
-                        stream,
-                        info: ConnInfo {
-                            id,
-                            peer,
-                            implicit_session: super::session::implicit_id().into(),
-                        },
-                        _guard: CloseGuard {
-                            id,
-                            sessions: sessions.clone(),
-                            _counted: counted,
-                        },
-                    };
-                    return Some((Ok(conn), (listener, sessions, limits)));
+            let conn = tokio::select! {
+                conn = accept_one(&listener, &sessions, &limits) => conn,
+                () = sender.closed() => return,
+            };
+            let sender = sender.clone();
+            let acceptor = tls.acceptor();
+            tokio::spawn(async move {
+                let Conn {
+                    stream,
+                    mut info,
+                    _guard,
+                } = conn;
+                let Either::Left(plain) = stream else {
+                    return;
+                };
+                let handshake =
+                    tokio::time::timeout(super::tls::HANDSHAKE_TIMEOUT, acceptor.accept(plain));
+                match handshake.await {
+                    Ok(Ok(stream)) => {
+                        info.tls = true;
+                        info.peer_certificate = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|certs| certs.first())
+                            .map(|cert| Arc::new(cert.clone().into_owned()));
+                        let conn = Conn {
+                            stream: Either::Right(Box::new(stream)),
+                            info,
+                            _guard,
+                        };
+                        let _ = sender.send(Ok(conn)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = ?info.peer, error = %e, "TLS handshake failed");
+                    }
+                    Err(_) => tracing::debug!(peer = ?info.peer, "TLS handshake timed out"),
                 }
-                Err(e) if is_per_connection(&e) => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot accept connections; retrying shortly");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(receiver)
+}
+
+/// Waits for the next connection the limits admit.
+async fn accept_one(
+    listener: &Listener,
+    sessions: &Arc<Sessions>,
+    limits: &Arc<ConnLimits>,
+) -> Conn {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let Some(counted) = limits.admit(peer.map(|p| p.ip())) else {
+                    // Closed at once: the client sees a reset, and the
+                    // descriptor is free again.
+                    refused_connection(peer);
+                    continue;
+                };
+                let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
+                sessions.connection_opened(id);
+                return Conn {
+                    stream: Either::Left(stream),
+                    info: ConnInfo {
+                        id,
+                        peer,
+                        implicit_session: super::session::implicit_id().into(),
+                        tls: false,
+                        peer_certificate: None,
+                    },
+                    _guard: CloseGuard {
+                        id,
+                        sessions: sessions.clone(),
+                        _counted: counted,
+                    },
+                };
+            }
+            Err(e) if is_per_connection(&e) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot accept connections; retrying shortly");
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-    })
+    }
 }
 
 /// Logs a connection refused for the limits, at most every ten seconds, so

@@ -9,18 +9,18 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::Arc,
-    time::Duration,
 };
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-use tonic::transport::{Certificate, Identity as TlsIdentity, ServerTlsConfig};
 
 use super::{
     audit::AuditLog,
     auth::{self, AccessList},
     config::AgentConfig,
+    enroll::{FleetDir, FleetError, FleetState},
     layer::{AccessMode, Gate},
     policy::{ExecPolicy, PolicyError},
+    tls::{ClientAuth, ServerTls},
 };
 
 /// Why the security settings cannot be used.
@@ -57,16 +57,24 @@ pub enum SecurityError {
     /// The exec allow-list is unusable.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// The fleet directory is unusable.
+    #[error("the fleet directory: {0}")]
+    Fleet(#[from] FleetError),
 }
 
 /// Checks, from the settings alone, that the agent may listen on `addr`.
 pub fn check_exposure(addr: SocketAddr, config: &AgentConfig) -> Result<(), SecurityError> {
+    let fleet = config.fleet_dir.is_some();
     if crate::wire::is_loopback(addr.ip()) {
-        if config.access_file.is_none() {
+        if config.access_file.is_none() && !fleet {
             tracing::warn!(
                 "no access file: every local user can call this agent with its privileges"
             );
         }
+        return Ok(());
+    }
+    if fleet {
+        // A fleet agent always serves TLS and always authenticates.
         return Ok(());
     }
     if config.tls_cert.is_none() && !config.insecure_plaintext {
@@ -88,8 +96,10 @@ pub fn check_exposure(addr: SocketAddr, config: &AgentConfig) -> Result<(), Secu
 /// Everything security-related the agent serves with.
 #[derive(Debug, Clone)]
 pub struct Security {
-    /// TLS settings for the server, when TLS is on.
-    pub tls: Option<ServerTlsConfig>,
+    /// TLS for the server, when TLS is on.
+    pub tls: Option<Arc<ServerTls>>,
+    /// The agent's fleet identity, for an agent with a fleet directory.
+    pub fleet: Option<Arc<FleetState>>,
     /// Authentication, authorization and audit of every call.
     pub gate: Arc<Gate>,
     /// Where the handlers write their audit records.
@@ -101,8 +111,25 @@ pub struct Security {
 impl Security {
     /// Loads and checks the TLS material, the access file and the audit log.
     pub fn load(config: &AgentConfig) -> Result<Self, SecurityError> {
+        let fleet = match &config.fleet_dir {
+            Some(dir) => {
+                if config.tls_cert.is_some()
+                    || config.tls_key.is_some()
+                    || config.client_ca.is_some()
+                {
+                    return Err(SecurityError::Incomplete(
+                        "fleet_dir replaces tls_cert, tls_key and client_ca: remove them",
+                    ));
+                }
+                Some(Arc::new(FleetState::load(FleetDir::new(dir.clone()))?))
+            }
+            None => None,
+        };
         let tls = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => Some(load_tls(cert, key, config.client_ca.as_deref())?),
+            _ if fleet.is_some() => fleet.as_ref().map(|f| f.tls().clone()),
+            (Some(cert), Some(key)) => {
+                Some(Arc::new(load_tls(cert, key, config.client_ca.as_deref())?))
+            }
             (None, None) => {
                 if config.client_ca.is_some() {
                     return Err(SecurityError::Incomplete(
@@ -124,6 +151,7 @@ impl Security {
         }
         let access = match &config.access_file {
             Some(path) => AccessMode::Checked(AccessList::load(path)?),
+            None if fleet.is_some() => AccessMode::Checked(AccessList::empty()),
             None => AccessMode::Anonymous,
         };
         let audit = Arc::new(match &config.audit_log {
@@ -136,8 +164,10 @@ impl Security {
         });
         Ok(Self {
             tls,
+            fleet: fleet.clone(),
             gate: Arc::new(Gate {
                 access,
+                fleet,
                 audit: audit.clone(),
                 max_request_bytes: config.max_request_bytes,
                 public_streams: Arc::new(tokio::sync::Semaphore::new(config.max_public_streams)),
@@ -159,7 +189,7 @@ fn load_tls(
     cert_path: &Path,
     key_path: &Path,
     client_ca: Option<&Path>,
-) -> Result<ServerTlsConfig, SecurityError> {
+) -> Result<ServerTls, SecurityError> {
     let read = |what: &'static str, path: &Path| {
         std::fs::read(path).map_err(|e| SecurityError::File {
             what,
@@ -187,39 +217,30 @@ fn load_tls(
     check_validity(leaf).map_err(|reason| bad("the TLS certificate", cert_path, reason))?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| bad("the TLS key", key_path, e.to_string()))?;
-    // Building a rustls config checks that the key belongs to the certificate.
-    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| bad("the TLS certificate", cert_path, e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(chain.clone(), key)
-        .map_err(|e| {
-            bad(
-                "the TLS key",
-                key_path,
-                format!("{e} (does it match the certificate?)"),
-            )
-        })?;
-
-    let mut tls = ServerTlsConfig::new()
-        .identity(TlsIdentity::from_pem(cert_pem, key_pem))
-        .timeout(Duration::from_secs(10));
-    if let Some(ca_path) = client_ca {
-        let ca_pem = read("the client CA", ca_path)?;
-        let count = CertificateDer::pem_slice_iter(&ca_pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad("the client CA", ca_path, e.to_string()))?
-            .len();
-        if count == 0 {
-            return Err(bad(
-                "the client CA",
-                ca_path,
-                "no certificate in the file".into(),
-            ));
+    let client_auth = match client_ca {
+        Some(ca_path) => {
+            let ca_pem = read("the client CA", ca_path)?;
+            let cas = CertificateDer::pem_slice_iter(&ca_pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad("the client CA", ca_path, e.to_string()))?;
+            if cas.is_empty() {
+                return Err(bad(
+                    "the client CA",
+                    ca_path,
+                    "no certificate in the file".into(),
+                ));
+            }
+            ClientAuth::Required(cas)
         }
-        tls = tls.client_ca_root(Certificate::from_pem(ca_pem));
-    }
-    Ok(tls)
+        None => ClientAuth::Off,
+    };
+    ServerTls::new(chain, key, client_auth).map_err(|e| {
+        if e.starts_with("the client CA") {
+            bad("the client CA", client_ca.unwrap_or(cert_path), e)
+        } else {
+            bad("the TLS key", key_path, e)
+        }
+    })
 }
 
 /// Refuses a certificate that is not valid now.

@@ -99,13 +99,8 @@ fn identity_of<T>(request: &Request<T>) -> Result<Identity, Status> {
 
 /// The connection a request came on, whether or not TLS wraps it.
 fn connection_of<T>(request: &Request<T>) -> (ConnInfo, bool) {
-    // The TLS wrapper comes first: tonic may insert the inner info as well.
-    let ext = request.extensions();
-    if let Some(tls) = ext.get::<tonic::transport::server::TlsConnectInfo<ConnInfo>>() {
-        return (tls.get_ref().clone(), true);
-    }
-    if let Some(info) = ext.get::<ConnInfo>() {
-        return (info.clone(), false);
+    if let Some(info) = request.extensions().get::<ConnInfo>() {
+        return (info.clone(), info.tls);
     }
     // Requests always come through our listener; this only happens to a
     // service driven directly, as in unit tests.
@@ -114,6 +109,8 @@ fn connection_of<T>(request: &Request<T>) -> (ConnInfo, bool) {
             id: 0,
             peer: None,
             implicit_session: Arc::from("conn-direct"),
+            tls: false,
+            peer_certificate: None,
         },
         false,
     )
@@ -399,6 +396,15 @@ impl RemoteAgent for Service {
             },
             session_running_commands: ctx.session.running(),
             agent_pid: i32::try_from(std::process::id()).unwrap_or(0),
+            agent_certificate: state
+                .tls
+                .as_ref()
+                .and_then(|tls| crate::pki::CertFacts::parse(tls.certificate().as_ref()).ok())
+                .map(|facts| (&facts).into()),
+            revocation_list_number: state
+                .fleet
+                .as_ref()
+                .map_or(0, |fleet| fleet.revocations().number),
         };
         Ok(Response::new(info.into()))
     }
@@ -430,6 +436,35 @@ impl RemoteAgent for Service {
             boot_id: self.state.probe.boot_id().to_owned(),
             cancelled_commands: cancelled,
         }))
+    }
+
+    type EnrollStream = super::fleet_service::EnrollStream;
+
+    async fn enroll(
+        &self,
+        request: Request<tonic::Streaming<proto::EnrollRequest>>,
+    ) -> Result<Response<Self::EnrollStream>, Status> {
+        self.ensure_running()?;
+        super::fleet_service::exchange(&self.state, request, false)
+    }
+
+    type RenewCertificateStream = super::fleet_service::EnrollStream;
+
+    async fn renew_certificate(
+        &self,
+        request: Request<tonic::Streaming<proto::EnrollRequest>>,
+    ) -> Result<Response<Self::RenewCertificateStream>, Status> {
+        self.ensure_running()?;
+        identity_of(&request)?;
+        super::fleet_service::exchange(&self.state, request, true)
+    }
+
+    async fn push_policy(
+        &self,
+        request: Request<proto::PushPolicyRequest>,
+    ) -> Result<Response<proto::PushPolicyResponse>, Status> {
+        identity_of(&request)?;
+        super::fleet_service::push_policy(&self.state, request).await
     }
 
     async fn restart(

@@ -14,7 +14,12 @@
 //! fleet CA as the only client CA, and roles come from the operators'
 //! certificates.
 
+pub mod exchange;
 pub mod join;
+pub mod state;
+
+pub use exchange::{Challenge, EnrollError, Finish};
+pub use state::{FleetError, FleetState};
 
 use std::path::{Path, PathBuf};
 
@@ -31,8 +36,9 @@ pub mod files {
     pub const CRL: &str = "revoked.crl";
     /// The pending join code, as a hash with its expiry (secret, 0600).
     pub const JOIN: &str = "join.toml";
-    /// Tokens for scripts and grpcurl, as hashes (optional).
-    pub const ACCESS: &str = "access.toml";
+    /// The fleet's tokens for scripts and grpcurl, as hashes, as the
+    /// operator last pushed them.
+    pub const TOKENS: &str = "tokens.toml";
 }
 
 /// The paths of one fleet directory.
