@@ -13,6 +13,7 @@
 
 use std::collections::HashSet;
 
+use base64::Engine as _;
 use ring::hmac;
 use sha2::{Digest, Sha256};
 use x509_parser::{
@@ -132,9 +133,29 @@ impl Revocations {
     }
 }
 
+/// The prefix of every token vigie generates, so that one found in a file
+/// or a log is recognisable.
+pub const TOKEN_PREFIX: &str = "vgt_";
+
+/// A new random token: 256 bits from the OS, base64url.
+pub fn generate_token() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    Ok(format!(
+        "{TOKEN_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    ))
+}
+
+/// The hash the access file stores for a token: SHA-256, in hex. Tokens
+/// are 256-bit random values, so a plain hash cannot be brute-forced and
+/// needs no salt.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
 /// PEM text of one DER object, e.g. `pem("CERTIFICATE", der)`.
 pub fn pem(label: &str, der: &[u8]) -> Vec<u8> {
-    use base64::Engine as _;
     let body = base64::engine::general_purpose::STANDARD.encode(der);
     let mut text = format!("-----BEGIN {label}-----\n");
     for line in body.as_bytes().chunks(64) {
@@ -143,6 +164,20 @@ pub fn pem(label: &str, der: &[u8]) -> Vec<u8> {
     }
     text.push_str(&format!("-----END {label}-----\n"));
     text.into_bytes()
+}
+
+/// The prefix of every join code, so that one found in a file or a log is
+/// recognisable.
+pub const JOIN_PREFIX: &str = "vgj_";
+
+/// The key both sides derive from a join code: SHA-256 of the code (blanks
+/// around it removed, in lower case), or None when the text is not a join
+/// code (the prefix and 32 hexadecimal digits).
+pub fn join_key(code: &str) -> Option<[u8; 32]> {
+    let code = code.trim().to_ascii_lowercase();
+    let digits = code.strip_prefix(JOIN_PREFIX)?;
+    (digits.len() == 32 && digits.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| Sha256::digest(code.as_bytes()).into())
 }
 
 /// The length of an enrollment nonce.

@@ -99,6 +99,11 @@ impl AgentClient {
     }
 
     /// The agent's address as error messages name it.
+    /// The generated client, for the fleet exchanges of `client::enroll`.
+    pub(crate) fn raw(&self) -> Inner {
+        self.inner.clone()
+    }
+
     pub fn address(&self) -> &str {
         &self.address
     }

@@ -54,6 +54,9 @@ pub struct ConnectionSettings {
     /// digits, colons allowed): the certificate is accepted if and only if
     /// it matches (and, with `ca` too, is signed by it).
     pub fingerprint: Option<String>,
+    /// The fleet's revocation list (DER, as `vigie pki` writes it): an
+    /// agent certificate on it is refused.
+    pub crl: Option<PathBuf>,
     /// Name to check the agent's certificate against, when it differs from
     /// the address dialled.
     pub server_name: Option<String>,
@@ -78,6 +81,7 @@ impl ConnectionSettings {
             ca: self.ca.clone().or_else(|| base.ca.clone()),
             cert: self.cert.clone().or_else(|| base.cert.clone()),
             key: self.key.clone().or_else(|| base.key.clone()),
+            crl: self.crl.clone().or_else(|| base.crl.clone()),
             fingerprint: self
                 .fingerprint
                 .clone()
@@ -100,7 +104,7 @@ impl ConnectionSettings {
     }
 
     fn resolve_paths(&mut self, base: &Path) {
-        for path in [&mut self.ca, &mut self.cert, &mut self.key]
+        for path in [&mut self.ca, &mut self.crl, &mut self.cert, &mut self.key]
             .into_iter()
             .flatten()
         {

@@ -23,16 +23,13 @@ use std::{
 use bytes::Bytes;
 use hyper_util::rt::TokioIo;
 use rustls::{
-    CertificateError, DigitallySignedStruct, SignatureScheme,
-    client::{
-        ResolvesClientCert, WebPkiServerVerifier,
-        danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    CertificateError, SignatureScheme,
+    client::{ResolvesClientCert, WebPkiServerVerifier},
+    pki_types::{
+        CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, pem::PemObject,
     },
-    crypto::CryptoProvider,
-    pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject},
     sign::CertifiedKey,
 };
-use sha2::{Digest, Sha256};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
     net::TcpStream,
@@ -41,7 +38,8 @@ use tokio_rustls::{TlsConnector, client::TlsStream};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 pub use super::keepalive::Keepalive;
-use super::{Error, config::ConnectionSettings};
+pub use super::verify::Captured;
+use super::{Error, config::ConnectionSettings, verify::Verifier};
 use crate::wire::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};
 
 /// Where an agent is: host (name or address) and port, or the path of a
@@ -150,6 +148,52 @@ pub async fn channel(
     }
 }
 
+/// A channel for enrolling the agent at `address`: TLS that accepts any
+/// certificate and captures it, so that the enrollment proofs, which bind
+/// the certificate the client saw, decide whether the agent is the one
+/// that holds the join code. Never used for anything but Enroll.
+pub async fn enrollment_channel(address: &Address) -> Result<(Channel, Captured), Error> {
+    let captured = Captured::default();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(Verifier {
+        ca: None,
+        pin: None,
+        capture: Some(captured.clone()),
+        provider: provider.clone(),
+    });
+    let invalid = |reason: String| Error::Settings {
+        address: address.to_string(),
+        reason,
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let server_name = ServerName::try_from(address.host.clone())
+        .unwrap_or_else(|_| ServerName::try_from("vigie-agent").expect("a valid name"));
+    let prepared = Prepared {
+        address: address.clone(),
+        tls: Some(PreparedTls {
+            config,
+            client_key: None,
+            server_name,
+        }),
+    };
+    let endpoint = endpoint(&format!("http://{address}"), Keepalive::DEFAULT)?;
+    let connector = tower::service_fn(move |_: Uri| {
+        let prepared = prepared.clone();
+        async move { dial(&prepared).await.map(TokioIo::new) }
+    });
+    let channel = endpoint
+        .connect_with_connector(connector)
+        .await
+        .map_err(|e| Error::connect(&address.to_string(), &e))?;
+    Ok((channel, captured))
+}
+
 /// HTTP/2 settings shared with the agent (see `wire::STREAM_WINDOW`), and
 /// the keepalive: pings only while a call is open, so that idle channels
 /// to thousands of agents cost nothing.
@@ -206,11 +250,19 @@ fn prepare(address: &Address, settings: &ConnectionSettings) -> Result<Prepared,
                     .add(cert)
                     .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
             }
-            Some(
-                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                    .build()
-                    .map_err(|e| invalid(e.to_string()))?,
-            )
+            let mut builder =
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+            // The fleet's revocation list: a revoked agent certificate (a
+            // host whose key was stolen) is refused like an expired one.
+            if let Some(crl) = &settings.crl {
+                let der =
+                    std::fs::read(crl).map_err(|e| invalid(format!("{}: {e}", crl.display())))?;
+                builder = builder
+                    .with_crls(vec![CertificateRevocationListDer::from(der)])
+                    .only_check_end_entity_revocation()
+                    .allow_unknown_revocation_status();
+            }
+            Some(builder.build().map_err(|e| invalid(e.to_string()))?)
         }
         None => None,
     };
@@ -223,6 +275,7 @@ fn prepare(address: &Address, settings: &ConnectionSettings) -> Result<Prepared,
     let verifier = Arc::new(Verifier {
         ca,
         pin,
+        capture: None,
         provider: provider.clone(),
     });
     let client_key = match (&settings.cert, &settings.key) {
@@ -434,77 +487,6 @@ fn explain_rustls(error: &rustls::Error) -> String {
             "the server did not answer with TLS: is the agent running without TLS?".into()
         }
         other => other.to_string(),
-    }
-}
-
-/// Checks the agent's certificate against the CA, the pinned fingerprint,
-/// or both.
-#[derive(Debug)]
-struct Verifier {
-    ca: Option<Arc<WebPkiServerVerifier>>,
-    pin: Option<[u8; 32]>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for Verifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if let Some(pin) = &self.pin {
-            let actual: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-            if &actual != pin {
-                return Err(rustls::Error::InvalidCertificate(
-                    CertificateError::ApplicationVerificationFailure,
-                ));
-            }
-        }
-        match &self.ca {
-            Some(ca) => {
-                ca.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-            }
-            // Pinned: the exact certificate is trusted, whatever its issuer
-            // or names (the handshake signature is still checked below).
-            None => Ok(ServerCertVerified::assertion()),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
     }
 }
 

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod connect;
+pub mod enroll;
 pub mod fleet;
 pub mod format;
 #[cfg(feature = "gui")]
@@ -14,10 +15,12 @@ pub mod history;
 pub mod hosts;
 pub mod keepalive;
 pub mod lifecycle;
+pub mod pki;
 pub mod present;
 pub mod ranges;
 pub mod run;
 pub mod text;
+mod verify;
 
 pub use agent::{AgentClient, Collected, EventStream, MetricsStream};
 pub use config::{ClientConfig, ConnectionSettings, Secret};

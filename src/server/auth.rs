@@ -13,7 +13,6 @@ use std::{
     time::SystemTime,
 };
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -182,26 +181,7 @@ pub fn authorize(path: &str, identity: Option<&Identity>) -> Result<(), Denied> 
     }
 }
 
-/// The prefix of every token vigie generates, so that one found in a file
-/// or a log is recognisable.
-pub const TOKEN_PREFIX: &str = "vgt_";
-
-/// A new random token: 256 bits from the OS, base64url.
-pub fn generate_token() -> Result<String, getrandom::Error> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)?;
-    Ok(format!(
-        "{TOKEN_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    ))
-}
-
-/// The hash the access file stores for a token: SHA-256, in hex. Tokens
-/// are 256-bit random values, so a plain hash cannot be brute-forced and
-/// needs no salt.
-pub fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
+pub use crate::pki::{TOKEN_PREFIX, generate_token, hash_token};
 
 /// The access file: the tokens and certificate subjects that may call the
 /// agent, each with a role.

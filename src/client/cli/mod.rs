@@ -11,6 +11,7 @@ mod history;
 mod hosts;
 mod info;
 mod lifecycle;
+mod pki;
 mod ps;
 mod watch;
 
@@ -174,6 +175,16 @@ pub enum Command {
         #[arg(short, long)]
         yes: bool,
     },
+    /// The fleet CA on this machine: init, operators, revocation, tokens, renewal.
+    Pki {
+        /// The fleet CA's directory.
+        #[command(flatten)]
+        dir: pki::PkiDir,
+        #[command(subcommand)]
+        action: pki::PkiAction,
+    },
+    /// Enroll agents that await enrollment, with their join codes.
+    Enroll(pki::EnrollArgs),
     /// Commands run before: list, show one, run one again.
     History {
         #[command(subcommand)]
@@ -249,6 +260,8 @@ async fn dispatch(cli: Cli, printer: &Printer) -> Result<ExitCode, CliError> {
             history::run(&cli.global, &context, action, printer).await
         }
         Command::Hosts { action } => hosts::run(&cli.global, action, printer).await,
+        Command::Pki { dir, action } => pki::run(&cli.global, &dir, action, printer).await,
+        Command::Enroll(args) => pki::enroll_hosts(&cli.global, args, printer).await,
         command => {
             let context = Context::new(&cli.global, printer).await?;
             match command {
@@ -272,7 +285,11 @@ async fn dispatch(cli: Cli, printer: &Printer) -> Result<ExitCode, CliError> {
                 Command::Reset { yes } => {
                     lifecycle::lifecycle(&context, lifecycle::Lifecycle::Reset, yes, printer).await
                 }
-                Command::Completions { .. } | Command::History { .. } | Command::Hosts { .. } => {
+                Command::Completions { .. }
+                | Command::History { .. }
+                | Command::Hosts { .. }
+                | Command::Pki { .. }
+                | Command::Enroll(_) => {
                     unreachable!("handled above")
                 }
             }
@@ -436,6 +453,7 @@ fn flag_settings(global: &Global) -> ConnectionSettings {
         cert: global.cert.clone(),
         key: global.key.clone(),
         fingerprint: global.fingerprint.clone(),
+        crl: None,
         server_name: None,
         token: global.token.clone().map(Secret::new),
         insecure_plaintext: global.insecure_plaintext.then_some(true),

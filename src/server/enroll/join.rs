@@ -14,13 +14,10 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::{FleetDir, files};
 
-/// The prefix of every join code, so that one found in a file or a log is
-/// recognisable.
-pub const JOIN_PREFIX: &str = "vgj_";
+pub use crate::pki::JOIN_PREFIX;
 
 /// How long a join code stays valid unless told otherwise.
 pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(3600);
@@ -64,12 +61,7 @@ pub fn generate() -> Result<String, JoinError> {
 /// The key both sides derive from a join code: SHA-256 of the code as
 /// written (after checking its shape, with surrounding blanks removed).
 pub fn key_of(code: &str) -> Result<[u8; 32], JoinError> {
-    let code = code.trim();
-    let digits = code.strip_prefix(JOIN_PREFIX).ok_or(JoinError::Malformed)?;
-    if digits.len() != 32 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(JoinError::Malformed);
-    }
-    Ok(Sha256::digest(code.to_ascii_lowercase().as_bytes()).into())
+    crate::pki::join_key(code).ok_or(JoinError::Malformed)
 }
 
 /// The join file: the key of the pending code and when it expires.

@@ -1,0 +1,99 @@
+//! How the client checks an agent's certificate: against the fleet CA (and
+//! its revocation list), a pinned fingerprint, or both; or, only while
+//! enrolling an agent, not at all but captured, so that the enrollment
+//! proofs can be bound to the very certificate this connection saw.
+
+use std::sync::{Arc, Mutex};
+
+use rustls::{
+    CertificateError, DigitallySignedStruct, SignatureScheme,
+    client::{
+        WebPkiServerVerifier,
+        danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    },
+    crypto::CryptoProvider,
+    pki_types::{CertificateDer, ServerName, UnixTime},
+};
+use sha2::{Digest, Sha256};
+
+/// The certificate an enrollment connection saw, once it has connected.
+pub type Captured = Arc<Mutex<Option<CertificateDer<'static>>>>;
+
+/// Checks the agent's certificate against the CA, the pinned fingerprint,
+/// or both.
+#[derive(Debug)]
+pub(super) struct Verifier {
+    pub(super) ca: Option<Arc<WebPkiServerVerifier>>,
+    pub(super) pin: Option<[u8; 32]>,
+    /// Set only for enrollment: any certificate is accepted (the proofs
+    /// decide) and kept here.
+    pub(super) capture: Option<Captured>,
+    pub(super) provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(capture) = &self.capture {
+            *capture.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(end_entity.clone().into_owned());
+            return Ok(ServerCertVerified::assertion());
+        }
+        if let Some(pin) = &self.pin {
+            let actual: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+            if &actual != pin {
+                return Err(rustls::Error::InvalidCertificate(
+                    CertificateError::ApplicationVerificationFailure,
+                ));
+            }
+        }
+        match &self.ca {
+            Some(ca) => {
+                ca.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            }
+            // Pinned: the exact certificate is trusted, whatever its issuer
+            // or names (the handshake signature is still checked below).
+            None => Ok(ServerCertVerified::assertion()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
