@@ -1,13 +1,15 @@
 //! Helpers shared by the integration tests: a real agent on 127.0.0.1:0,
 //! ways to look for processes a command may have left behind, and the
 //! `vigie` binary run in a scratch home (`cli`), test hosts in network
-//! namespaces (`netns`) and a fault-injecting TCP proxy (`proxy`).
+//! namespaces (`netns`), test hosts reachable over ssh (`ssh_host`) and a
+//! fault-injecting TCP proxy (`proxy`).
 
 #![allow(dead_code)]
 
 pub mod cli;
 pub mod netns;
 pub mod proxy;
+pub mod ssh_host;
 
 use std::{
     path::PathBuf,

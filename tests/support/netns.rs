@@ -61,9 +61,15 @@ pub fn unavailable() -> Option<String> {
 /// where a skipped network test is a failure: they must never silently
 /// stop running.
 pub fn available(test: &str) -> bool {
-    let Some(why) = unavailable() else {
-        return true;
-    };
+    match unavailable() {
+        None => true,
+        Some(why) => skip(test, &why),
+    }
+}
+
+/// Says on stderr why `test` cannot run and returns false, or fails under
+/// CI (see [`available`]).
+pub fn skip(test: &str, why: &str) -> bool {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
     assert!(!ci, "{test} cannot run under CI: {why}");
     eprintln!("skipping {test}: {why}");
@@ -71,7 +77,7 @@ pub fn available(test: &str) -> bool {
 }
 
 /// Runs a command, panicking with its stderr when it fails.
-fn run(program: &str, args: &[&str]) -> String {
+pub(super) fn run(program: &str, args: &[&str]) -> String {
     let output = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -148,7 +154,7 @@ impl Slot {
 }
 
 /// SIGKILLs every process in a namespace and waits until they are gone.
-fn kill_namespace_processes(namespace: &str) {
+pub fn kill_namespace_processes(namespace: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let pids = namespace_pids(namespace);
@@ -196,6 +202,29 @@ impl NetHost {
     /// A new host named `name`, with its namespace, link and address, and
     /// `vigie-agent init` run inside it for its address. No agent yet.
     pub fn create(name: &str) -> Self {
+        let host = Self::bare(name);
+        let listen = format!("{}:{PORT}", host.ip);
+        let init_dir = host.init_dir();
+        let output = host
+            .command(env!("CARGO_BIN_EXE_vigie-agent"))
+            .args(["init", "--dir"])
+            .arg(&init_dir)
+            .args(["--listen", &listen, "--name", &host.ip.to_string()])
+            .stdout(Stdio::null())
+            .output()
+            .expect("vigie-agent init runs");
+        assert!(
+            output.status.success(),
+            "init: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        host
+    }
+
+    /// A new host with its namespace, link, address and directory only:
+    /// nothing of vigie's set up on it (see `ssh_host`, where the code under
+    /// test installs the agent itself).
+    pub fn bare(name: &str) -> Self {
         let slot = Slot::take();
         let namespace = slot.namespace();
         let (root_ip, ip) = slot.addresses();
@@ -223,29 +252,13 @@ impl NetHost {
         in_ns(&["link", "set", "lo", "up"]);
 
         let dir = tempfile::tempdir().expect("a directory for the host");
-        let host = Self {
+        Self {
             name: name.to_owned(),
             slot,
             ip,
             dir,
             agent: None,
-        };
-        let listen = format!("{ip}:{PORT}");
-        let init_dir = host.init_dir();
-        let output = host
-            .command(env!("CARGO_BIN_EXE_vigie-agent"))
-            .args(["init", "--dir"])
-            .arg(&init_dir)
-            .args(["--listen", &listen, "--name", &ip.to_string()])
-            .stdout(Stdio::null())
-            .output()
-            .expect("vigie-agent init runs");
-        assert!(
-            output.status.success(),
-            "init: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        host
+        }
     }
 
     /// A command that runs inside the host's namespace.
