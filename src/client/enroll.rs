@@ -39,6 +39,11 @@ pub enum EnrollFailure {
     /// The CA failed.
     #[error(transparent)]
     Pki(#[from] super::pki::PkiError),
+    /// The agent asks for a fleet certificate: it is enrolled already.
+    #[error(
+        "the agent is enrolled already (it asks for a fleet certificate); to renew its certificate use `vigie pki renew`"
+    )]
+    Enrolled,
     /// The text given is not a join code.
     #[error(
         "this is not a join code: it starts with {} and 32 hexadecimal digits follow",
@@ -59,7 +64,17 @@ pub async fn enroll(
     validity: Duration,
 ) -> Result<CertificateSummary, EnrollFailure> {
     let key = pki::join_key(code).ok_or(EnrollFailure::BadCode)?;
-    let (channel, captured) = super::connect::enrollment_channel(address).await?;
+    let (channel, captured) = super::connect::enrollment_channel(address)
+        .await
+        .map_err(|e| {
+            // An enrolled agent asks every client for a certificate, which
+            // the enrollment connection does not have.
+            if e.to_string().contains("requires a client certificate") {
+                EnrollFailure::Enrolled
+            } else {
+                EnrollFailure::Client(e)
+            }
+        })?;
     let mut client = RemoteAgentClient::new(channel);
     let client_nonce = pki::nonce().map_err(|e| EnrollFailure::BadRequest(e.to_string()))?;
     let run = async {
