@@ -422,7 +422,7 @@ fn the_client_config_from_init_reaches_a_tls_agent() -> TestResult {
     assert!(output.status.success(), "{}", stderr(&output));
     let lines = json_lines(&output);
     assert_eq!(lines[0]["connection"]["tls"], true);
-    assert_eq!(lines[0]["connection"]["identity"], "token:admin");
+    assert_eq!(lines[0]["connection"]["identity"], "cert:CN=vigie-admin");
 
     let no_tls = run(scratch
         .vigie()

@@ -224,10 +224,6 @@ async fn a_token_added_while_the_agent_runs_works_at_once() -> TestResult {
     let path = access.path.clone();
     let agent = TestAgent::with_config(|c| c.access_file = Some(path.clone()));
     let added = init::add_token(&path, "carol", Role::Viewer)?;
-    assert!(
-        added.client_config.is_none(),
-        "no CA key beside this access file"
-    );
     let client =
         AgentClient::connect_with(&loopback(agent.addr()), &with_token(&added.token)).await?;
     let info = client.connection_info().await?;
@@ -375,7 +371,10 @@ async fn tls_failures_say_which_host_and_why() -> TestResult {
     let address = loopback(agent.addr());
     let good = client_settings(pki.path());
     let client = AgentClient::connect_with(&address, &good).await?;
-    assert_eq!(client.connection_info().await?.identity, "token:admin");
+    assert_eq!(
+        client.connection_info().await?.identity,
+        "cert:CN=vigie-admin"
+    );
 
     let unknown_ca = ConnectionSettings {
         ca: Some(other.path().join("ca.pem")),
@@ -695,13 +694,17 @@ async fn a_newcomer_goes_from_init_to_an_authenticated_tls_connection() -> TestR
     let token = stdout
         .lines()
         .find_map(|l| l.strip_prefix("admin token: "))
+        .and_then(|rest| rest.split_whitespace().next())
         .ok_or("an `admin token: ` line")?
         .to_owned();
     assert!(token.starts_with("vgt_"));
     {
         use std::os::unix::fs::PermissionsExt;
+        assert!(
+            !pki.join("ca-key.pem").exists(),
+            "init keeps no CA key on the host"
+        );
         for secret in [
-            "ca-key.pem",
             "agent-key.pem",
             "client-key.pem",
             "access.toml",
@@ -711,30 +714,39 @@ async fn a_newcomer_goes_from_init_to_an_authenticated_tls_connection() -> TestR
             assert_eq!(mode, 0o600, "{secret}");
         }
     }
-    let access = std::fs::read_to_string(pki.join("access.toml"))?;
-    assert!(
-        !access.contains(&token),
-        "the access file holds only a hash"
-    );
+    for file in std::fs::read_dir(&pki)? {
+        let path = file?.path();
+        let text = String::from_utf8_lossy(&std::fs::read(&path)?).into_owned();
+        assert!(
+            !text.contains(&token),
+            "{} holds the plain token",
+            path.display()
+        );
+    }
 
     let config = pki.join("agent.toml");
     let agent = BinaryAgent::start_plain(&["--config", config.to_str().ok_or("path")?]);
     let settings = client_settings(&pki);
-    assert_eq!(
-        settings.token.as_ref().map(Secret::expose),
-        Some(token.as_str())
-    );
+    assert!(settings.token.is_none(), "the client config holds no token");
     let client = AgentClient::connect_with(&loopback(agent.addr()), &settings).await?;
     let info = client.connection_info().await?;
     assert!(info.tls);
     assert_eq!(
         (info.identity.as_str(), info.role.as_str()),
-        ("token:admin", "admin")
+        ("cert:CN=vigie-admin", "admin")
     );
+    // The token printed once works too, on top of the certificate.
+    let with_token = ConnectionSettings {
+        token: Some(Secret::new(token.clone())),
+        ..settings.clone()
+    };
+    let client = AgentClient::connect_with(&loopback(agent.addr()), &with_token).await?;
+    assert_eq!(client.connection_info().await?.identity, "token:admin");
     let run = client.run(ExecRequest::new("echo secure")).await?;
     assert_eq!(run.stdout, b"secure\n");
 
-    // One command adds a user with a role, certificate included.
+    // One command adds a user with a role (a token; certificates of their
+    // own come from a fleet CA).
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_vigie-agent"))
         .args(["--config"])
         .arg(&config)
@@ -745,7 +757,15 @@ async fn a_newcomer_goes_from_init_to_an_authenticated_tls_connection() -> TestR
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let dave = vigie::client::ClientConfig::load(&pki.join("client-dave.toml"))?.defaults;
+    let dave_token = String::from_utf8(output.stdout)?
+        .lines()
+        .find_map(|l| l.strip_prefix("token for dave (viewer): "))
+        .ok_or("a token line")?
+        .to_owned();
+    let dave = ConnectionSettings {
+        token: Some(Secret::new(dave_token)),
+        ..settings.clone()
+    };
     let client = AgentClient::connect_with(&loopback(agent.addr()), &dave).await?;
     let info = client.connection_info().await?;
     assert_eq!(
@@ -758,16 +778,6 @@ async fn a_newcomer_goes_from_init_to_an_authenticated_tls_connection() -> TestR
         Some(Code::PermissionDenied)
     );
 
-    // The certificate alone identifies its holder too.
-    let cert_only = ConnectionSettings {
-        token: None,
-        ..dave.clone()
-    };
-    let client = AgentClient::connect_with(&loopback(agent.addr()), &cert_only).await?;
-    assert_eq!(
-        client.connection_info().await?.identity,
-        "cert:CN=vigie-dave"
-    );
     assert_eq!(agent.stop().await.and_then(|s| s.code()), Some(0));
     Ok(())
 }

@@ -293,7 +293,11 @@ fn set_up(args: &AgentArgs, command: &AgentCommand) -> Result<(), CliError> {
                 made.server_names.join(", ")
             )?;
             writeln!(out, "agent certificate fingerprint: {}", made.fingerprint)?;
-            writeln!(out, "admin token: {}", made.admin_token)?;
+            writeln!(
+                out,
+                "admin token: {} (shown once, stored only as a hash; for scripts and grpcurl)",
+                made.admin_token
+            )?;
             let agent = dir.join(super::init::files::AGENT_CONFIG);
             let client = dir.join(super::init::files::CLIENT_CONFIG);
             writeln!(
@@ -338,9 +342,6 @@ fn set_up(args: &AgentArgs, command: &AgentCommand) -> Result<(), CliError> {
             let added = super::init::add_token(&access, name, *role)?;
             let mut out = std::io::stdout().lock();
             writeln!(out, "token for {name} ({role}): {}", added.token)?;
-            if let Some(config) = added.client_config {
-                writeln!(out, "client config:  {}", config.display())?;
-            }
             Ok(())
         }
     }

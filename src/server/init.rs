@@ -1,11 +1,16 @@
 //! `vigie-agent init` and `vigie-agent token add`: everything a newcomer
 //! needs for an encrypted, authenticated agent, made in one command.
 //!
-//! `init` writes into one directory: a CA, a server certificate for this
-//! host's names and addresses, a client certificate, an access file with
-//! one admin token (stored as a hash), an agent config and a client config.
-//! Files that hold secrets are created with mode 0600, and nothing that
-//! exists is ever overwritten.
+//! `init` writes into one directory: a CA certificate, a server
+//! certificate for this host's names and addresses, an admin client
+//! certificate, an access file with one admin token (stored as a hash), an
+//! agent config and a client config (certificate and key, no token).
+//! The CA's key signs those two certificates and is then forgotten: it is
+//! never written, so nothing on the host can mint certificates, and the
+//! admin token is printed once and stored only as a hash. Files that hold
+//! secrets are created with mode 0600, and nothing that exists is ever
+//! overwritten. A fleet of hosts uses `vigie pki` and `vigie enroll`
+//! instead, with one CA on the operator's machine.
 
 use std::{
     fs::OpenOptions,
@@ -24,10 +29,8 @@ use crate::wire::DEFAULT_PORT;
 
 /// The files `init` writes, by name inside the directory.
 pub mod files {
-    /// The CA certificate (public).
+    /// The CA certificate (public; its key is never written).
     pub const CA: &str = "ca.pem";
-    /// The CA's private key (secret).
-    pub const CA_KEY: &str = "ca-key.pem";
     /// The agent's certificate.
     pub const AGENT_CERT: &str = "agent.pem";
     /// The agent's private key (secret).
@@ -40,7 +43,7 @@ pub mod files {
     pub const ACCESS: &str = "access.toml";
     /// The agent config.
     pub const AGENT_CONFIG: &str = "agent.toml";
-    /// The client config (holds the admin token: secret).
+    /// The client config (names the admin's key: kept private).
     pub const CLIENT_CONFIG: &str = "client.toml";
     /// Where the agent config sends the audit log.
     pub const AUDIT_LOG: &str = "audit.jsonl";
@@ -115,7 +118,6 @@ pub fn init(dir: &Path, extra_names: &[String], listen: &str) -> Result<Initiali
     let path = |name: &str| dir.join(name);
     for name in [
         files::CA,
-        files::CA_KEY,
         files::AGENT_CERT,
         files::AGENT_KEY,
         files::CLIENT_CERT,
@@ -161,12 +163,7 @@ pub fn init(dir: &Path, extra_names: &[String], listen: &str) -> Result<Initiali
     };
 
     let agent_config = agent_config_text(listen)?;
-    let client_config = client_config_text(
-        &admin_token,
-        files::CLIENT_CERT,
-        files::CLIENT_KEY,
-        "the admin",
-    )?;
+    let client_config = client_config_text(files::CLIENT_CERT, files::CLIENT_KEY, "the admin")?;
 
     let mut written = Vec::new();
     let mut write = |name: &str, contents: &[u8], secret: bool| -> Result<(), InitError> {
@@ -175,7 +172,9 @@ pub fn init(dir: &Path, extra_names: &[String], listen: &str) -> Result<Initiali
         Ok(())
     };
     write(files::CA, ca_cert.pem().as_bytes(), false)?;
-    write(files::CA_KEY, ca_key.serialize_pem().as_bytes(), true)?;
+    // The CA key goes out of scope here, unwritten.
+    drop(issuer);
+    drop(ca_key);
     write(files::AGENT_CERT, agent_cert.pem().as_bytes(), false)?;
     write(files::AGENT_KEY, agent_key.serialize_pem().as_bytes(), true)?;
     write(files::CLIENT_CERT, client_cert.pem().as_bytes(), false)?;
@@ -200,14 +199,12 @@ pub fn init(dir: &Path, extra_names: &[String], listen: &str) -> Result<Initiali
 pub struct TokenAdded {
     /// The new token (shown once).
     pub token: String,
-    /// A client config for its holder, when one was written.
-    pub client_config: Option<PathBuf>,
 }
 
-/// Adds a token for `name` with `role` to the access file. When the CA key
-/// of `init` sits beside the access file, also issues a client certificate
-/// for `name` and writes a client config for it (`client-NAME.toml`), so
-/// the new user can connect to an agent that requires mutual TLS.
+/// Adds a token for `name` with `role` to the access file. No certificate
+/// comes with it (no CA key is kept on the host): on an agent that asks for
+/// client certificates, the token names its holder on top of one; for
+/// certificates of their own, operators use a fleet CA (`vigie pki`).
 pub fn add_token(access_path: &Path, name: &str, role: Role) -> Result<TokenAdded, InitError> {
     check_name(name)?;
     // One change at a time: without the lock, a `token add` that read the
@@ -225,38 +222,9 @@ pub fn add_token(access_path: &Path, name: &str, role: Role) -> Result<TokenAdde
         sha256: auth::hash_token(&token),
     });
 
-    let ca_key_path = dir.join(files::CA_KEY);
-    let mut client_config = None;
-    if ca_key_path.exists() {
-        let ca_key_pem = std::fs::read_to_string(&ca_key_path).map_err(io_error(&ca_key_path))?;
-        let ca_key = KeyPair::from_pem(&ca_key_pem)?;
-        // The issuer's name must be the CA's: read it from the CA certificate.
-        let ca_pem_path = dir.join(files::CA);
-        let ca_pem = std::fs::read_to_string(&ca_pem_path).map_err(io_error(&ca_pem_path))?;
-        let issuer = Issuer::from_ca_cert_pem(&ca_pem, &ca_key)?;
-        let key = KeyPair::generate()?;
-        let common_name = format!("vigie-{name}");
-        let cert = leaf_params(&common_name, &[], ExtendedKeyUsagePurpose::ClientAuth)?
-            .signed_by(&key, &issuer)?;
-        let cert_name = format!("client-{name}.pem");
-        let key_name = format!("client-{name}-key.pem");
-        let config_name = format!("client-{name}.toml");
-        write_new(&dir.join(&cert_name), cert.pem().as_bytes(), false)?;
-        write_new(&dir.join(&key_name), key.serialize_pem().as_bytes(), true)?;
-        let text = client_config_text(&token, &cert_name, &key_name, name)?;
-        write_new(&dir.join(&config_name), text.as_bytes(), true)?;
-        access.certificates.push(CertificateEntry {
-            subject: format!("CN={common_name}"),
-            role,
-        });
-        client_config = Some(dir.join(config_name));
-    }
     crate::atomic_file::replace(access_path, access_text(&access)?.as_bytes(), 0o600)
         .map_err(io_error(access_path))?;
-    Ok(TokenAdded {
-        token,
-        client_config,
-    })
+    Ok(TokenAdded { token })
 }
 
 /// Checks a token holder's name: it becomes an identity (`token:NAME`), a
@@ -305,14 +273,9 @@ fn agent_config_text(listen: &str) -> Result<String, InitError> {
     )
 }
 
-fn client_config_text(token: &str, cert: &str, key: &str, whom: &str) -> Result<String, InitError> {
+fn client_config_text(cert: &str, key: &str, whom: &str) -> Result<String, InitError> {
     let mut defaults = toml::Table::new();
-    for (k, v) in [
-        ("ca", files::CA),
-        ("cert", cert),
-        ("key", key),
-        ("token", token),
-    ] {
+    for (k, v) in [("ca", files::CA), ("cert", cert), ("key", key)] {
         defaults.insert(k.into(), v.into());
     }
     let mut table = toml::Table::new();
@@ -321,7 +284,7 @@ fn client_config_text(token: &str, cert: &str, key: &str, whom: &str) -> Result<
     toml_file(
         &format!(
             "# vigie client configuration for {whom}, written by vigie-agent.\n\
-             # It holds a secret token: keep it private (mode 0600).\n\
+             # It names a private key: keep both private (mode 0600).\n\
              # Relative paths are relative to this file.\n"
         ),
         table,
