@@ -465,3 +465,89 @@ fn assert_invariants(dir: &Path) {
         assert!(!text.contains(pki::JOIN_PREFIX), "{name} holds a join code");
     }
 }
+
+/// The whole path through the binaries, as a new user types it: the fleet
+/// CA on this machine, an agent awaiting enrollment that says so, its join
+/// code from `vigie-agent join-code`, `vigie enroll`, then `hosts check`
+/// showing the certificate's expiry (and warning when it is near).
+#[test]
+fn the_cli_sets_up_a_fleet_from_zero() -> TestResult {
+    use std::process::{Command, Stdio};
+    use support::cli::{Scratch, json_lines, run, stderr, stdout};
+    let scratch = Scratch::new();
+    let init = run(scratch.vigie().args(["pki", "init", "--name", "alice"]));
+    assert!(init.status.success(), "{}", stderr(&init));
+    assert!(
+        stdout(&init).contains("wrote the client config"),
+        "{}",
+        stdout(&init)
+    );
+
+    let fleet_dir = scratch.path("etc-vigie");
+    let code = Command::new(env!("CARGO_BIN_EXE_vigie-agent"))
+        .arg("--fleet-dir")
+        .arg(&fleet_dir)
+        .args(["join-code", "--valid", "5m"])
+        .output()?;
+    assert!(
+        code.status.success(),
+        "{}",
+        String::from_utf8_lossy(&code.stderr)
+    );
+    let code = String::from_utf8(code.stdout)?.trim().to_owned();
+    let agent = support::BinaryAgent::start(&["--fleet-dir", fleet_dir.to_str().ok_or("path")?]);
+    let target = agent.addr().to_string();
+
+    let waiting = run(scratch.vigie().args(["-H", &target, "info"]));
+    assert!(
+        stderr(&waiting).contains("awaits enrollment"),
+        "{}",
+        stderr(&waiting)
+    );
+
+    let mut enroll = scratch
+        .vigie()
+        .args(["enroll", &target, "--join-code-stdin", "--valid", "10d"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    use std::io::Write;
+    writeln!(enroll.stdin.take().ok_or("stdin")?, "{code}")?;
+    let enrolled = enroll.wait_with_output()?;
+    assert!(enrolled.status.success(), "{}", stderr(&enrolled));
+    assert!(
+        stdout(&enrolled).contains("enrolled"),
+        "{}",
+        stdout(&enrolled)
+    );
+
+    let check = run(scratch
+        .vigie()
+        .args(["-H", &target, "--json", "hosts", "check"]));
+    assert!(check.status.success(), "{}", stderr(&check));
+    let line = &json_lines(&check)[0];
+    assert_eq!(line["state"], "online");
+    let left = line["certificate_not_after_ms"]
+        .as_i64()
+        .ok_or("an expiry")?
+        - vigie::clock::now_ms();
+    assert!(
+        (9 * 86_400_000..=10 * 86_400_000 + 60_000).contains(&left),
+        "{left}"
+    );
+    assert_eq!(line["certificate_expires_soon"], true);
+    let table = run(scratch.vigie().args(["-H", &target, "hosts", "check"]));
+    assert!(
+        stderr(&table).contains("vigie pki renew"),
+        "{}",
+        stderr(&table)
+    );
+
+    let ran = run(scratch
+        .vigie()
+        .args(["-H", &target, "exec", "--", "echo", "fleet"]));
+    assert_eq!(stdout(&ran), "fleet\n", "{}", stderr(&ran));
+    assert_invariants(&fleet_dir);
+    Ok(())
+}

@@ -126,7 +126,18 @@ pub async fn channel(
     settings: &ConnectionSettings,
     lazy: bool,
 ) -> Result<Channel, Error> {
-    let prepared = prepare(address, settings)?;
+    channel_seeing(address, settings, lazy, None).await
+}
+
+/// Like [`channel`]; each certificate the agent shows, once verified, is
+/// kept in `seen` (what `vigie hosts check` reports the expiry of).
+pub async fn channel_seeing(
+    address: &Address,
+    settings: &ConnectionSettings,
+    lazy: bool,
+    seen: Option<Captured>,
+) -> Result<Channel, Error> {
+    let prepared = prepare(address, settings, seen)?;
     // The connector dials the address itself; the URL only has to be one.
     let url = if address.socket_path().is_some() {
         "http://localhost".to_owned()
@@ -159,6 +170,7 @@ pub async fn enrollment_channel(address: &Address) -> Result<(Channel, Captured)
         ca: None,
         pin: None,
         capture: Some(captured.clone()),
+        seen: None,
         provider: provider.clone(),
     });
     let invalid = |reason: String| Error::Settings {
@@ -213,7 +225,11 @@ pub fn endpoint(url: &str, keepalive: Keepalive) -> Result<Endpoint, Error> {
         .max_frame_size(Some(MAX_FRAME)))
 }
 
-fn prepare(address: &Address, settings: &ConnectionSettings) -> Result<Prepared, Error> {
+fn prepare(
+    address: &Address,
+    settings: &ConnectionSettings,
+    seen: Option<Captured>,
+) -> Result<Prepared, Error> {
     let invalid = |reason: String| Error::Settings {
         address: address.to_string(),
         reason,
@@ -276,6 +292,7 @@ fn prepare(address: &Address, settings: &ConnectionSettings) -> Result<Prepared,
         ca,
         pin,
         capture: None,
+        seen,
         provider: provider.clone(),
     });
     let client_key = match (&settings.cert, &settings.key) {
@@ -469,6 +486,9 @@ fn explain_rustls(error: &rustls::Error) -> String {
             CertificateError::BadEncoding => {
                 format!("the agent's certificate is damaged ({cert})")
             }
+            CertificateError::Revoked => {
+                "the agent's certificate has been revoked (it is on the fleet's revocation list)".into()
+            }
             other => format!("the agent's certificate was rejected: {other}"),
         },
         E::AlertReceived(AlertDescription::CertificateRequired) => {
@@ -486,6 +506,8 @@ fn explain_rustls(error: &rustls::Error) -> String {
         E::InvalidMessage(_) => {
             "the server did not answer with TLS: is the agent running without TLS?".into()
         }
+        // The verifier's own words (an agent awaiting enrollment).
+        E::General(text) => text.clone(),
         other => other.to_string(),
     }
 }

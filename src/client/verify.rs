@@ -28,6 +28,8 @@ pub(super) struct Verifier {
     /// Set only for enrollment: any certificate is accepted (the proofs
     /// decide) and kept here.
     pub(super) capture: Option<Captured>,
+    /// Where a certificate that passed the checks is kept, if anywhere.
+    pub(super) seen: Option<Captured>,
     pub(super) provider: Arc<CryptoProvider>,
 }
 
@@ -53,14 +55,18 @@ impl ServerCertVerifier for Verifier {
                 ));
             }
         }
-        match &self.ca {
-            Some(ca) => {
-                ca.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-            }
+        let verified = match &self.ca {
+            Some(ca) => ca
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+                .map_err(|e| awaiting_or(e, end_entity)),
             // Pinned: the exact certificate is trusted, whatever its issuer
             // or names (the handshake signature is still checked below).
             None => Ok(ServerCertVerified::assertion()),
+        }?;
+        if let Some(seen) = &self.seen {
+            *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(end_entity.clone().into_owned());
         }
+        Ok(verified)
     }
 
     fn verify_tls12_signature(
@@ -95,5 +101,23 @@ impl ServerCertVerifier for Verifier {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+/// An agent that awaits enrollment shows a self-signed certificate that no
+/// CA knows; say so rather than "unknown CA".
+fn awaiting_or(error: rustls::Error, cert: &CertificateDer<'_>) -> rustls::Error {
+    let awaiting = matches!(
+        error,
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)
+    ) && crate::pki::CertFacts::parse(cert)
+        .is_ok_and(|facts| facts.subject.contains("vigie agent awaiting enrollment"));
+    if awaiting {
+        rustls::Error::General(
+            "the agent awaits enrollment: enroll it with `vigie enroll HOST --join-code-stdin`"
+                .into(),
+        )
+    } else {
+        error
     }
 }

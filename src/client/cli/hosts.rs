@@ -200,7 +200,26 @@ struct CheckLine<'a> {
     os_name: Option<String>,
     hostname: Option<String>,
     latency_ms: Option<f64>,
+    /// When the agent's TLS certificate expires, ms since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certificate_not_after_ms: Option<i64>,
+    /// True when it expires within [`RENEW_WARNING`].
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    certificate_expires_soon: bool,
     error: Option<String>,
+}
+
+/// A certificate that expires within this is flagged for renewal.
+const RENEW_WARNING: Duration = Duration::from_secs(21 * 86_400);
+
+/// "2027-03-01 (89 d)", or "expired".
+fn expiry_text(not_after_ms: i64) -> String {
+    let left_ms = not_after_ms - crate::clock::now_ms();
+    if left_ms <= 0 {
+        return "expired".into();
+    }
+    let date = crate::clock::utc(not_after_ms);
+    format!("{} ({} d)", &date[..10], left_ms / 86_400_000)
 }
 
 async fn check(context: &Context, printer: &Printer) -> Result<ExitCode, CliError> {
@@ -225,6 +244,10 @@ async fn check(context: &Context, printer: &Printer) -> Result<ExitCode, CliErro
                 os_name: Some(info.os_long_name.clone()),
                 hostname: Some(info.hostname.clone()),
                 latency_ms: Some(latency.as_secs_f64() * 1e3),
+                certificate_not_after_ms: host.certificate().map(|c| c.not_after_ms),
+                certificate_expires_soon: host.certificate().is_some_and(|c| {
+                    c.not_after_ms - crate::clock::now_ms() < RENEW_WARNING.as_millis() as i64
+                }),
                 error: None,
             },
             Err(e) => CheckLine {
@@ -235,6 +258,8 @@ async fn check(context: &Context, printer: &Printer) -> Result<ExitCode, CliErro
                 os_name: None,
                 hostname: None,
                 latency_ms: None,
+                certificate_not_after_ms: None,
+                certificate_expires_soon: false,
                 error: Some(e.to_string()),
             },
         };
@@ -257,13 +282,25 @@ async fn check(context: &Context, printer: &Printer) -> Result<ExitCode, CliErro
                     Cell::status(l.state == "online", l.state),
                     l.os_name.clone().unwrap_or_default().into(),
                     l.hostname.clone().unwrap_or_default().into(),
+                    match l.certificate_not_after_ms {
+                        Some(ms) => Cell::status(!l.certificate_expires_soon, &expiry_text(ms)),
+                        None => "".into(),
+                    },
                     l.error.clone().unwrap_or_default().into(),
                 ]
             })
             .collect();
         table(
             printer,
-            &["HOST", "ADDRESS", "STATE", "OS", "NAME", "REASON"],
+            &[
+                "HOST",
+                "ADDRESS",
+                "STATE",
+                "OS",
+                "NAME",
+                "CERTIFICATE",
+                "REASON",
+            ],
             &rows,
         );
         printer.note(&format!(
@@ -271,6 +308,19 @@ async fn check(context: &Context, printer: &Printer) -> Result<ExitCode, CliErro
             printer.status(true, &(lines.len() - offline).to_string()),
             printer.status(offline == 0, &offline.to_string())
         ));
+        let soon = lines
+            .iter()
+            .filter(|(_, l)| l.certificate_expires_soon)
+            .count();
+        if soon > 0 {
+            printer.note(&printer.status(
+                false,
+                &format!(
+                    "{soon} certificate(s) expire within {} days: renew them with `vigie pki renew`",
+                    RENEW_WARNING.as_secs() / 86_400
+                ),
+            ));
+        }
     }
     Ok(if offline == 0 {
         ExitCode::SUCCESS

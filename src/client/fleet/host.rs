@@ -53,6 +53,8 @@ pub struct Host {
     client: tokio::sync::OnceCell<Result<AgentClient, String>>,
     status: watch::Sender<HostStatus>,
     session: String,
+    /// The certificate the agent last showed on this host's channel.
+    seen: connect::Captured,
 }
 
 impl Host {
@@ -66,7 +68,18 @@ impl Host {
                 last_seen: None,
             }),
             session: uuid::Uuid::new_v4().to_string(),
+            seen: connect::Captured::default(),
         }
+    }
+
+    /// What the agent's certificate says, once a TLS connection was made.
+    pub fn certificate(&self) -> Option<crate::pki::CertFacts> {
+        let seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        crate::pki::CertFacts::parse(&seen).ok()
     }
 
     /// The host's name.
@@ -118,9 +131,14 @@ impl Host {
             .client
             .get_or_init(|| async {
                 let address = self.address();
-                let channel = connect::channel(&address, &self.settings, true)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let channel = connect::channel_seeing(
+                    &address,
+                    &self.settings,
+                    true,
+                    Some(self.seen.clone()),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
                 AgentClient::with_channel(
                     channel,
                     self.session.clone(),
