@@ -170,6 +170,13 @@ pub fn pem(label: &str, der: &[u8]) -> Vec<u8> {
 /// recognisable.
 pub const JOIN_PREFIX: &str = "vgj_";
 
+/// A new join code: 128 bits from the OS, in hexadecimal.
+pub fn generate_join_code() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)?;
+    Ok(format!("{JOIN_PREFIX}{}", hex::encode(bytes)))
+}
+
 /// The key both sides derive from a join code: SHA-256 of the code (blanks
 /// around it removed, in lower case), or None when the text is not a join
 /// code (the prefix and 32 hexadecimal digits).

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod connect;
+pub mod deploy;
 pub mod enroll;
 pub mod fleet;
 pub mod format;

@@ -145,6 +145,10 @@ pub struct FleetCa {
     ca_pem: String,
     key: KeyPair,
     _lock: std::fs::File,
+    /// Held across each read-change-write of the ledger: the directory
+    /// lock keeps other processes out, this keeps this process's tasks
+    /// (a deployment enrolls many hosts at once) from losing an update.
+    ledger_guard: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for FleetCa {
@@ -199,6 +203,7 @@ impl FleetCa {
             ca_pem: cert.pem(),
             key,
             _lock: lock,
+            ledger_guard: std::sync::Mutex::new(()),
         };
         ca.save(&Ledger::default())?;
         ca.write_crl(&mut Ledger::default())?;
@@ -223,7 +228,12 @@ impl FleetCa {
             ca_pem,
             key,
             _lock: lock,
+            ledger_guard: std::sync::Mutex::new(()),
         })
+    }
+
+    fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.ledger_guard.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The directory.
@@ -386,6 +396,7 @@ impl FleetCa {
             .map_err(cert_error)?;
         let der = cert.der().to_vec();
         let facts = CertFacts::parse(&der).map_err(PkiError::Certificate)?;
+        let _guard = self.guard();
         let mut ledger = self.ledger()?;
         ledger.issued.push(Issued {
             name: name.to_owned(),
@@ -403,6 +414,7 @@ impl FleetCa {
     /// host, an operator, or one serial number) and writes a new list;
     /// returns what it revoked. Push it with `vigie pki push`.
     pub fn revoke(&self, name_or_serial: &str) -> Result<Vec<Issued>, PkiError> {
+        let _guard = self.guard();
         let mut ledger = self.ledger()?;
         let now = crate::clock::now_ms();
         let target = name_or_serial.trim().to_ascii_lowercase();
@@ -424,6 +436,7 @@ impl FleetCa {
     /// Adds a fleet token (only its hash is kept) and returns the token.
     pub fn add_token(&self, name: &str, role: Role) -> Result<String, PkiError> {
         check_name(name)?;
+        let _guard = self.guard();
         let mut ledger = self.ledger()?;
         if ledger.tokens.iter().any(|t| t.name == name) {
             return Err(PkiError::Duplicate(format!("token {name}")));
@@ -440,6 +453,7 @@ impl FleetCa {
 
     /// Removes a fleet token.
     pub fn remove_token(&self, name: &str) -> Result<(), PkiError> {
+        let _guard = self.guard();
         let mut ledger = self.ledger()?;
         let before = ledger.tokens.len();
         ledger.tokens.retain(|t| t.name != name);

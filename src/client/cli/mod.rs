@@ -5,6 +5,7 @@
 //! on each; those names do not change.
 
 mod conn;
+mod deploy;
 mod exec;
 mod gather;
 mod history;
@@ -185,6 +186,8 @@ pub enum Command {
     },
     /// Enroll agents that await enrollment, with their join codes.
     Enroll(pki::EnrollArgs),
+    /// Copy, install, enroll and check the agent on the selected hosts over SSH.
+    Deploy(deploy::DeployArgs),
     /// Commands run before: list, show one, run one again.
     History {
         #[command(subcommand)]
@@ -262,6 +265,7 @@ async fn dispatch(cli: Cli, printer: &Printer) -> Result<ExitCode, CliError> {
         Command::Hosts { action } => hosts::run(&cli.global, action, printer).await,
         Command::Pki { dir, action } => pki::run(&cli.global, &dir, action, printer).await,
         Command::Enroll(args) => pki::enroll_hosts(&cli.global, args, printer).await,
+        Command::Deploy(args) => deploy::run(&cli.global, args, printer).await,
         command => {
             let context = Context::new(&cli.global, printer).await?;
             match command {
@@ -289,7 +293,8 @@ async fn dispatch(cli: Cli, printer: &Printer) -> Result<ExitCode, CliError> {
                 | Command::History { .. }
                 | Command::Hosts { .. }
                 | Command::Pki { .. }
-                | Command::Enroll(_) => {
+                | Command::Enroll(_)
+                | Command::Deploy(_) => {
                     unreachable!("handled above")
                 }
             }

@@ -31,7 +31,7 @@ impl PkiDir {
         })
     }
 
-    fn open(&self) -> Result<FleetCa, CliError> {
+    pub(super) fn open(&self) -> Result<FleetCa, CliError> {
         FleetCa::open(&self.path()?).map_err(pki_error)
     }
 }

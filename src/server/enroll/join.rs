@@ -53,9 +53,7 @@ pub enum JoinError {
 
 /// A new join code: 128 bits from the OS, in hexadecimal.
 pub fn generate() -> Result<String, JoinError> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| JoinError::Random(e.to_string()))?;
-    Ok(format!("{JOIN_PREFIX}{}", hex::encode(bytes)))
+    crate::pki::generate_join_code().map_err(|e| JoinError::Random(e.to_string()))
 }
 
 /// The key both sides derive from a join code: SHA-256 of the code as
