@@ -60,8 +60,11 @@ pub struct AgentArgs {
     pub keepalive_timeout_ms: Option<u64>,
 
     /// Fleet directory: the agent's own key, its certificate from the fleet
-    /// CA and the fleet's CA and revocation list (see `vigie enroll`).
-    #[arg(long, global = true, value_name = "DIR", conflicts_with_all = ["tls_cert", "client_ca"])]
+    /// CA and the fleet's CA and revocation list (see `vigie enroll`);
+    /// replaces --tls-cert, --tls-key and --client-ca.
+    // Not a clap conflict: a global flag may only conflict with global ones
+    // (clap panics on every subcommand otherwise), so `config` checks it.
+    #[arg(long, global = true, value_name = "DIR")]
     pub fleet_dir: Option<PathBuf>,
 
     /// TLS certificate chain (PEM).
@@ -183,6 +186,11 @@ pub enum CliError {
     /// `join-code` has no fleet directory.
     #[error("no fleet directory: pass --fleet-dir DIR, or --config with a fleet_dir")]
     NoFleetDir,
+    /// A fleet directory and TLS files of its own, from flags or the file.
+    #[error(
+        "fleet_dir replaces tls_cert, tls_key and client_ca: set either the fleet directory or those"
+    )]
+    FleetDirWithTls,
     /// `token add` has no access file to change.
     #[error("no access file: pass --access FILE, or --config with an access_file")]
     NoAccessFile,
@@ -236,6 +244,11 @@ impl AgentArgs {
         }
         config.insecure_plaintext |= self.insecure_plaintext;
         config.no_exec |= self.no_exec;
+        if config.fleet_dir.is_some()
+            && (config.tls_cert.is_some() || config.tls_key.is_some() || config.client_ca.is_some())
+        {
+            return Err(CliError::FleetDirWithTls);
+        }
         Ok(config)
     }
 }
@@ -466,5 +479,38 @@ fn init_logging(level: &str, format: LogFormat) {
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_arguments_hold_together_for_every_subcommand() {
+        // Clap checks these only in debug builds, and only for the
+        // subcommand being parsed: a global --fleet-dir that conflicted
+        // with flags of the top level once made every subcommand panic.
+        AgentArgs::command().debug_assert();
+        let args = AgentArgs::try_parse_from(["vigie-agent", "join-code", "--fleet-dir", "/f"]);
+        assert_eq!(
+            args.unwrap().config().unwrap().fleet_dir,
+            Some(PathBuf::from("/f"))
+        );
+    }
+
+    #[test]
+    fn a_fleet_directory_excludes_tls_files_of_its_own() {
+        let args = AgentArgs::try_parse_from([
+            "vigie-agent",
+            "--fleet-dir",
+            "/f",
+            "--client-ca",
+            "/ca.pem",
+        ])
+        .unwrap();
+        assert!(matches!(args.config(), Err(CliError::FleetDirWithTls)));
     }
 }
