@@ -60,7 +60,10 @@ pub struct AgentArgs {
     pub keepalive_timeout_ms: Option<u64>,
 
     /// Fleet directory: the agent's own key, its certificate from the fleet
-    /// CA and the fleet's CA and revocation list (see `vigie enroll`).
+    /// CA and the fleet's CA and revocation list (see `vigie enroll`);
+    /// replaces --tls-cert, --tls-key and --client-ca.
+    // Not a clap conflict: a global flag may only conflict with global ones
+    // (clap panics on every subcommand otherwise), so `config` checks it.
     #[arg(long, global = true, value_name = "DIR")]
     pub fleet_dir: Option<PathBuf>,
 
@@ -123,6 +126,14 @@ pub enum AgentCommand {
         #[arg(long)]
         stdin: bool,
     },
+    /// Install this binary as the host's agent, run by systemd: the binary
+    /// in /usr/local/bin, /etc/vigie (configuration and fleet directory),
+    /// /var/log/vigie, the vigie-agent unit, and a join code to enroll it.
+    /// A second run changes only what differs, and says what it left alone.
+    Install(super::install::InstallArgs),
+    /// Stop and remove the agent that `install` set up; the fleet
+    /// directory (this host's identity) and the logs stay unless --purge.
+    Uninstall(super::install::UninstallArgs),
     /// Manage tokens of an access file.
     Token {
         /// What to do.
@@ -180,9 +191,17 @@ pub enum CliError {
     /// A join code cannot be made or stored.
     #[error(transparent)]
     Join(#[from] super::enroll::join::JoinError),
+    /// `install` or `uninstall` failed.
+    #[error(transparent)]
+    Install(#[from] super::install::InstallError),
     /// `join-code` has no fleet directory.
     #[error("no fleet directory: pass --fleet-dir DIR, or --config with a fleet_dir")]
     NoFleetDir,
+    /// A fleet directory and TLS files of its own, from flags or the file.
+    #[error(
+        "fleet_dir replaces tls_cert, tls_key and client_ca: set either the fleet directory or those"
+    )]
+    FleetDirWithTls,
     /// `token add` has no access file to change.
     #[error("no access file: pass --access FILE, or --config with an access_file")]
     NoAccessFile,
@@ -236,6 +255,11 @@ impl AgentArgs {
         }
         config.insecure_plaintext |= self.insecure_plaintext;
         config.no_exec |= self.no_exec;
+        if config.fleet_dir.is_some()
+            && (config.tls_cert.is_some() || config.tls_key.is_some() || config.client_ca.is_some())
+        {
+            return Err(CliError::FleetDirWithTls);
+        }
         Ok(config)
     }
 }
@@ -278,7 +302,7 @@ fn tune_allocator() {
     }
 }
 
-/// Runs `init` or `token add`.
+/// Runs a set-up command.
 fn set_up(args: &AgentArgs, command: &AgentCommand) -> Result<(), CliError> {
     match command {
         AgentCommand::Init { dir, names, listen } => {
@@ -330,6 +354,15 @@ fn set_up(args: &AgentArgs, command: &AgentCommand) -> Result<(), CliError> {
                 super::enroll::join::path_of(dir.root()).display(),
                 humantime::format_duration(*valid)
             );
+            Ok(())
+        }
+        AgentCommand::Install(install) => {
+            let mut out = std::io::stdout().lock();
+            super::install::install(&install.options()?, &mut std::io::stdin().lock(), &mut out)?;
+            Ok(())
+        }
+        AgentCommand::Uninstall(uninstall) => {
+            super::install::uninstall(&uninstall.options()?, &mut std::io::stdout().lock())?;
             Ok(())
         }
         AgentCommand::Token {
@@ -467,5 +500,38 @@ fn init_logging(level: &str, format: LogFormat) {
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_arguments_hold_together_for_every_subcommand() {
+        // Clap checks these only in debug builds, and only for the
+        // subcommand being parsed: a global --fleet-dir that conflicted
+        // with flags of the top level once made every subcommand panic.
+        AgentArgs::command().debug_assert();
+        let args = AgentArgs::try_parse_from(["vigie-agent", "join-code", "--fleet-dir", "/f"]);
+        assert_eq!(
+            args.unwrap().config().unwrap().fleet_dir,
+            Some(PathBuf::from("/f"))
+        );
+    }
+
+    #[test]
+    fn a_fleet_directory_excludes_tls_files_of_its_own() {
+        let args = AgentArgs::try_parse_from([
+            "vigie-agent",
+            "--fleet-dir",
+            "/f",
+            "--client-ca",
+            "/ca.pem",
+        ])
+        .unwrap();
+        assert!(matches!(args.config(), Err(CliError::FleetDirWithTls)));
     }
 }

@@ -22,6 +22,7 @@ pub mod error;
 pub mod exec;
 pub mod fleet_service;
 pub mod init;
+pub mod install;
 pub mod layer;
 pub mod net;
 pub mod policy;
