@@ -126,6 +126,14 @@ pub enum AgentCommand {
         #[arg(long)]
         stdin: bool,
     },
+    /// Install this binary as the host's agent, run by systemd: the binary
+    /// in /usr/local/bin, /etc/vigie (configuration and fleet directory),
+    /// /var/log/vigie, the vigie-agent unit, and a join code to enroll it.
+    /// A second run changes only what differs, and says what it left alone.
+    Install(super::install::InstallArgs),
+    /// Stop and remove the agent that `install` set up; the fleet
+    /// directory (this host's identity) and the logs stay unless --purge.
+    Uninstall(super::install::UninstallArgs),
     /// Manage tokens of an access file.
     Token {
         /// What to do.
@@ -183,6 +191,9 @@ pub enum CliError {
     /// A join code cannot be made or stored.
     #[error(transparent)]
     Join(#[from] super::enroll::join::JoinError),
+    /// `install` or `uninstall` failed.
+    #[error(transparent)]
+    Install(#[from] super::install::InstallError),
     /// `join-code` has no fleet directory.
     #[error("no fleet directory: pass --fleet-dir DIR, or --config with a fleet_dir")]
     NoFleetDir,
@@ -291,7 +302,7 @@ fn tune_allocator() {
     }
 }
 
-/// Runs `init` or `token add`.
+/// Runs a set-up command.
 fn set_up(args: &AgentArgs, command: &AgentCommand) -> Result<(), CliError> {
     match command {
         AgentCommand::Init { dir, names, listen } => {
@@ -339,6 +350,15 @@ fn set_up(args: &AgentArgs, command: &AgentCommand) -> Result<(), CliError> {
                 super::enroll::join::path_of(dir.root()).display(),
                 humantime::format_duration(*valid)
             );
+            Ok(())
+        }
+        AgentCommand::Install(install) => {
+            let mut out = std::io::stdout().lock();
+            super::install::install(&install.options()?, &mut std::io::stdin().lock(), &mut out)?;
+            Ok(())
+        }
+        AgentCommand::Uninstall(uninstall) => {
+            super::install::uninstall(&uninstall.options()?, &mut std::io::stdout().lock())?;
             Ok(())
         }
         AgentCommand::Token {

@@ -21,6 +21,7 @@ pub mod enroll;
 pub mod error;
 pub mod exec;
 pub mod init;
+pub mod install;
 pub mod layer;
 pub mod net;
 pub mod policy;
