@@ -430,11 +430,30 @@ fn install_refuses_to_run_as_another_user_than_root_without_a_root_dir() {
     );
     assert!(check_root("install", false, &Layout::new(Some("/tmp/x".into()))).is_ok());
     assert!(check_root("uninstall", true, &Layout::new(None)).is_ok());
-    if !vigie::server::install::running_as_root() {
-        let output = Command::new(AGENT).arg("install").output().unwrap();
-        assert!(!output.status.success());
-        assert!(String::from_utf8_lossy(&output.stderr).contains("must run as root"));
-    }
+
+    // The binary itself, as a user that is not root (nobody, when the
+    // tests run as root: from a copy that user may run).
+    let scratch = tempfile::tempdir().unwrap();
+    let mut command = if vigie::server::install::running_as_root() {
+        use std::os::unix::process::CommandExt;
+        std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = scratch.path().join("vigie-agent");
+        std::fs::copy(AGENT, &copy).unwrap();
+        let mut command = Command::new(copy);
+        command.uid(65534).gid(65534);
+        command
+    } else {
+        Command::new(AGENT)
+    };
+    let output = command
+        .arg("install")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("install must run as root"), "{stderr}");
+    assert!(output.stdout.is_empty(), "it did nothing");
 }
 
 #[test]

@@ -194,6 +194,12 @@ pub enum CliError {
     /// `install` or `uninstall` failed.
     #[error(transparent)]
     Install(#[from] super::install::InstallError),
+    /// `install` or `uninstall` given a fleet directory of its own.
+    #[error(
+        "install and uninstall use /etc/vigie as the fleet directory; --fleet-dir does not apply \
+         (change fleet_dir in /etc/vigie/agent.toml afterwards)"
+    )]
+    FleetDirForInstall,
     /// `join-code` has no fleet directory.
     #[error("no fleet directory: pass --fleet-dir DIR, or --config with a fleet_dir")]
     NoFleetDir,
@@ -355,6 +361,9 @@ fn set_up(args: &AgentArgs, command: &AgentCommand) -> Result<(), CliError> {
                 humantime::format_duration(*valid)
             );
             Ok(())
+        }
+        AgentCommand::Install(_) | AgentCommand::Uninstall(_) if args.fleet_dir.is_some() => {
+            Err(CliError::FleetDirForInstall)
         }
         AgentCommand::Install(install) => {
             let mut out = std::io::stdout().lock();

@@ -148,6 +148,7 @@ pub(super) fn write_config(
         }
     }
 }
+
 /// Writes `text` to `path` (0644, atomically) unless it already holds it.
 /// True when it wrote.
 pub(super) fn write_if_changed(
