@@ -45,16 +45,30 @@ fn deploy_three_hosts_from_zero_then_roles_revocation_and_renewal() -> TestResul
     let init = run(scratch.vigie().args(["pki", "init", "--name", "alice"]));
     assert!(init.status.success(), "{}", stderr(&init));
     let config = fleet.config();
-    let deploy = run(vigie(&["--json", "deploy", "--agent", env!("CARGO_BIN_EXE_vigie-agent"), "--ssh-config"])
-        .arg(&config));
+    let deploy = run(vigie(&[
+        "--json",
+        "deploy",
+        "--agent",
+        env!("CARGO_BIN_EXE_vigie-agent"),
+        "--ssh-config",
+    ])
+    .arg(&config));
     let deploy_took = deploy_started.elapsed();
-    assert!(deploy.status.success(), "{}\n{}", stdout(&deploy), stderr(&deploy));
+    assert!(
+        deploy.status.success(),
+        "{}\n{}",
+        stdout(&deploy),
+        stderr(&deploy)
+    );
     let results = json_lines(&deploy);
     assert_eq!(results.len(), 3, "{results:?}");
     for line in &results {
         assert_eq!(line["status"], "deployed", "{line}");
     }
-    let per_host: Vec<u64> = results.iter().filter_map(|l| l["took_ms"].as_u64()).collect();
+    let per_host: Vec<u64> = results
+        .iter()
+        .filter_map(|l| l["took_ms"].as_u64())
+        .collect();
     eprintln!(
         "test hosts ready in {:.1} s; pki init + deploy of 3 hosts in {:.1} s (per host {per_host:?} ms)",
         hosts_ready.as_secs_f64(),
@@ -75,7 +89,9 @@ fn deploy_three_hosts_from_zero_then_roles_revocation_and_renewal() -> TestResul
     assert_eq!(names, expected, "{}", stdout(&ran));
 
     // An operator with the viewer role reads but does not run.
-    let added = run(scratch.vigie().args(["pki", "add-operator", "bob", "--role", "viewer"]));
+    let added = run(scratch
+        .vigie()
+        .args(["pki", "add-operator", "bob", "--role", "viewer"]));
     assert!(added.status.success(), "{}", stderr(&added));
     let bob = scratch.path(".config/vigie/pki/operators/bob.toml");
     let as_bob = |args: &[&str]| {
@@ -87,20 +103,37 @@ fn deploy_three_hosts_from_zero_then_roles_revocation_and_renewal() -> TestResul
     assert!(info.status.success(), "{}", stderr(&info));
     let refused = as_bob(&["exec", "--", "id"]);
     assert!(!refused.status.success());
-    assert_eq!(stderr(&refused).matches("needs the operator role").count(), 3, "{}", stderr(&refused));
+    assert_eq!(
+        stderr(&refused).matches("needs the operator role").count(),
+        3,
+        "{}",
+        stderr(&refused)
+    );
 
     // Revoked and pushed: refused on every host.
     let revoke = run(scratch.vigie().args(["pki", "revoke", "bob"]));
     assert!(revoke.status.success(), "{}", stderr(&revoke));
     let push = run(&mut vigie(&["pki", "push"]));
     assert!(push.status.success(), "{}", stderr(&push));
-    assert_eq!(stdout(&push).matches("1 revoked").count(), 3, "{}", stdout(&push));
+    assert_eq!(
+        stdout(&push).matches("1 revoked").count(),
+        3,
+        "{}",
+        stdout(&push)
+    );
     let refused = as_bob(&["info"]);
     assert!(!refused.status.success());
-    assert_eq!(stderr(&refused).matches("revoked").count(), 3, "{}", stderr(&refused));
+    assert_eq!(
+        stderr(&refused).matches("revoked").count(),
+        3,
+        "{}",
+        stderr(&refused)
+    );
 
     // One host's certificate renewed; the others are not due.
-    let renew = run(&mut vigie(&["-H", "web2", "pki", "renew", "--all", "--valid", "30d"]));
+    let renew = run(&mut vigie(&[
+        "-H", "web2", "pki", "renew", "--all", "--valid", "30d",
+    ]));
     assert!(renew.status.success(), "{}", stderr(&renew));
     assert!(stdout(&renew).contains("renewed"), "{}", stdout(&renew));
     let check = run(&mut vigie(&["--json", "hosts", "check"]));
@@ -111,8 +144,14 @@ fn deploy_three_hosts_from_zero_then_roles_revocation_and_renewal() -> TestResul
     }
 
     // A second deploy leaves every enrolled host alone.
-    let again = run(vigie(&["--json", "deploy", "--agent", env!("CARGO_BIN_EXE_vigie-agent"), "--ssh-config"])
-        .arg(&config));
+    let again = run(vigie(&[
+        "--json",
+        "deploy",
+        "--agent",
+        env!("CARGO_BIN_EXE_vigie-agent"),
+        "--ssh-config",
+    ])
+    .arg(&config));
     assert!(again.status.success(), "{}", stderr(&again));
     for line in json_lines(&again) {
         assert_eq!(line["status"], "unchanged", "{line}");
@@ -126,14 +165,20 @@ fn deploy_three_hosts_from_zero_then_roles_revocation_and_renewal() -> TestResul
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(mode.mode() & 0o777, 0o700, "{}", host.name());
         let listed = fleet.run(host.name(), "ls /etc/vigie");
-        assert!(listed.contains("agent.pem") && !listed.contains("join.toml"), "{listed}");
+        assert!(
+            listed.contains("agent.pem") && !listed.contains("join.toml"),
+            "{listed}"
+        );
     }
     let keys: Vec<Vec<u8>> = fleet
         .hosts()
         .iter()
         .map(|h| std::fs::read(h.private_path("/etc/vigie/agent-key.pem")).unwrap_or_default())
         .collect();
-    assert!(keys[0] != keys[1] && keys[1] != keys[2] && keys[0] != keys[2], "each host has its own key");
+    assert!(
+        keys[0] != keys[1] && keys[1] != keys[2] && keys[0] != keys[2],
+        "each host has its own key"
+    );
     Ok(())
 }
 
@@ -142,12 +187,22 @@ fn deploy_three_hosts_from_zero_then_roles_revocation_and_renewal() -> TestResul
 fn assert_host_files(dir: &Path, host: &str) {
     for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{host}: {e}")) {
         let path = entry.expect("an entry").path();
-        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let text = String::from_utf8_lossy(&std::fs::read(&path).expect("readable")).into_owned();
         if name != "agent-key.pem" {
             assert!(!text.contains("PRIVATE KEY"), "{host}: {name} holds a key");
         }
-        assert!(!text.contains(vigie::pki::TOKEN_PREFIX), "{host}: {name} holds a token");
-        assert!(!text.contains(vigie::pki::JOIN_PREFIX), "{host}: {name} holds a join code");
+        assert!(
+            !text.contains(vigie::pki::TOKEN_PREFIX),
+            "{host}: {name} holds a token"
+        );
+        assert!(
+            !text.contains(vigie::pki::JOIN_PREFIX),
+            "{host}: {name} holds a join code"
+        );
     }
 }

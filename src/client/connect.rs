@@ -608,15 +608,15 @@ mod tests {
             port: 7421,
         };
         assert!(matches!(
-            prepare(&remote, &settings),
+            prepare(&remote, &settings, None),
             Err(Error::Settings { .. })
         ));
-        assert!(prepare(&local, &settings).is_ok());
+        assert!(prepare(&local, &settings, None).is_ok());
         let allowed = ConnectionSettings {
             insecure_plaintext: Some(true),
             ..settings
         };
-        assert!(prepare(&remote, &allowed).is_ok());
+        assert!(prepare(&remote, &allowed, None).is_ok());
     }
 
     #[test]

@@ -171,11 +171,16 @@ pub async fn deploy_host(
     }
 
     step(Step::Install);
-    let code = crate::pki::generate_join_code().map_err(|e| failed(Step::Install)(e.to_string()))?;
+    let code =
+        crate::pki::generate_join_code().map_err(|e| failed(Step::Install)(e.to_string()))?;
     let script = install_script(&temp, host.entry.port, options.ssh.sudo, options.force);
-    run(ssh(&script), Some(format!("{code}\n").as_bytes()), Duration::from_secs(120))
-        .await
-        .map_err(failed(Step::Install))?;
+    run(
+        ssh(&script),
+        Some(format!("{code}\n").as_bytes()),
+        Duration::from_secs(120),
+    )
+    .await
+    .map_err(failed(Step::Install))?;
     if enrolled {
         // Installed again over an enrolled agent: its identity stays.
         step(Step::Check);
@@ -198,7 +203,8 @@ pub async fn deploy_host(
 }
 
 /// Prints "enrolled" or "fresh", then the machine architecture.
-const LOOK: &str = "if [ -f /etc/vigie/agent.pem ]; then echo enrolled; else echo fresh; fi; uname -m";
+const LOOK: &str =
+    "if [ -f /etc/vigie/agent.pem ]; then echo enrolled; else echo fresh; fi; uname -m";
 
 /// Takes the binary on stdin into a new private temporary file and prints
 /// its path.
@@ -237,12 +243,22 @@ fn ssh_command(options: &SshOptions, target: &str, script: &str) -> Command {
 
 /// Runs an ssh command with `input` on its stdin; its stdout, or why it
 /// failed (ssh's or the remote command's stderr).
-async fn run(mut command: Command, input: Option<&[u8]>, limit: Duration) -> Result<String, String> {
+async fn run(
+    mut command: Command,
+    input: Option<&[u8]>,
+    limit: Duration,
+) -> Result<String, String> {
     command
-        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = command.spawn().map_err(|e| format!("cannot run ssh: {e}"))?;
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot run ssh: {e}"))?;
     let stdin = child.stdin.take();
     let feed = async {
         if let (Some(mut stdin), Some(input)) = (stdin, input) {
@@ -251,19 +267,28 @@ async fn run(mut command: Command, input: Option<&[u8]>, limit: Duration) -> Res
             let _ = stdin.shutdown().await;
         }
     };
-    let (output, ()) = tokio::time::timeout(limit, async { tokio::join!(child.wait_with_output(), feed) })
-        .await
-        .map_err(|_| format!("ssh did not finish within {} s", limit.as_secs()))?;
+    let (output, ()) = tokio::time::timeout(limit, async {
+        tokio::join!(child.wait_with_output(), feed)
+    })
+    .await
+    .map_err(|_| format!("ssh did not finish within {} s", limit.as_secs()))?;
     let output = output.map_err(|e| format!("ssh: {e}"))?;
     if output.status.success() {
         return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message");
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no message");
     Err(format!(
         "{} (exit status {})",
         crate::client::text::visible(last.trim()),
-        output.status.code().map_or("none".into(), |c| c.to_string())
+        output
+            .status
+            .code()
+            .map_or("none".into(), |c| c.to_string())
     ))
 }
 

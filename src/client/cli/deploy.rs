@@ -54,10 +54,20 @@ struct Line {
     took_ms: Option<u64>,
 }
 
-pub(super) async fn run(global: &Global, args: DeployArgs, printer: &Printer) -> Result<ExitCode, CliError> {
-    let agent = args.agent.clone().or_else(deploy::default_agent).ok_or_else(|| {
-        CliError::Usage("no vigie-agent binary beside vigie or on PATH: give --agent FILE".into())
-    })?;
+pub(super) async fn run(
+    global: &Global,
+    args: DeployArgs,
+    printer: &Printer,
+) -> Result<ExitCode, CliError> {
+    let agent = args
+        .agent
+        .clone()
+        .or_else(deploy::default_agent)
+        .ok_or_else(|| {
+            CliError::Usage(
+                "no vigie-agent binary beside vigie or on PATH: give --agent FILE".into(),
+            )
+        })?;
     let options = Arc::new(DeployOptions {
         agent,
         ssh: SshOptions {
@@ -148,5 +158,9 @@ pub(super) async fn run(global: &Global, args: DeployArgs, printer: &Printer) ->
             printer.status(failed == 0, &failed.to_string())
         ));
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -60,12 +60,10 @@ KillMode=control-group
 TimeoutStopSec={stop_timeout}s
 # Room for many connections and the pipes of many commands.
 LimitNOFILE=65536
-# The agent's own files (audit log, key, join code) are private to root.
-# Commands inherit this mask.
-UMask=0077
-# An operator must be able to reach a host under memory pressure: the kernel
-# kills other processes before the agent. Commands inherit this score.
-OOMScoreAdjust=-900
+# No UMask and no OOMScoreAdjust here: the commands the agent runs would
+# inherit them (files an admin command creates would be 0600, and a runaway
+# command would be spared by the OOM killer). The agent creates its own
+# files (key, join code, audit log) with explicit private modes instead.
 # A command the kernel kills for memory dies alone; by default systemd would
 # stop the whole service, the agent and every other command with it.
 OOMPolicy=continue
@@ -162,8 +160,6 @@ mod tests {
             ("After", "network-online.target"),
             ("Wants", "network-online.target"),
             ("LimitNOFILE", "65536"),
-            ("UMask", "0077"),
-            ("OOMScoreAdjust", "-900"),
             ("OOMPolicy", "continue"),
             ("WantedBy", "multi-user.target"),
         ] {
@@ -177,6 +173,8 @@ mod tests {
             "NoNewPrivileges=",
             "PrivateTmp=",
             "CapabilityBoundingSet=",
+            "UMask=",
+            "OOMScoreAdjust=",
             "SystemCallFilter=",
             "RestrictAddressFamilies=",
         ] {
