@@ -232,9 +232,9 @@ fn tokens_of(tokens: Vec<proto::FleetToken>) -> Result<Vec<TokenEntry>, Error> {
 
 fn describe(facts: &CertFacts) -> String {
     format!(
-        "{} serial {} valid until {}",
+        "{} serial {} valid until {} UTC",
         facts.subject,
         facts.serial_hex(),
-        format!("{} UTC", crate::clock::utc(facts.not_after_ms))
+        crate::clock::utc(facts.not_after_ms)
     )
 }

@@ -283,7 +283,7 @@ async fn check(context: &Context, printer: &Printer) -> Result<ExitCode, CliErro
                     l.os_name.clone().unwrap_or_default().into(),
                     l.hostname.clone().unwrap_or_default().into(),
                     match l.certificate_not_after_ms {
-                        Some(ms) => Cell::status(!l.certificate_expires_soon, &expiry_text(ms)),
+                        Some(ms) => Cell::status(!l.certificate_expires_soon, expiry_text(ms)),
                         None => "".into(),
                     },
                     l.error.clone().unwrap_or_default().into(),

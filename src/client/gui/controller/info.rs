@@ -188,6 +188,8 @@ pub(crate) mod tests {
             running_commands: 0,
             session_running_commands: 0,
             agent_pid: 1,
+            agent_certificate: None,
+            revocation_list_number: 0,
         };
         let text = connection_text(&connection);
         assert_eq!(text.lines().count(), 8, "{text:?}");
