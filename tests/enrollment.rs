@@ -413,11 +413,30 @@ async fn renewal_serves_a_new_certificate_and_leaves_running_commands_alone() ->
     let mut running = admin
         .execute(ExecRequest::new("sleep 1; echo still here"))
         .await?;
+    // The key the agent serves, as its certificate on disk names it.
+    let served = {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let pem = std::fs::read(fleet.agent_dir.join("agent.pem"))?;
+        pki::CertFacts::parse(&CertificateDer::from_pem_slice(&pem)?)?.public_key
+    };
+    let other_key = rcgen::KeyPair::generate()?;
+    let refused = enroll::renew(
+        &fleet.ca,
+        &admin,
+        "web1",
+        &fleet.address(),
+        &rcgen::PublicKeyData::subject_public_key_info(&other_key),
+        Duration::from_secs(7 * 86_400),
+    )
+    .await
+    .expect_err("a request for another key than the one served is not signed");
+    assert!(matches!(refused, EnrollFailure::BadRequest(_)), "{refused}");
     let renewed = enroll::renew(
         &fleet.ca,
         &admin,
         "web1",
         &fleet.address(),
+        &served,
         Duration::from_secs(7 * 86_400),
     )
     .await?;
@@ -549,5 +568,151 @@ fn the_cli_sets_up_a_fleet_from_zero() -> TestResult {
         .args(["-H", &target, "exec", "--", "echo", "fleet"]));
     assert_eq!(stdout(&ran), "fleet\n", "{}", stderr(&ran));
     assert_invariants(&fleet_dir);
+    Ok(())
+}
+
+/// Found by the review of this work: a connection opened while the agent
+/// awaited enrollment (no client certificate was asked for then) must not
+/// serve a token afterwards, and a token never launders a revoked
+/// certificate.
+#[tokio::test]
+async fn tokens_need_a_valid_fleet_certificate_under_them() -> TestResult {
+    let fleet = Fleet::new();
+    let token = fleet.ca.add_token("ci", Role::Admin)?;
+    let (early, _) = vigie::client::connect::enrollment_channel(&fleet.address()).await?;
+    fleet.enroll().await?;
+    let with_token = AgentClient::with_channel(
+        early,
+        "s1".into(),
+        Some(&vigie::client::Secret::new(token.clone())),
+    )?;
+    let refused = with_token
+        .system_info()
+        .await
+        .expect_err("no certificate under it");
+    assert_eq!(
+        refused.code(),
+        Some(tonic::Code::Unauthenticated),
+        "{refused}"
+    );
+
+    let bob = fleet.operator("bob", Role::Viewer);
+    let settings = ConnectionSettings {
+        ca: Some(fleet.ca.dir().join("ca.pem")),
+        cert: Some(bob.cert.clone()),
+        key: Some(bob.key.clone()),
+        token: Some(vigie::client::Secret::new(token)),
+        ..ConnectionSettings::default()
+    };
+    let client = AgentClient::connect_with(&fleet.address(), &settings).await?;
+    assert_eq!(client.connection_info().await?.identity, "token:ci");
+    let admin = fleet
+        .client_as(&fleet.operator("alice", Role::Admin))
+        .await?;
+    fleet.ca.revoke("bob")?;
+    enroll::push(&admin, enroll::policy_of(&fleet.ca)?).await?;
+    let refused = client
+        .connection_info()
+        .await
+        .expect_err("revoked under the token");
+    assert!(refused.to_string().contains("revoked"), "{refused}");
+    Ok(())
+}
+
+/// Found by the review: what a revoked certificate has open (a metrics
+/// stream here) ends when the list arrives, not at its next call.
+#[tokio::test]
+async fn revocation_ends_what_the_certificate_has_open() -> TestResult {
+    let fleet = Fleet::new();
+    fleet.enroll().await?;
+    let admin = fleet
+        .client_as(&fleet.operator("alice", Role::Admin))
+        .await?;
+    let viewer = fleet
+        .client_as(&fleet.operator("bob", Role::Viewer))
+        .await?;
+    let mut samples = viewer
+        .watch_metrics(Duration::from_millis(100), false)
+        .await?;
+    samples.next().await.expect("a sample")?;
+    fleet.ca.revoke("bob")?;
+    enroll::push(&admin, enroll::policy_of(&fleet.ca)?).await?;
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match samples.next().await {
+                Some(Ok(_)) => continue,
+                _ => break,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream of a revoked certificate ends");
+    Ok(())
+}
+
+/// Found by the review: one host's certificate cannot answer for another
+/// host, even at the address dialled.
+#[tokio::test]
+async fn a_certificate_answers_only_for_its_own_host() -> TestResult {
+    let fleet = Fleet::new();
+    fleet.enroll().await?;
+    let alice = fleet.operator("alice", Role::Admin);
+    let settings = ConnectionSettings {
+        ca: Some(fleet.ca.dir().join("ca.pem")),
+        cert: Some(alice.cert.clone()),
+        key: Some(alice.key.clone()),
+        ..ConnectionSettings::default()
+    };
+    let address = fleet.address();
+    let as_web1 =
+        vigie::client::connect::channel_seeing(&address, &settings, false, None, Some("web1"))
+            .await;
+    assert!(as_web1.is_ok(), "{:?}", as_web1.err());
+    let as_web2 =
+        vigie::client::connect::channel_seeing(&address, &settings, false, None, Some("web2"))
+            .await
+            .expect_err("web1's certificate is not web2's");
+    assert!(as_web2.to_string().contains("is for host"), "{as_web2}");
+    Ok(())
+}
+
+/// Found by the review: two copies of a CA directory that drifted apart
+/// make two different lists with one number; the second is refused, so
+/// neither can un-revoke what the other revoked. Names shared by a host
+/// and an operator must be said which.
+#[tokio::test]
+async fn two_lists_with_one_number_and_shared_names_are_refused() -> TestResult {
+    let fleet = Fleet::new();
+    fleet.enroll().await?;
+    let admin = fleet
+        .client_as(&fleet.operator("alice", Role::Admin))
+        .await?;
+    fleet.operator("bob", Role::Viewer);
+    fleet.operator("carol", Role::Viewer);
+    let copy = tempfile::tempdir()?;
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(fleet.ca.dir())
+        .arg(copy.path().join("pki"))
+        .status()?;
+    assert!(status.success());
+    let drifted = FleetCa::open(&copy.path().join("pki"))?;
+    fleet.ca.revoke("bob")?;
+    drifted.revoke("carol")?;
+    enroll::push(&admin, enroll::policy_of(&fleet.ca)?).await?;
+    let refused = enroll::push(&admin, enroll::policy_of(&drifted)?)
+        .await
+        .expect_err("same number, other list");
+    assert!(refused.to_string().contains("older"), "{refused}");
+
+    fleet.operator("web1", Role::Viewer);
+    let ambiguous = fleet.ca.revoke("web1").expect_err("host and operator");
+    assert!(ambiguous.to_string().contains("host:web1"), "{ambiguous}");
+    let revoked = fleet.ca.revoke("operator:web1")?;
+    assert!(revoked.iter().all(|i| i.kind == "operator"));
+    assert!(
+        vigie::client::pki::check_name("vigie-admin").is_err(),
+        "init's admin subject is reserved"
+    );
     Ok(())
 }

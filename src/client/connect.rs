@@ -126,18 +126,20 @@ pub async fn channel(
     settings: &ConnectionSettings,
     lazy: bool,
 ) -> Result<Channel, Error> {
-    channel_seeing(address, settings, lazy, None).await
+    channel_seeing(address, settings, lazy, None, None).await
 }
 
 /// Like [`channel`]; each certificate the agent shows, once verified, is
-/// kept in `seen` (what `vigie hosts check` reports the expiry of).
+/// kept in `seen` (what `vigie hosts check` reports the expiry of), and a
+/// fleet certificate must name `host` (the hosts-file name).
 pub async fn channel_seeing(
     address: &Address,
     settings: &ConnectionSettings,
     lazy: bool,
     seen: Option<Captured>,
+    host: Option<&str>,
 ) -> Result<Channel, Error> {
-    let prepared = prepare(address, settings, seen)?;
+    let prepared = prepare(address, settings, seen, host)?;
     // The connector dials the address itself; the URL only has to be one.
     let url = if address.socket_path().is_some() {
         "http://localhost".to_owned()
@@ -171,6 +173,7 @@ pub async fn enrollment_channel(address: &Address) -> Result<(Channel, Captured)
         pin: None,
         capture: Some(captured.clone()),
         seen: None,
+        host: None,
         provider: provider.clone(),
     });
     let invalid = |reason: String| Error::Settings {
@@ -229,6 +232,7 @@ fn prepare(
     address: &Address,
     settings: &ConnectionSettings,
     seen: Option<Captured>,
+    host: Option<&str>,
 ) -> Result<Prepared, Error> {
     let invalid = |reason: String| Error::Settings {
         address: address.to_string(),
@@ -293,6 +297,7 @@ fn prepare(
         pin,
         capture: None,
         seen,
+        host: host.map(str::to_owned),
         provider: provider.clone(),
     });
     let client_key = match (&settings.cert, &settings.key) {
@@ -608,15 +613,15 @@ mod tests {
             port: 7421,
         };
         assert!(matches!(
-            prepare(&remote, &settings, None),
+            prepare(&remote, &settings, None, None),
             Err(Error::Settings { .. })
         ));
-        assert!(prepare(&local, &settings, None).is_ok());
+        assert!(prepare(&local, &settings, None, None).is_ok());
         let allowed = ConnectionSettings {
             insecure_plaintext: Some(true),
             ..settings
         };
-        assert!(prepare(&remote, &allowed, None).is_ok());
+        assert!(prepare(&remote, &allowed, None, None).is_ok());
     }
 
     #[test]

@@ -231,8 +231,19 @@ fn ssh_command(options: &SshOptions, target: &str, script: &str) -> Command {
         command.arg("-F").arg(config);
     }
     // Never a prompt: a host that needs a password or an unknown host key
-    // fails with ssh's own message instead of hanging the deployment.
-    command.args(["-o", "BatchMode=yes"]);
+    // fails with ssh's own message instead of hanging the deployment. And
+    // nothing forwarded: a hostile host must not get the operator's ssh
+    // agent (to log into the other hosts) or X display while deploy runs.
+    command.args([
+        "-a",
+        "-x",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ClearAllForwardings=yes",
+        "-o",
+        "PermitLocalCommand=no",
+    ]);
     for option in &options.options {
         command.arg("-o").arg(option);
     }

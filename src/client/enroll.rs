@@ -138,11 +138,16 @@ pub async fn enroll(
 
 /// Renews the certificate of an enrolled agent (the caller must be an
 /// admin), for its own key and the operator's names for it.
+///
+/// `served_key` is the key of the certificate this connection verified
+/// (`Host::certificate`): the request must be for it, so that whoever
+/// answers cannot get the host's names for another key.
 pub async fn renew(
     ca: &FleetCa,
     client: &AgentClient,
     host: &str,
     address: &Address,
+    served_key: &[u8],
     validity: Duration,
 ) -> Result<CertificateSummary, EnrollFailure> {
     let mut raw = client.raw();
@@ -157,6 +162,7 @@ pub async fn renew(
             .map_err(fail)?
             .into_inner();
         let challenge = next_challenge(&mut responses).await.map_err(fail)?;
+        check_request_key(&challenge.csr_der, served_key)?;
         let (certificate_der, _) =
             ca.sign_agent(&challenge.csr_der, host, &address.host, validity)?;
         let finish = proto::EnrollFinish {

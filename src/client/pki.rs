@@ -66,6 +66,9 @@ pub enum PkiError {
     /// An operator with this name has a valid certificate already.
     #[error("{0} has a certificate already: pass --force to issue a new one")]
     Duplicate(String),
+    /// A host and an operator share the name.
+    #[error("{0:?} is both a host and an operator: say host:{0} or operator:{0}")]
+    Ambiguous(String),
     /// Nothing issued goes by this name or serial.
     #[error("nothing issued by this CA is called {0:?} (see `vigie pki list`)")]
     Unknown(String),
@@ -320,7 +323,75 @@ impl FleetCa {
         params.subject_alt_names = names;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        self.issue(params, &csr.public_key, validity, host, "agent", None)
+        let issued = self.issue(params, &csr.public_key, validity, host, "agent", None)?;
+        self.supersede(host, &issued.1.serial_hex())?;
+        Ok(issued)
+    }
+
+    /// Revokes the host's earlier certificates once a new one is issued
+    /// (enrolled again, or renewed): an old certificate, or its key, must
+    /// not keep standing for the host.
+    fn supersede(&self, host: &str, current: &str) -> Result<(), PkiError> {
+        let _guard = self.guard();
+        let mut ledger = self.ledger()?;
+        let now = crate::clock::now_ms();
+        let mut changed = false;
+        for issued in &mut ledger.issued {
+            if issued.kind == "agent"
+                && issued.name == host
+                && issued.serial != current
+                && issued.revoked_at_ms.is_none()
+                && issued.not_after_ms > now
+            {
+                issued.revoked_at_ms = Some(now);
+                changed = true;
+            }
+        }
+        if changed {
+            self.write_crl(&mut ledger)?;
+        }
+        Ok(())
+    }
+
+    /// Signs an agent's certificate request for an air-gapped host and
+    /// writes a bundle for it into `out`: its certificate, the CA, the
+    /// revocation list and the fleet tokens (public data and hashes only),
+    /// for `vigie-agent import`.
+    pub fn sign_host_bundle(
+        &self,
+        csr: &[u8],
+        host: &str,
+        address: &str,
+        validity: Duration,
+        out: &Path,
+    ) -> Result<CertFacts, PkiError> {
+        let der = if csr.starts_with(b"-----") {
+            CertificateSigningRequestDer::from_pem_slice(csr)
+                .map_err(|e| PkiError::Certificate(format!("the request: {e}")))?
+                .as_ref()
+                .to_vec()
+        } else {
+            csr.to_vec()
+        };
+        let (cert, facts) = self.sign_agent(&der, host, address, validity)?;
+        std::fs::create_dir_all(out).map_err(|e| file_error(out)(e.to_string()))?;
+        replace(
+            &out.join("agent.pem"),
+            &crate::pki::pem("CERTIFICATE", &cert),
+            0o644,
+        )?;
+        replace(&out.join("ca.pem"), self.ca_pem.as_bytes(), 0o644)?;
+        replace(&out.join("revoked.crl"), &self.crl_der()?, 0o644)?;
+        #[derive(Serialize)]
+        struct Tokens {
+            token: Vec<LedgerToken>,
+        }
+        let tokens = Tokens {
+            token: self.ledger()?.tokens,
+        };
+        let text = toml::to_string(&tokens).map_err(cert_error)?;
+        replace(&out.join("tokens.toml"), text.as_bytes(), 0o600)?;
+        Ok(facts)
     }
 
     /// Issues an operator's certificate carrying `role`, with a new key,
@@ -418,9 +489,26 @@ impl FleetCa {
         let mut ledger = self.ledger()?;
         let now = crate::clock::now_ms();
         let target = name_or_serial.trim().to_ascii_lowercase();
+        // `host:NAME` or `operator:NAME` when a host and an operator share
+        // a name; a bare name that is both is refused as ambiguous.
+        let (kind, name) = match name_or_serial.split_once(':') {
+            Some(("host", name)) => (Some("agent"), name),
+            Some(("operator", name)) => (Some("operator"), name),
+            _ => (None, name_or_serial),
+        };
+        let kinds: std::collections::HashSet<&str> = ledger
+            .issued
+            .iter()
+            .filter(|i| i.name == name)
+            .map(|i| i.kind.as_str())
+            .collect();
+        if kind.is_none() && kinds.len() > 1 {
+            return Err(PkiError::Ambiguous(name.to_owned()));
+        }
         let mut revoked = Vec::new();
         for issued in &mut ledger.issued {
-            let matches = issued.name == name_or_serial || issued.serial == target;
+            let matches = (issued.name == name && kind.is_none_or(|k| k == issued.kind))
+                || issued.serial == target;
             if matches && issued.revoked_at_ms.is_none() && issued.not_after_ms > now {
                 issued.revoked_at_ms = Some(now);
                 revoked.push(issued.clone());
@@ -470,6 +558,9 @@ impl FleetCa {
         let revoked_certs = ledger
             .issued
             .iter()
+            // An expired certificate is refused anyway: it need not stay
+            // on the list, which then stays as small as what is live.
+            .filter(|i| i.not_after_ms > crate::clock::now_ms())
             .filter_map(|i| {
                 let at = i.revoked_at_ms?;
                 Some(RevokedCertParams {
@@ -532,7 +623,10 @@ fn is_dns_name(name: &str) -> bool {
 /// Checks an operator's or token holder's name (it becomes a subject, an
 /// identity and a file name).
 pub fn check_name(name: &str) -> Result<(), PkiError> {
+    // `vigie-…` subjects are what `vigie-agent init` maps in access files
+    // (CN=vigie-admin): a fleet operator must not be mistaken for one.
     let valid = (1..=64).contains(&name.len())
+        && !name.starts_with("vigie-")
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name
             .bytes()

@@ -30,6 +30,10 @@ pub(super) struct Verifier {
     pub(super) capture: Option<Captured>,
     /// Where a certificate that passed the checks is kept, if anywhere.
     pub(super) seen: Option<Captured>,
+    /// The hosts-file name of the host dialled: a fleet certificate that
+    /// names another host (`urn:vigie:host:…`) is refused, so one host's
+    /// certificate cannot stand for another's even at the same address.
+    pub(super) host: Option<String>,
     pub(super) provider: Arc<CryptoProvider>,
 }
 
@@ -63,6 +67,16 @@ impl ServerCertVerifier for Verifier {
             // or names (the handshake signature is still checked below).
             None => Ok(ServerCertVerified::assertion()),
         }?;
+        if let Some(expected) = &self.host
+            && let Ok(facts) = crate::pki::CertFacts::parse(end_entity)
+            && let Some(named) = facts.host
+            && &named != expected
+        {
+            return Err(rustls::Error::General(format!(
+                "the agent's certificate is for host {named:?}, not {expected:?} (a host answering \
+                 for another?)"
+            )));
+        }
         if let Some(seen) = &self.seen {
             *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(end_entity.clone().into_owned());
         }

@@ -134,6 +134,16 @@ pub enum AgentCommand {
     /// Stop and remove the agent that `install` set up; the fleet
     /// directory (this host's identity) and the logs stay unless --purge.
     Uninstall(super::install::UninstallArgs),
+    /// Print a certificate request for this agent's key (PEM), for
+    /// enrolling a host with no network path to the operator
+    /// (`vigie pki sign-host` signs it).
+    Request,
+    /// Install a bundle made by `vigie pki sign-host` (certificate, CA,
+    /// revocation list, tokens) after checking it; restart the agent after.
+    Import {
+        /// The bundle's directory.
+        bundle: PathBuf,
+    },
     /// Manage tokens of an access file.
     Token {
         /// What to do.
@@ -372,6 +382,27 @@ fn set_up(args: &AgentArgs, command: &AgentCommand) -> Result<(), CliError> {
         }
         AgentCommand::Uninstall(uninstall) => {
             super::install::uninstall(&uninstall.options()?, &mut std::io::stdout().lock())?;
+            Ok(())
+        }
+        AgentCommand::Request => {
+            let dir = args.config()?.fleet_dir.ok_or(CliError::NoFleetDir)?;
+            let pem = super::enroll::offline::request(&super::enroll::FleetDir::new(dir))
+                .map_err(|e| CliError::Io(std::io::Error::other(e.to_string())))?;
+            std::io::stdout().lock().write_all(pem.as_bytes())?;
+            Ok(())
+        }
+        AgentCommand::Import { bundle } => {
+            let dir = args.config()?.fleet_dir.ok_or(CliError::NoFleetDir)?;
+            let facts = super::enroll::offline::import(&super::enroll::FleetDir::new(dir), bundle)
+                .map_err(|e| CliError::Io(std::io::Error::other(e.to_string())))?;
+            writeln!(
+                std::io::stdout().lock(),
+                "imported {} (serial {}), valid until {} UTC; restart the agent to serve it \
+                 (systemctl restart vigie-agent)",
+                facts.subject,
+                facts.serial_hex(),
+                crate::clock::utc(facts.not_after_ms)
+            )?;
             Ok(())
         }
         AgentCommand::Token {

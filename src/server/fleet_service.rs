@@ -91,8 +91,21 @@ pub fn exchange(
             (Err(_), true) => "renew_refused",
         };
         // Refusals of Enroll come from callers without credentials: they
-        // are recorded within a rate, like the gate's denials.
-        if result.is_ok() || renew || fleet.refusals.admit().is_some() {
+        // are recorded and logged within a rate, like the gate's denials,
+        // and what was left out is counted in the next record.
+        let admitted = if result.is_ok() || renew {
+            Some(0)
+        } else {
+            fleet.refusals.admit()
+        };
+        if let Some(left_out) = admitted {
+            if left_out > 0 {
+                audit.record(&Record {
+                    event: "enroll_refused_suppressed",
+                    count: Some(left_out),
+                    ..Record::default()
+                });
+            }
             audit.record(&Record {
                 event,
                 rpc: Some(if renew { "RenewCertificate" } else { "Enroll" }.into()),
@@ -110,7 +123,10 @@ pub fn exchange(
         });
         match &reply {
             Ok(_) => tracing::info!(event, ?peer, "fleet certificate taken into use"),
-            Err(e) => tracing::warn!(event, ?peer, reason = %e, "fleet exchange refused"),
+            Err(e) if admitted.is_some() => {
+                tracing::warn!(event, ?peer, reason = %e, "fleet exchange refused");
+            }
+            Err(_) => {}
         }
         let _ = sender.send(reply.map_err(Status::from)).await;
     });
@@ -161,6 +177,14 @@ pub async fn push_policy(
         ..Record::default()
     });
     let (list, token_count) = result.map_err(Error::from)?;
+    // What revoked certificates still have open (a metrics stream, a
+    // running command) ends now, not at its next call.
+    for identity in fleet.identities_revoked_by(&list) {
+        let ended = state.sessions.end_identity(&identity);
+        if ended > 0 {
+            tracing::warn!(%identity, ended, "sessions of a revoked certificate ended");
+        }
+    }
     Ok(Response::new(proto::PushPolicyResponse {
         revocation_list_number: list.number,
         revoked_count: u32::try_from(list.serials.len()).unwrap_or(u32::MAX),

@@ -143,42 +143,57 @@ impl Gate {
             AccessMode::Anonymous => return Ok(Some(Identity::anonymous())),
             AccessMode::Checked(list) => list.get(),
         };
-        if let Some(value) = request.headers().get(http::header::AUTHORIZATION) {
+        // The client certificate first, whether or not a token comes with
+        // it: a revoked or expired certificate is refused even when the
+        // call also carries a token.
+        let certificate = connection_of(request)
+            .and_then(|info| info.peer_certificate.clone())
+            .and_then(|der| crate::pki::CertFacts::parse(der.as_ref()).ok());
+        if let Some(facts) = &certificate {
+            if self
+                .fleet
+                .as_ref()
+                .is_some_and(|fleet| fleet.is_revoked(&facts.serial))
+            {
+                return Err(Denied::Revoked);
+            }
+            if crate::clock::now_ms() > facts.not_after_ms {
+                return Err(Denied::Expired);
+            }
+        } else if self.fleet.is_some() {
+            // A fleet agent serves only connections that showed a fleet
+            // certificate. A connection opened while it awaited enrollment
+            // (when none was asked for) stays open afterwards: without
+            // this, a token alone would be enough on it.
+            return Ok(None);
+        }
+        let identity = if let Some(value) = request.headers().get(http::header::AUTHORIZATION) {
             // A token that is wrong stays wrong: it never falls back to the
             // certificate, so a bad token is always UNAUTHENTICATED.
             let Some(token) = bearer_token(value) else {
                 return Ok(None);
             };
-            let found = list.identify_token(token).or_else(|| {
+            list.identify_token(token).or_else(|| {
                 self.fleet
                     .as_ref()
                     .and_then(|fleet| fleet.tokens().identify_token(token))
-            });
-            return Ok(found);
-        }
-        let Some(der) = connection_of(request).and_then(|info| info.peer_certificate.clone())
-        else {
-            return Ok(None);
-        };
-        let Ok(facts) = crate::pki::CertFacts::parse(der.as_ref()) else {
-            return Ok(None);
-        };
-        if self
-            .fleet
-            .as_ref()
-            .is_some_and(|fleet| fleet.is_revoked(&facts.serial))
-        {
-            return Err(Denied::Revoked);
-        }
-        if crate::clock::now_ms() > facts.not_after_ms {
-            return Err(Denied::Expired);
-        }
-        Ok(list.identify_certificate(&facts.subject).or_else(|| {
-            facts.role.map(|role| Identity {
-                name: format!("cert:{}", facts.subject),
-                role,
             })
-        }))
+        } else {
+            certificate.as_ref().and_then(|facts| {
+                list.identify_certificate(&facts.subject).or_else(|| {
+                    facts.role.map(|role| Identity {
+                        name: format!("cert:{}", facts.subject),
+                        role,
+                    })
+                })
+            })
+        };
+        // Remember which identity a certificate carried, so that revoking
+        // the certificate can end what that identity has open.
+        if let (Some(fleet), Some(facts), Some(identity)) = (&self.fleet, &certificate, &identity) {
+            fleet.note_certificate(&facts.serial, &identity.name);
+        }
+        Ok(identity)
     }
 }
 

@@ -321,6 +321,28 @@ impl Sessions {
         Some(entry.shared.running.load(Ordering::Relaxed))
     }
 
+    /// Ends every session of `identity` (its certificate was revoked):
+    /// cancels everything they run. Returns how many sessions ended.
+    pub fn end_identity(&self, identity: &str) -> usize {
+        let ended: Vec<CancellationToken> = {
+            let mut registry = self.lock();
+            let keys: Vec<Key> = registry
+                .entries
+                .keys()
+                .filter(|(owner, _)| owner == identity)
+                .cloned()
+                .collect();
+            keys.iter()
+                .filter_map(|key| registry.remove(key))
+                .map(|entry| entry.shared.token.clone())
+                .collect()
+        };
+        for token in &ended {
+            token.cancel();
+        }
+        ended.len()
+    }
+
     /// Notes an accepted connection, on which sessions may be registered.
     pub fn connection_opened(&self, connection: u64) {
         self.lock().open_connections.insert(connection);

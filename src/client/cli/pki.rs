@@ -85,6 +85,24 @@ pub enum PkiAction {
         /// Its holder's name.
         name: String,
     },
+    /// Sign an air-gapped host's certificate request (`vigie-agent request`)
+    /// into a bundle for `vigie-agent import`.
+    SignHost {
+        /// The host's name (as in the hosts file).
+        name: String,
+        /// The address clients dial it at.
+        #[arg(long)]
+        address: String,
+        /// The request (PEM or DER).
+        #[arg(long, value_name = "FILE")]
+        csr: PathBuf,
+        /// The bundle's directory (created).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// How long the certificate is valid.
+        #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+        valid: Duration,
+    },
     /// Send the revocation list and the fleet tokens to the selected hosts.
     Push,
     /// Renew the certificates of the selected hosts that expire soon.
@@ -196,6 +214,27 @@ pub(super) async fn run(
             dir.open()?.remove_token(&name).map_err(pki_error)?;
             printer.line(&format!(
                 "removed token {name}; push it to the fleet: vigie pki push"
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        PkiAction::SignHost {
+            name,
+            address,
+            csr,
+            out,
+            valid,
+        } => {
+            let request = std::fs::read(&csr)
+                .map_err(|e| CliError::Usage(format!("{}: {e}", csr.display())))?;
+            let facts = dir
+                .open()?
+                .sign_host_bundle(&request, &name, &address, valid, &out)
+                .map_err(pki_error)?;
+            printer.line(&format!(
+                "{name}: certificate valid until {} UTC (serial {}) in {}; on the host: vigie-agent import DIR",
+                crate::clock::utc(facts.not_after_ms),
+                facts.serial_hex(),
+                out.display()
             ));
             Ok(ExitCode::SUCCESS)
         }
@@ -314,9 +353,19 @@ async fn renew(
             if !(all || due) {
                 return Ok(None);
             }
-            enroll::renew(&ca, &client, host.name(), &host.address(), valid)
-                .await
-                .map(Some)
+            let served = host.certificate().ok_or_else(|| {
+                EnrollFailure::BadRequest("the agent showed no TLS certificate".into())
+            })?;
+            enroll::renew(
+                &ca,
+                &client,
+                host.name(),
+                &host.address(),
+                &served.public_key,
+                valid,
+            )
+            .await
+            .map(Some)
         }
         .await;
         match result {

@@ -136,6 +136,7 @@ impl Host {
                     &self.settings,
                     true,
                     Some(self.seen.clone()),
+                    Some(&self.entry.name),
                 )
                 .await
                 .map_err(|e| e.to_string())?;

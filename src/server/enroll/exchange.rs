@@ -8,7 +8,7 @@
 //! one it replaces. Files are replaced atomically, the certificate last,
 //! so a crash at any point leaves either the old state or the new one.
 
-use rcgen::{CertificateParams, DistinguishedName, DnType, PublicKeyData};
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PublicKeyData};
 use rustls::pki_types::CertificateDer;
 use x509_parser::{certificate::X509Certificate, prelude::FromDer};
 
@@ -249,8 +249,14 @@ impl FleetState {
             Revocations::parse_verified(crl_der, &ca).map_err(EnrollError::BadPolicy)?;
         let tokens = checked_tokens(tokens)?;
         let _writing = self.writing.lock().await;
-        let have = self.revocations().number;
-        if revocations.number < have {
+        let current = self.revocations();
+        let have = current.number;
+        // Numbers only move forward; the same number must be the same list
+        // (two copies of a CA directory that drifted apart could otherwise
+        // un-revoke each other).
+        if revocations.number < have
+            || (revocations.number == have && have > 0 && revocations.serials != current.serials)
+        {
             return Err(EnrollError::StaleList {
                 have,
                 got: revocations.number,
@@ -263,78 +269,108 @@ impl FleetState {
     }
 
     fn csr(&self) -> Result<Vec<u8>, EnrollError> {
-        let key = self.key_pair().map_err(EnrollError::Internal)?;
-        let mut params = CertificateParams::default();
-        let mut name = DistinguishedName::new();
-        name.push(DnType::CommonName, crate::server::system::hostname());
-        params.distinguished_name = name;
-        let csr = params
-            .serialize_request(&key)
-            .map_err(|e| EnrollError::Internal(e.to_string()))?;
-        Ok(csr.der().to_vec())
+        request_der(&self.key_pair().map_err(EnrollError::Internal)?)
     }
 
-    /// Checks that `cert_der` is for this agent's key, signed by `ca_der`
-    /// (a CA), valid now, and usable to serve TLS.
     fn check_issued(&self, cert_der: &[u8], ca_der: &[u8]) -> Result<CertFacts, EnrollError> {
-        let bad = |reason: &str| EnrollError::BadCertificate(reason.to_owned());
-        let (_, cert) =
-            X509Certificate::from_der(cert_der).map_err(|_| bad("not a certificate"))?;
-        let (_, ca) =
-            X509Certificate::from_der(ca_der).map_err(|_| bad("the CA is not a certificate"))?;
-        if !ca.is_ca() {
-            return Err(bad("the CA certificate is not a CA"));
-        }
-        let own = self
-            .key_pair()
-            .map_err(EnrollError::Internal)?
-            .subject_public_key_info();
-        if cert.public_key().raw != own.as_slice() {
-            return Err(bad("it is for another key than this agent's"));
-        }
-        if cert.issuer() != ca.subject() || cert.verify_signature(Some(ca.public_key())).is_err() {
-            return Err(bad("it is not signed by the CA sent with it"));
-        }
-        if !cert.validity().is_valid() {
-            return Err(bad("it is not valid now (check the clocks)"));
-        }
-        let serves = cert
-            .extended_key_usage()
-            .ok()
-            .flatten()
-            .is_none_or(|eku| eku.value.server_auth || eku.value.any);
-        if !serves {
-            return Err(bad("it may not be used to serve TLS"));
-        }
-        CertFacts::parse(cert_der).map_err(EnrollError::BadCertificate)
+        check_issued(
+            &self.key_pair().map_err(EnrollError::Internal)?,
+            cert_der,
+            ca_der,
+        )
     }
 
     fn write_policy(&self, crl_der: Option<&[u8]>, tokens: &AccessFile) -> Result<(), EnrollError> {
-        if let Some(der) = crl_der {
-            self.write(files::CRL, der, 0o644)?;
-        }
-        let body = toml::to_string(tokens).map_err(|e| EnrollError::Internal(e.to_string()))?;
-        let text = format!(
-            "# The fleet's tokens, as SHA-256 hashes, as the operator last pushed them\n\
-             # (vigie pki push). Written by the agent: changes here are overwritten.\n{body}"
-        );
-        self.write(files::TOKENS, text.as_bytes(), 0o600)
+        write_policy(self.dir(), crl_der, tokens)
     }
 
     fn write(&self, name: &str, contents: &[u8], mode: u32) -> Result<(), EnrollError> {
-        let path = self.dir().file(name);
-        crate::atomic_file::replace(&path, contents, mode)
-            .map_err(|e| EnrollError::Internal(format!("{}: {e}", path.display())))
+        write(self.dir(), name, contents, mode)
     }
 }
 
 /// The fleet's tokens after the access file's own checks (names, hashes,
 /// no identity twice).
-fn checked_tokens(tokens: Vec<TokenEntry>) -> Result<AccessFile, EnrollError> {
+pub(super) fn checked_tokens(tokens: Vec<TokenEntry>) -> Result<AccessFile, EnrollError> {
     let file = AccessFile {
         tokens,
         certificates: Vec::new(),
     };
     let text = toml::to_string(&file).map_err(|e| EnrollError::BadPolicy(e.to_string()))?;
     AccessFile::parse(&text).map_err(|e| EnrollError::BadPolicy(format!("tokens: {e}")))
+}
+
+/// Checks that `cert_der` is for this agent's key, signed by `ca_der`
+/// (a CA), valid now, and usable to serve TLS.
+pub(super) fn check_issued(
+    key: &KeyPair,
+    cert_der: &[u8],
+    ca_der: &[u8],
+) -> Result<CertFacts, EnrollError> {
+    let bad = |reason: &str| EnrollError::BadCertificate(reason.to_owned());
+    let (_, cert) = X509Certificate::from_der(cert_der).map_err(|_| bad("not a certificate"))?;
+    let (_, ca) =
+        X509Certificate::from_der(ca_der).map_err(|_| bad("the CA is not a certificate"))?;
+    if !ca.is_ca() {
+        return Err(bad("the CA certificate is not a CA"));
+    }
+    let own = key.subject_public_key_info();
+    if cert.public_key().raw != own.as_slice() {
+        return Err(bad("it is for another key than this agent's"));
+    }
+    if cert.issuer() != ca.subject() || cert.verify_signature(Some(ca.public_key())).is_err() {
+        return Err(bad("it is not signed by the CA sent with it"));
+    }
+    if !cert.validity().is_valid() {
+        return Err(bad("it is not valid now (check the clocks)"));
+    }
+    let serves = cert
+        .extended_key_usage()
+        .ok()
+        .flatten()
+        .is_none_or(|eku| eku.value.server_auth || eku.value.any);
+    if !serves {
+        return Err(bad("it may not be used to serve TLS"));
+    }
+    CertFacts::parse(cert_der).map_err(EnrollError::BadCertificate)
+}
+
+/// A certificate request (PKCS #10, DER) for `key`, naming this host.
+pub(super) fn request_der(key: &KeyPair) -> Result<Vec<u8>, EnrollError> {
+    let mut params = CertificateParams::default();
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, crate::server::system::hostname());
+    params.distinguished_name = name;
+    let csr = params
+        .serialize_request(key)
+        .map_err(|e| EnrollError::Internal(e.to_string()))?;
+    Ok(csr.der().to_vec())
+}
+
+/// Writes the revocation list (if any) and the fleet tokens.
+pub(super) fn write_policy(
+    dir: &super::FleetDir,
+    crl_der: Option<&[u8]>,
+    tokens: &AccessFile,
+) -> Result<(), EnrollError> {
+    if let Some(der) = crl_der {
+        write(dir, files::CRL, der, 0o644)?;
+    }
+    let body = toml::to_string(tokens).map_err(|e| EnrollError::Internal(e.to_string()))?;
+    let text = format!(
+        "# The fleet's tokens, as SHA-256 hashes, as the operator last pushed them\n\
+         # (vigie pki push). Written by the agent: changes here are overwritten.\n{body}"
+    );
+    write(dir, files::TOKENS, text.as_bytes(), 0o600)
+}
+
+pub(super) fn write(
+    dir: &super::FleetDir,
+    name: &str,
+    contents: &[u8],
+    mode: u32,
+) -> Result<(), EnrollError> {
+    let path = dir.file(name);
+    crate::atomic_file::replace(&path, contents, mode)
+        .map_err(|e| EnrollError::Internal(format!("{}: {e}", path.display())))
 }

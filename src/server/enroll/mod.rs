@@ -16,6 +16,7 @@
 
 pub mod exchange;
 pub mod join;
+pub mod offline;
 pub mod state;
 
 pub use exchange::{Challenge, EnrollError, Finish};

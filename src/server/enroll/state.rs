@@ -61,7 +61,14 @@ pub struct FleetState {
     /// How often refused enrollments are audited one by one: they come
     /// from callers without credentials.
     pub refusals: crate::server::audit::RateLimit,
+    /// The identities client certificates carried, by serial (bounded).
+    carried:
+        std::sync::Mutex<std::collections::HashMap<Vec<u8>, std::collections::HashSet<String>>>,
 }
+
+/// Most certificates whose identities are remembered; past it the memory
+/// starts again (a revocation then ends only what is noted since).
+const MOST_NOTED: usize = 4096;
 
 impl std::fmt::Debug for FleetState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -127,6 +134,7 @@ impl FleetState {
             tokens: RwLock::new(tokens),
             writing: tokio::sync::Mutex::new(()),
             refusals: crate::server::audit::RateLimit::new(50, 5),
+            carried: std::sync::Mutex::default(),
         })
     }
 
@@ -168,6 +176,36 @@ impl FleetState {
             .is_revoked(serial)
     }
 
+    /// Notes that the certificate `serial` carried `identity` on a call.
+    pub fn note_certificate(&self, serial: &[u8], identity: &str) {
+        let mut carried = self.carried.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = carried.get(serial)
+            && known.contains(identity)
+        {
+            return;
+        }
+        if carried.len() >= MOST_NOTED {
+            carried.clear();
+        }
+        carried
+            .entry(serial.to_vec())
+            .or_default()
+            .insert(identity.to_owned());
+    }
+
+    /// The identities that certificates revoked by `list` carried.
+    pub fn identities_revoked_by(&self, list: &Revocations) -> Vec<String> {
+        let carried = self.carried.lock().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<String> = carried
+            .iter()
+            .filter(|(serial, _)| list.is_revoked(serial))
+            .flat_map(|(_, names)| names.iter().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// The revocation list in force.
     pub fn revocations(&self) -> Revocations {
         self.revocations
@@ -199,7 +237,7 @@ impl FleetState {
 
 /// Reads the agent's key, or makes one (P-256, mode 0600) on first start.
 /// The key never leaves this file and this process.
-fn load_or_make_key(path: &Path) -> Result<String, FleetError> {
+pub(super) fn load_or_make_key(path: &Path) -> Result<String, FleetError> {
     match std::fs::read_to_string(path) {
         Ok(pem) => {
             KeyPair::from_pem(&pem).map_err(|e| file_error(path)(e.to_string()))?;
@@ -222,6 +260,11 @@ fn load_or_make_key(path: &Path) -> Result<String, FleetError> {
         }
         Err(e) => Err(file_error(path)(e.to_string())),
     }
+}
+
+/// The key pair of a PEM key.
+pub(super) fn key_pair_of(pem: &str) -> Result<KeyPair, FleetError> {
+    KeyPair::from_pem(pem).map_err(|e| FleetError::Key(e.to_string()))
 }
 
 fn key_der(pem: &str) -> Result<PrivateKeyDer<'static>, FleetError> {
