@@ -716,3 +716,104 @@ async fn two_lists_with_one_number_and_shared_names_are_refused() -> TestResult 
     );
     Ok(())
 }
+
+/// The air-gapped path: the host's request goes out, a bundle of public
+/// files comes back, the host checks it and serves it; a bundle made for
+/// another key is refused.
+#[tokio::test]
+async fn an_air_gapped_host_enrolls_with_a_request_and_a_bundle() -> TestResult {
+    use vigie::server::enroll::offline;
+    let dir = tempfile::tempdir()?;
+    let ca = FleetCa::init(&dir.path().join("pki"))?;
+    ca.add_token("ci", Role::Viewer)?;
+    let host_dir = FleetDir::new(dir.path().join("host"));
+    let request = offline::request(&host_dir)?;
+    assert!(
+        request.starts_with("-----BEGIN CERTIFICATE REQUEST-----"),
+        "{request}"
+    );
+    let bundle = dir.path().join("bundle");
+    ca.sign_host_bundle(
+        request.as_bytes(),
+        "vault",
+        "127.0.0.1",
+        Duration::from_secs(86_400),
+        &bundle,
+    )?;
+    assert_invariants(&bundle);
+
+    // A bundle for another host's key does not go in.
+    let other = FleetDir::new(dir.path().join("other"));
+    let foreign = dir.path().join("foreign");
+    ca.sign_host_bundle(
+        offline::request(&other)?.as_bytes(),
+        "vault",
+        "127.0.0.1",
+        Duration::from_secs(60),
+        &foreign,
+    )?;
+    let refused = offline::import(&host_dir, &foreign).expect_err("another key");
+    assert!(refused.to_string().contains("another key"), "{refused}");
+    assert!(!host_dir.is_enrolled());
+
+    let facts = offline::import(&host_dir, &bundle)?;
+    assert_eq!(facts.subject, "CN=vault");
+    assert!(host_dir.is_enrolled());
+    assert_invariants(host_dir.root());
+    let agent = TestAgent::with_config(|c| c.fleet_dir = Some(host_dir.root().to_owned()));
+    let alice = ca.add_operator("alice", Role::Admin, Duration::from_secs(600), false)?;
+    let settings = ConnectionSettings {
+        ca: Some(ca.dir().join("ca.pem")),
+        cert: Some(alice.cert.clone()),
+        key: Some(alice.key.clone()),
+        ..ConnectionSettings::default()
+    };
+    let client = AgentClient::connect_with(&loopback(agent.addr()), &settings).await?;
+    assert_eq!(client.connection_info().await?.identity, "cert:CN=alice");
+    Ok(())
+}
+
+/// The per-host cost of enrollment, measured (ignored: run it with
+/// `cargo test --release --test enrollment -- --ignored --nocapture`):
+/// the whole exchange against a fresh agent on loopback, and the fleet
+/// CA's share (signing one request), each the median of 30.
+#[tokio::test]
+#[ignore = "a measurement, not a check"]
+async fn enrollment_cost() -> TestResult {
+    const RUNS: usize = 30;
+    let mut exchange = Vec::new();
+    let mut signing = Vec::new();
+    for _ in 0..RUNS {
+        let fleet = Fleet::new();
+        let started = std::time::Instant::now();
+        fleet.enroll().await?;
+        exchange.push(started.elapsed());
+        let request =
+            vigie::server::enroll::offline::request(&FleetDir::new(fleet.agent_dir.join("spare")))?;
+        let der = {
+            use rustls::pki_types::{CertificateSigningRequestDer, pem::PemObject};
+            CertificateSigningRequestDer::from_pem_slice(request.as_bytes())?
+                .as_ref()
+                .to_vec()
+        };
+        let started = std::time::Instant::now();
+        fleet
+            .ca
+            .sign_agent(&der, "spare", "127.0.0.1", Duration::from_secs(60))?;
+        signing.push(started.elapsed());
+    }
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        (v[v.len() / 2], v[v.len() * 9 / 10])
+    };
+    let (e50, e90) = median(exchange);
+    let (s50, s90) = median(signing);
+    eprintln!(
+        "enrollment over loopback: median {:.2} ms, p90 {:.2} ms; the CA's signing (ledger and list included): median {:.2} ms, p90 {:.2} ms",
+        e50.as_secs_f64() * 1e3,
+        e90.as_secs_f64() * 1e3,
+        s50.as_secs_f64() * 1e3,
+        s90.as_secs_f64() * 1e3
+    );
+    Ok(())
+}

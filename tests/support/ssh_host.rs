@@ -48,8 +48,9 @@
 //! What is not private: the process table (so that `ip netns pids` finds,
 //! and a test can see, what a host runs), and the rest of the file system
 //! (/usr, /var/lib, /home…): a command that writes there writes on this
-//! machine. Root's password field must not be locked (`!`), since sshd
-//! without PAM refuses a locked account even for key logins; Debian's
+//! machine. sshd without PAM refuses a locked account (`!` in the password
+//! field) even for key logins, so a host whose root is locked gets its own
+//! /etc/shadow with root's field `*` in its /etc layer; Debian's
 //! default (`*`) is fine.
 //!
 //! Nothing is left behind: the mounts exist only in the host's mount
@@ -150,6 +151,7 @@ impl SshHost {
             set_mode(&upper, mode);
             fs::create_dir_all(dir.join("work").join(relative(place))).expect("a work directory");
         }
+        unlock_root(&dir.join("fs/etc"));
         let run = dir.join("fs/run");
         for (path, mode) in [
             (dir.join("fs/tmp"), 0o1777),
@@ -548,4 +550,31 @@ fn set_mode(path: &Path, mode: u32) {
 fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).is_file()))
+}
+
+/// sshd without PAM refuses key logins to a locked account (a password
+/// field starting with `!`), which some images give root. The host's own
+/// /etc layer then gets a copy of /etc/shadow with root's field `*` (no
+/// password, not locked); this machine's file is never touched.
+fn unlock_root(etc_upper: &Path) {
+    let Ok(shadow) = fs::read_to_string("/etc/shadow") else {
+        return;
+    };
+    let locked = shadow.lines().any(|l| l.starts_with("root:!"));
+    if !locked {
+        return;
+    }
+    let unlocked: String = shadow
+        .lines()
+        .map(|line| match line.strip_prefix("root:") {
+            Some(rest) => {
+                let after = rest.split_once(':').map_or("", |(_, after)| after);
+                format!("root:*:{after}\n")
+            }
+            None => format!("{line}\n"),
+        })
+        .collect();
+    let copy = etc_upper.join("shadow");
+    fs::write(&copy, unlocked).expect("the host's shadow");
+    set_mode(&copy, 0o640);
 }
