@@ -638,12 +638,7 @@ async fn revocation_ends_what_the_certificate_has_open() -> TestResult {
     fleet.ca.revoke("bob")?;
     enroll::push(&admin, enroll::policy_of(&fleet.ca)?).await?;
     let ended = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match samples.next().await {
-                Some(Ok(_)) => continue,
-                _ => break,
-            }
-        }
+        while let Some(Ok(_)) = samples.next().await {}
     })
     .await;
     assert!(ended.is_ok(), "the stream of a revoked certificate ends");

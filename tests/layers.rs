@@ -57,7 +57,6 @@ fn only_the_adapters_of_the_agent_know_grpc() {
         "src/server/fleet_service.rs",
         "src/server/error.rs",
         "src/server/layer.rs",
-        "src/server/security.rs",
         "src/server/net.rs",
         "src/server/mod.rs",
     ];
