@@ -154,6 +154,18 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// Whether a name may be a token holder's or an operator's: it becomes an
+/// identity (`token:NAME`, `CN=NAME`) and part of file names, so only
+/// letters, digits, `.`, `_` and `-`, starting with a letter or a digit,
+/// at most 64 of them.
+pub fn is_valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// PEM text of one DER object, e.g. `pem("CERTIFICATE", der)`.
 pub fn pem(label: &str, der: &[u8]) -> Vec<u8> {
     let body = base64::engine::general_purpose::STANDARD.encode(der);

@@ -45,14 +45,17 @@ fn deploy_three_hosts_from_zero_then_roles_revocation_and_renewal() -> TestResul
     let init = run(scratch.vigie().args(["pki", "init", "--name", "alice"]));
     assert!(init.status.success(), "{}", stderr(&init));
     let config = fleet.config();
-    let deploy = run(vigie(&[
-        "--json",
-        "deploy",
-        "--agent",
-        env!("CARGO_BIN_EXE_vigie-agent"),
-        "--ssh-config",
-    ])
-    .arg(&config));
+    let deploy_all = || {
+        run(vigie(&[
+            "--json",
+            "deploy",
+            "--agent",
+            env!("CARGO_BIN_EXE_vigie-agent"),
+            "--ssh-config",
+        ])
+        .arg(&config))
+    };
+    let deploy = deploy_all();
     let deploy_took = deploy_started.elapsed();
     assert!(
         deploy.status.success(),
@@ -144,14 +147,7 @@ fn deploy_three_hosts_from_zero_then_roles_revocation_and_renewal() -> TestResul
     }
 
     // A second deploy leaves every enrolled host alone.
-    let again = run(vigie(&[
-        "--json",
-        "deploy",
-        "--agent",
-        env!("CARGO_BIN_EXE_vigie-agent"),
-        "--ssh-config",
-    ])
-    .arg(&config));
+    let again = deploy_all();
     assert!(again.status.success(), "{}", stderr(&again));
     for line in json_lines(&again) {
         assert_eq!(line["status"], "unchanged", "{line}");

@@ -94,6 +94,16 @@ impl Fleet {
         AgentClient::connect_with(&self.address(), &settings).await
     }
 
+    /// An enrolled fleet and an admin's client of it.
+    async fn enrolled_with_admin() -> Result<(Self, AgentClient), Box<dyn std::error::Error>> {
+        let fleet = Self::new();
+        fleet.enroll().await?;
+        let admin = fleet
+            .client_as(&fleet.operator("alice", Role::Admin))
+            .await?;
+        Ok((fleet, admin))
+    }
+
     fn audit_events(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.audit)
             .unwrap_or_default()
@@ -313,11 +323,7 @@ async fn an_expired_code_is_refused() -> TestResult {
 
 #[tokio::test]
 async fn roles_come_from_certificates_and_revocation_reaches_open_connections() -> TestResult {
-    let fleet = Fleet::new();
-    fleet.enroll().await?;
-    let admin = fleet
-        .client_as(&fleet.operator("alice", Role::Admin))
-        .await?;
+    let (fleet, admin) = Fleet::enrolled_with_admin().await?;
     let viewer = fleet
         .client_as(&fleet.operator("bob", Role::Viewer))
         .await?;
@@ -363,11 +369,7 @@ async fn roles_come_from_certificates_and_revocation_reaches_open_connections() 
 
 #[tokio::test]
 async fn a_list_not_signed_by_the_fleet_ca_is_refused() -> TestResult {
-    let fleet = Fleet::new();
-    fleet.enroll().await?;
-    let admin = fleet
-        .client_as(&fleet.operator("alice", Role::Admin))
-        .await?;
+    let (_fleet, admin) = Fleet::enrolled_with_admin().await?;
     let dir = tempfile::tempdir()?;
     let other = FleetCa::init(&dir.path().join("pki"))?;
     let forged = enroll::push(&admin, enroll::policy_of(&other)?)
@@ -623,11 +625,7 @@ async fn tokens_need_a_valid_fleet_certificate_under_them() -> TestResult {
 /// stream here) ends when the list arrives, not at its next call.
 #[tokio::test]
 async fn revocation_ends_what_the_certificate_has_open() -> TestResult {
-    let fleet = Fleet::new();
-    fleet.enroll().await?;
-    let admin = fleet
-        .client_as(&fleet.operator("alice", Role::Admin))
-        .await?;
+    let (fleet, admin) = Fleet::enrolled_with_admin().await?;
     let viewer = fleet
         .client_as(&fleet.operator("bob", Role::Viewer))
         .await?;
@@ -677,11 +675,7 @@ async fn a_certificate_answers_only_for_its_own_host() -> TestResult {
 /// and an operator must be said which.
 #[tokio::test]
 async fn two_lists_with_one_number_and_shared_names_are_refused() -> TestResult {
-    let fleet = Fleet::new();
-    fleet.enroll().await?;
-    let admin = fleet
-        .client_as(&fleet.operator("alice", Role::Admin))
-        .await?;
+    let (fleet, admin) = Fleet::enrolled_with_admin().await?;
     fleet.operator("bob", Role::Viewer);
     fleet.operator("carol", Role::Viewer);
     let copy = tempfile::tempdir()?;

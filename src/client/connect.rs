@@ -180,13 +180,7 @@ pub async fn enrollment_channel(address: &Address) -> Result<(Channel, Captured)
         address: address.to_string(),
         reason,
     };
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| invalid(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    let config = tls_config(provider, verifier).map_err(invalid)?;
     let server_name = ServerName::try_from(address.host.clone())
         .unwrap_or_else(|_| ServerName::try_from("vigie-agent").expect("a valid name"));
     let prepared = Prepared {
@@ -317,13 +311,7 @@ fn prepare(
             ));
         }
     };
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| invalid(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    let config = tls_config(provider, verifier).map_err(invalid)?;
     let name = settings
         .server_name
         .clone()
@@ -338,6 +326,22 @@ fn prepare(
             server_name,
         }),
     })
+}
+
+/// The rustls client settings every connection uses: our verifier, the
+/// client certificate handed out by the connector, HTTP/2 by ALPN.
+fn tls_config(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    verifier: Arc<Verifier>,
+) -> Result<rustls::ClientConfig, String> {
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {

@@ -111,16 +111,7 @@ pub async fn enroll(
             &challenge.agent_nonce,
             &certificate_der,
         );
-        let tokens = ca
-            .ledger()?
-            .tokens
-            .into_iter()
-            .map(|t| proto::FleetToken {
-                name: t.name,
-                role: t.role.as_str().to_owned(),
-                sha256: t.sha256,
-            })
-            .collect();
+        let tokens = fleet_tokens(ca)?;
         let finish = proto::EnrollFinish {
             client_proof,
             certificate_der,
@@ -193,17 +184,22 @@ pub struct Pushed {
 pub fn policy_of(ca: &FleetCa) -> Result<proto::PushPolicyRequest, super::pki::PkiError> {
     Ok(proto::PushPolicyRequest {
         crl_der: ca.crl_der()?,
-        tokens: ca
-            .ledger()?
-            .tokens
-            .into_iter()
-            .map(|t| proto::FleetToken {
-                name: t.name,
-                role: t.role.as_str().to_owned(),
-                sha256: t.sha256,
-            })
-            .collect(),
+        tokens: fleet_tokens(ca)?,
     })
+}
+
+/// The fleet's tokens as the agents get them: names, roles and hashes.
+fn fleet_tokens(ca: &FleetCa) -> Result<Vec<proto::FleetToken>, super::pki::PkiError> {
+    Ok(ca
+        .ledger()?
+        .tokens
+        .into_iter()
+        .map(|t| proto::FleetToken {
+            name: t.name,
+            role: t.role.as_str().to_owned(),
+            sha256: t.sha256,
+        })
+        .collect())
 }
 
 /// Pushes `policy` to one agent (the caller must be an admin).

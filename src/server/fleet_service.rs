@@ -34,11 +34,7 @@ pub fn exchange(
     renew: bool,
 ) -> Result<Response<EnrollStream>, Status> {
     let fleet = fleet_of(state)?;
-    let peer = peer_of(&request);
-    let identity = request
-        .extensions()
-        .get::<Identity>()
-        .map(|i| i.name.clone());
+    let (peer, identity) = caller_of(&request);
     let mut inbound = request.into_inner();
     let (sender, receiver) = mpsc::channel(2);
     let audit = state.audit.clone();
@@ -139,11 +135,7 @@ pub async fn push_policy(
     request: Request<proto::PushPolicyRequest>,
 ) -> Result<Response<proto::PushPolicyResponse>, Status> {
     let fleet = fleet_of(state)?;
-    let peer = peer_of(&request);
-    let identity = request
-        .extensions()
-        .get::<Identity>()
-        .map(|i| i.name.clone());
+    let (peer, identity) = caller_of(&request);
     let request = request.into_inner();
     let tokens = tokens_of(request.tokens)?;
     let names: Vec<String> = tokens.iter().map(|t| t.name.clone()).collect();
@@ -200,12 +192,16 @@ fn fleet_of(state: &AgentState) -> Result<Arc<FleetState>, Status> {
     })
 }
 
-fn peer_of<T>(request: &Request<T>) -> Option<String> {
-    request
-        .extensions()
-        .get::<ConnInfo>()
-        .and_then(|info| info.peer)
-        .map(|peer| peer.to_string())
+/// Where a request comes from and who sent it, for the audit records.
+fn caller_of<T>(request: &Request<T>) -> (Option<String>, Option<String>) {
+    let extensions = request.extensions();
+    (
+        extensions
+            .get::<ConnInfo>()
+            .and_then(|info| info.peer)
+            .map(|peer| peer.to_string()),
+        extensions.get::<Identity>().map(|i| i.name.clone()),
+    )
 }
 
 fn protocol(text: &str) -> Error {

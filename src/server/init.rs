@@ -232,12 +232,7 @@ pub fn add_token(access_path: &Path, name: &str, role: Role) -> Result<TokenAdde
 /// letters, digits, `.`, `_` and `-` are allowed, starting with a letter or
 /// a digit, at most 64 of them.
 pub fn check_name(name: &str) -> Result<(), InitError> {
-    let valid = (1..=64).contains(&name.len())
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if valid {
+    if crate::pki::is_valid_name(name) {
         Ok(())
     } else {
         Err(InitError::BadTokenName(name.to_owned()))

@@ -434,13 +434,7 @@ fn is_dns_name(name: &str) -> bool {
 pub fn check_name(name: &str) -> Result<(), PkiError> {
     // `vigie-…` subjects are what `vigie-agent init` maps in access files
     // (CN=vigie-admin): a fleet operator must not be mistaken for one.
-    let valid = (1..=64).contains(&name.len())
-        && !name.starts_with("vigie-")
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if valid {
+    if crate::pki::is_valid_name(name) && !name.starts_with("vigie-") {
         Ok(())
     } else {
         Err(PkiError::BadName(name.to_owned()))
