@@ -34,6 +34,9 @@ pub struct SshOptions {
     pub sudo: bool,
     /// Dial the hosts file's address rather than the host's name.
     pub by_address: bool,
+    /// A private directory (0700) for ssh's control sockets: each host's
+    /// steps share one ssh connection (one handshake and login, not four).
+    pub control_dir: Option<PathBuf>,
 }
 
 /// What a deployment does.
@@ -126,13 +129,30 @@ pub async fn deploy_host(
     options: &DeployOptions,
     step: impl Fn(Step),
 ) -> Result<Deployed, Failed> {
-    let started = Instant::now();
     let target = if options.ssh.by_address {
         host.entry.address.clone()
     } else {
         host.name().to_owned()
     };
-    let ssh = |script: &str| ssh_command(&options.ssh, &target, script);
+    let result = deploy_steps(ca, host, options, &target, step).await;
+    if options.ssh.control_dir.is_some() {
+        // The shared connection ends with the host's deployment.
+        let mut exit = ssh_base(&options.ssh);
+        exit.args(["-O", "exit", "--"]).arg(&target);
+        let _ = run(exit, None, Duration::from_secs(5)).await;
+    }
+    result
+}
+
+async fn deploy_steps(
+    ca: &FleetCa,
+    host: &Host,
+    options: &DeployOptions,
+    target: &str,
+    step: impl Fn(Step),
+) -> Result<Deployed, Failed> {
+    let started = Instant::now();
+    let ssh = |script: &str| ssh_command(&options.ssh, target, script);
 
     step(Step::Look);
     let looked = run(ssh(LOOK), None, Duration::from_secs(30))
@@ -226,6 +246,13 @@ fn is_temp_path(path: &str) -> bool {
 }
 
 fn ssh_command(options: &SshOptions, target: &str, script: &str) -> Command {
+    let mut command = ssh_base(options);
+    command.arg("--").arg(target).arg(script);
+    command
+}
+
+/// ssh with the options every deployment step uses, before the target.
+fn ssh_base(options: &SshOptions) -> Command {
     let mut command = Command::new("ssh");
     if let Some(config) = &options.config {
         command.arg("-F").arg(config);
@@ -244,10 +271,15 @@ fn ssh_command(options: &SshOptions, target: &str, script: &str) -> Command {
         "-o",
         "PermitLocalCommand=no",
     ]);
+    if let Some(dir) = &options.control_dir {
+        command
+            .args(["-o", "ControlMaster=auto", "-o"])
+            .arg(format!("ControlPath={}/%C", dir.display()))
+            .args(["-o", "ControlPersist=30"]);
+    }
     for option in &options.options {
         command.arg("-o").arg(option);
     }
-    command.arg("--").arg(target).arg(script);
     command.kill_on_drop(true);
     command
 }

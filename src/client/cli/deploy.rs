@@ -68,6 +68,11 @@ pub(super) async fn run(
                 "no vigie-agent binary beside vigie or on PATH: give --agent FILE".into(),
             )
         })?;
+    // ssh's control sockets, private to this run.
+    let control = tempfile::Builder::new()
+        .prefix("vigie-deploy-")
+        .tempdir()
+        .map_err(|e| CliError::Usage(format!("a temporary directory: {e}")))?;
     let options = Arc::new(DeployOptions {
         agent,
         ssh: SshOptions {
@@ -75,6 +80,7 @@ pub(super) async fn run(
             options: args.ssh_options.clone(),
             sudo: args.sudo,
             by_address: args.ssh_by_address,
+            control_dir: Some(control.path().to_owned()),
         },
         force: args.force,
         validity: args.valid,
