@@ -41,9 +41,66 @@ fn deploy_three_hosts_from_zero_then_roles_revocation_and_renewal() -> TestResul
         command
     };
 
+    // A fourth host that cannot be reached (ssh to a closed port on
+    // loopback): it fails at its first step, and the others go on.
+    let with_ghost = scratch.path("hosts-and-ghost.txt");
+    std::fs::write(
+        &with_ghost,
+        format!(
+            "{}ghost=127.0.0.1:1\n",
+            std::fs::read_to_string(&hosts_file)?
+        ),
+    )?;
+    let ssh_with_ghost = scratch.path("ssh-and-ghost.config");
+    std::fs::write(
+        &ssh_with_ghost,
+        format!(
+            "Host ghost\n    HostName 127.0.0.1\n    Port 1\n\n{}",
+            std::fs::read_to_string(fleet.config())?
+        ),
+    )?;
+
     let deploy_started = Instant::now();
     let init = run(scratch.vigie().args(["pki", "init", "--name", "alice"]));
     assert!(init.status.success(), "{}", stderr(&init));
+    let deploy = run(scratch
+        .vigie()
+        .arg("--hosts")
+        .arg(&with_ghost)
+        .args([
+            "--json",
+            "deploy",
+            "--agent",
+            env!("CARGO_BIN_EXE_vigie-agent"),
+            "--ssh-config",
+        ])
+        .arg(&ssh_with_ghost));
+    let deploy_took = deploy_started.elapsed();
+    assert_eq!(deploy.status.code(), Some(1), "{}", stderr(&deploy));
+    let results = json_lines(&deploy);
+    assert_eq!(results.len(), 4, "{results:?}");
+    let ghost = results
+        .iter()
+        .find(|l| l["host"] == "ghost")
+        .ok_or("ghost's line")?;
+    assert_eq!(
+        (&ghost["status"], &ghost["step"]),
+        (&"failed".into(), &"look".into()),
+        "{ghost}"
+    );
+    for line in results.iter().filter(|l| l["host"] != "ghost") {
+        assert_eq!(line["status"], "deployed", "{line}");
+    }
+    let per_host: Vec<u64> = results
+        .iter()
+        .filter_map(|l| l["took_ms"].as_u64())
+        .collect();
+    eprintln!(
+        "test hosts ready in {:.1} s; pki init + deploy of 3 hosts (and a fourth that fails) in {:.1} s (per host {per_host:?} ms)",
+        hosts_ready.as_secs_f64(),
+        deploy_took.as_secs_f64()
+    );
+
     let config = fleet.config();
     let deploy_all = || {
         run(vigie(&[
@@ -55,29 +112,6 @@ fn deploy_three_hosts_from_zero_then_roles_revocation_and_renewal() -> TestResul
         ])
         .arg(&config))
     };
-    let deploy = deploy_all();
-    let deploy_took = deploy_started.elapsed();
-    assert!(
-        deploy.status.success(),
-        "{}\n{}",
-        stdout(&deploy),
-        stderr(&deploy)
-    );
-    let results = json_lines(&deploy);
-    assert_eq!(results.len(), 3, "{results:?}");
-    for line in &results {
-        assert_eq!(line["status"], "deployed", "{line}");
-    }
-    let per_host: Vec<u64> = results
-        .iter()
-        .filter_map(|l| l["took_ms"].as_u64())
-        .collect();
-    eprintln!(
-        "test hosts ready in {:.1} s; pki init + deploy of 3 hosts in {:.1} s (per host {per_host:?} ms)",
-        hosts_ready.as_secs_f64(),
-        deploy_took.as_secs_f64()
-    );
-
     // Every host answers over mutual TLS, as itself.
     let ran = run(&mut vigie(&["--json", "exec", "--", "hostname"]));
     assert!(ran.status.success(), "{}", stderr(&ran));
