@@ -134,7 +134,8 @@ async fn fan_out_to_fifty_agents_with_mixed_outcomes() -> TestResult {
             skipped: 5,
             unreachable: 5,
             lost: 0,
-            cancelled: 0
+            cancelled: 0,
+            not_run: 0
         }
     );
     assert!(started.elapsed() < Duration::from_secs(15));
@@ -367,6 +368,7 @@ fn the_history_survives_concurrent_writers() -> TestResult {
                             command: format!("writer {w} entry {i}"),
                             targets: vec![format!("w{w}")],
                             results: vec![record],
+                            rollout: None,
                         })
                         .expect("appended");
                 }

@@ -48,6 +48,23 @@ pub struct Entry {
     pub targets: Vec<String>,
     /// What happened on each host.
     pub results: Vec<HostRecord>,
+    /// The plan of a staged run, and where it stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutRecord>,
+}
+
+/// What the history keeps of a rollout: enough to resume it on the hosts
+/// it did not reach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutRecord {
+    /// What was asked (batches, canary, limit, pause, order and seed).
+    pub spec: crate::client::run::RolloutSpec,
+    /// Why it stopped early, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
+    /// The hosts it did not reach, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_run: Vec<String>,
 }
 
 impl Entry {
@@ -378,6 +395,7 @@ mod tests {
                 output: "hi\n".into(),
                 output_truncated: false,
             }],
+            rollout: None,
         }
     }
 

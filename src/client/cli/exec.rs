@@ -17,13 +17,20 @@ use std::{
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::{CliError, Context, output::Printer};
+use super::{
+    CliError, Context,
+    output::Printer,
+    staged::{self, Source},
+};
 use crate::{
     client::{
-        fleet::RunOptions,
-        history::EntryKind,
+        fleet::{RolloutEvent, RunOptions},
+        history::{EntryKind, RolloutRecord},
         ranges,
-        run::{GATHER_KEPT, HISTORY_KEPT, HostOutcome, HostResult, Run, RunEvent, Summary},
+        run::{
+            GATHER_KEPT, HISTORY_KEPT, HostOutcome, HostResult, Plan, RolloutSpec, Run, RunEvent,
+            Summary,
+        },
         text::{visible, visible_bytes},
     },
     command::{ExecRequest, OutputStream, Shell},
@@ -36,6 +43,11 @@ pub struct ExecArgs {
     /// once, with their names (like clush -b).
     #[arg(short = 'b', long = "gather")]
     pub gather: bool,
+
+    /// Gather, then show the largest group of identical output as the
+    /// reference and every other group as a unified diff against it.
+    #[arg(long)]
+    pub diff: bool,
 
     /// Time limit per host (e.g. 30s, 5m); the command is killed after it.
     #[arg(short, long, value_parser = humantime::parse_duration)]
@@ -59,6 +71,10 @@ pub struct ExecArgs {
         value_name = "COMMAND"
     )]
     pub command: Vec<String>,
+
+    /// Staged runs.
+    #[command(flatten)]
+    pub rollout: super::staged::RolloutArgs,
 }
 
 pub(super) async fn run(
@@ -99,7 +115,26 @@ pub(super) async fn run(
         stdin,
         ..ExecRequest::default()
     };
-    Ok(execute(context, request, args.gather, args.timeout, printer).await)
+    let rollout = args.rollout.spec();
+    let view = if args.diff {
+        View::Diff
+    } else if args.gather {
+        View::Gather
+    } else {
+        View::Lines
+    };
+    Ok(execute(context, request, view, args.timeout, rollout, printer).await)
+}
+
+/// How a run's output is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum View {
+    /// Lines as they come, framed with their host (raw for one host).
+    Lines,
+    /// Hosts with identical results shown once (`-b`).
+    Gather,
+    /// Gathered, then each group as a diff against the largest (`--diff`).
+    Diff,
 }
 
 /// Runs a request on the selected hosts and prints everything; returns the
@@ -107,10 +142,12 @@ pub(super) async fn run(
 pub(super) async fn execute(
     context: &Context,
     request: ExecRequest,
-    gather: bool,
+    view: View,
     deadline: Option<Duration>,
+    rollout: Option<RolloutSpec>,
     printer: &Printer,
 ) -> ExitCode {
+    let gather = view != View::Lines;
     let started = Instant::now();
     let single = context.selection.len() == 1;
     // One host's output goes out as it comes, as with ssh: no lines to
@@ -130,14 +167,35 @@ pub(super) async fn execute(
         head,
         !raw && !gather,
     );
-    let mut run = context.fleet.exec(
-        &context.selection,
-        request,
-        RunOptions {
-            concurrency: context.concurrency,
-            deadline,
-        },
-    );
+    let options = RunOptions {
+        concurrency: context.concurrency,
+        deadline,
+    };
+    let mut source = match &rollout {
+        Some(spec) => {
+            let plan = Plan::new(&context.selection, spec);
+            let text = format!(
+                "rollout of {} hosts in {} batches: {}",
+                context.selection.len(),
+                plan.batches.len(),
+                spec.describe()
+            );
+            if printer.json {
+                printer.json_line(&serde_json::json!({"type": "plan", "plan": text}));
+            } else {
+                printer.note(&printer.dim(&format!("vigie: {text}")));
+            }
+            Source::Staged(context.fleet.rollout(
+                plan,
+                request,
+                options,
+                spec.pause(),
+                spec.confirm,
+            ))
+        }
+        None => Source::Plain(context.fleet.exec(&context.selection, request, options)),
+    };
+    let mut stopped = None;
     let progress = if gather {
         printer.progress(context.selection.len(), "running")
     } else {
@@ -149,15 +207,33 @@ pub(super) async fn execute(
 
     loop {
         let event = tokio::select! {
-            event = run.events.recv() => event,
+            event = source.next() => event,
             _ = &mut ctrl_c, if !interrupted => {
                 interrupted = true;
-                run.cancel();
+                source.cancel();
                 progress.suspend(|| printer.note("vigie: cancelling on every host…"));
                 continue;
             }
         };
         let Some(event) = event else { break };
+        let event = match event {
+            RolloutEvent::Run(event) => event,
+            RolloutEvent::Confirm(answer) => {
+                progress.suspend(|| {
+                    let yes =
+                        super::confirm("vigie: the canary succeeded: go on with the other hosts?");
+                    let _ = answer.send(yes);
+                });
+                continue;
+            }
+            other => {
+                if let RolloutEvent::Stopped { reason, .. } = &other {
+                    stopped = Some(reason.clone());
+                }
+                progress.suspend(|| staged::tell(printer, &other, |h| context.name(h).to_owned()));
+                continue;
+            }
+        };
         if raw && let RunEvent::Output { stream, data, .. } = &event {
             write_raw(*stream, data);
         }
@@ -177,8 +253,10 @@ pub(super) async fn execute(
     }
     progress.finish_and_clear();
 
-    if gather {
-        print_groups(printer, &model);
+    match view {
+        View::Lines => {}
+        View::Gather => print_groups(printer, &model),
+        View::Diff => print_diff(printer, &model),
     }
     let summary = model.summary();
     let elapsed = started.elapsed();
@@ -192,7 +270,21 @@ pub(super) async fn execute(
         let line = format!("{} in {}", summary.line(), super::output::duration(elapsed));
         printer.note(&printer.status(summary.all_good(), &line));
     }
-    record_history(context, printer, &model);
+    let record = rollout.map(|spec| RolloutRecord {
+        spec,
+        stopped,
+        not_run: model
+            .hosts()
+            .iter()
+            .filter(|h| {
+                h.result
+                    .as_ref()
+                    .is_some_and(|r| matches!(r.outcome, HostOutcome::NotRun(_)))
+            })
+            .map(|h| h.name.clone())
+            .collect(),
+    });
+    record_history(context, printer, &model, record);
 
     if interrupted {
         return ExitCode::from(130);
@@ -388,8 +480,70 @@ fn report(printer: &Printer, name: &str, result: &HostResult, single: bool) {
 
 /// With -b: each group of hosts with identical output and status once, its
 /// output (the beginning kept of its first host's, all the same) framed.
+/// `--diff`: the largest group as the reference, shown whole, then every
+/// other group as a unified diff against it, its hosts and status named.
+/// Lines come from hosts, so each is shown through `visible`.
+fn print_diff(printer: &Printer, model: &Run) {
+    let groups = model.groups();
+    let Some((reference, others)) = groups.split_first() else {
+        return;
+    };
+    let label = |group: &crate::client::run::RunGroup| {
+        format!(
+            "{} ({}) {}",
+            ranges::compact(&group.hosts),
+            group.hosts.len(),
+            group.status
+        )
+    };
+    let reference_output = model.hosts()[reference.slots[0]].output.head();
+    if printer.json {
+        for group in others {
+            let output = model.hosts()[group.slots[0]].output.head();
+            printer.json_line(&serde_json::json!({
+                "type": "diff",
+                "reference": reference.hosts,
+                "hosts": group.hosts,
+                "status": group.status,
+                "diff": crate::client::run::unified(reference_output, output, &label(reference), &label(group)),
+            }));
+        }
+        return;
+    }
+    print_groups_of(printer, model, std::slice::from_ref(reference));
+    if others.is_empty() {
+        printer.note(&printer.dim(&format!(
+            "vigie: all {} hosts gave the same result",
+            reference.hosts.len()
+        )));
+    }
+    for group in others {
+        let output = model.hosts()[group.slots[0]].output.head();
+        let mut diff =
+            crate::client::run::unified(reference_output, output, &label(reference), &label(group));
+        if diff.is_empty() {
+            // Same output, another status: the headers alone say it.
+            diff = format!("--- {}\n+++ {}\n", label(reference), label(group));
+        }
+        for line in diff.lines() {
+            let shown = visible(line);
+            let painted = match line.as_bytes().first() {
+                Some(b'-') if !line.starts_with("---") => printer.status(false, &shown),
+                Some(b'+') if !line.starts_with("+++") => printer.status(true, &shown),
+                Some(b'@') => printer.dim(&shown),
+                _ => shown.into_owned(),
+            };
+            printer.line(&painted);
+        }
+    }
+}
+
 fn print_groups(printer: &Printer, model: &Run) {
-    for group in model.groups() {
+    print_groups_of(printer, model, &model.groups());
+}
+
+fn print_groups_of(printer: &Printer, model: &Run, groups: &[crate::client::run::RunGroup]) {
+    for group in groups {
         let first = &model.hosts()[group.slots[0]];
         let (output, total) = (first.output.head(), first.output.total());
         let hosts = ranges::compact(&group.hosts);
@@ -443,10 +597,16 @@ fn print_groups(printer: &Printer, model: &Run) {
     }
 }
 
-fn record_history(context: &Context, printer: &Printer, model: &Run) {
-    let (Some(history), Some(entry)) = (&context.history, model.history_entry()) else {
+fn record_history(
+    context: &Context,
+    printer: &Printer,
+    model: &Run,
+    rollout: Option<RolloutRecord>,
+) {
+    let (Some(history), Some(mut entry)) = (&context.history, model.history_entry()) else {
         return;
     };
+    entry.rollout = rollout;
     if let Err(e) = history.append(&entry) {
         printer.note(&format!("vigie: not recorded in the history: {e}"));
     }

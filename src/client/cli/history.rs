@@ -25,10 +25,16 @@ pub enum HistoryAction {
         /// The entry's number, as `list` shows it.
         id: usize,
     },
-    /// Run an entry's command again on the same hosts.
+    /// Run an entry's command again on the same hosts; a rollout that
+    /// stopped resumes on the hosts it did not reach.
+    #[command(alias = "run")]
     Rerun {
         /// The entry's number.
         id: usize,
+        /// A stopped rollout: run on every host again, not only those it
+        /// did not reach.
+        #[arg(long)]
+        all: bool,
         /// Gather identical output (like exec -b).
         #[arg(short = 'b', long = "gather")]
         gather: bool,
@@ -122,7 +128,7 @@ pub(super) async fn run(
             }
             Ok(ExitCode::SUCCESS)
         }
-        HistoryAction::Rerun { id, gather } => {
+        HistoryAction::Rerun { id, all, gather } => {
             let e = entry(id)?.clone();
             if e.kind != EntryKind::Command {
                 return Err(CliError::Usage(format!(
@@ -130,11 +136,31 @@ pub(super) async fn run(
                     visible(&e.shown_command())
                 )));
             }
-            let context = Context::for_hosts(global, &e.targets, printer).await?;
-            Ok(
-                super::exec::execute(&context, ExecRequest::new(e.command), gather, None, printer)
-                    .await,
+            let (targets, rollout) = match &e.rollout {
+                Some(record) if !all && !record.not_run.is_empty() => {
+                    printer.note(&printer.dim(&format!(
+                        "vigie: resuming entry {id} on the {} hosts it did not reach (--all for every host)",
+                        record.not_run.len()
+                    )));
+                    (record.not_run.clone(), Some(record.spec.clone()))
+                }
+                Some(record) => (e.targets.clone(), Some(record.spec.clone())),
+                None => (e.targets.clone(), None),
+            };
+            let context = Context::for_hosts(global, &targets, printer).await?;
+            Ok(super::exec::execute(
+                &context,
+                ExecRequest::new(e.command),
+                if gather {
+                    super::exec::View::Gather
+                } else {
+                    super::exec::View::Lines
+                },
+                None,
+                rollout,
+                printer,
             )
+            .await)
         }
     }
 }

@@ -78,6 +78,7 @@ pub(super) async fn lifecycle(
                 .map(|&i| context.name(i).to_owned())
                 .collect(),
             results: records,
+            rollout: None,
         });
     }
     Ok(exit_code(report_failures(context, printer, &results)))

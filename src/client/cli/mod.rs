@@ -14,6 +14,7 @@ mod info;
 mod lifecycle;
 mod pki;
 mod ps;
+mod staged;
 mod watch;
 
 pub mod output;

@@ -13,6 +13,7 @@
 
 mod fanout;
 mod host;
+mod rollout;
 
 use std::{
     future::Future,
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use fanout::run_on_host;
 pub use fanout::{Execution, Outcome, RunHandle, RunOptions};
 pub use host::{Host, HostState, HostStatus};
+pub use rollout::{Rollout, RolloutEvent};
 
 pub use super::run::{HostOutcome, HostResult, RunEvent, Summary};
 use super::{AgentClient, ConnectionSettings, Error, hosts::HostEntry};

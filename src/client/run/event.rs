@@ -25,6 +25,8 @@ pub enum Status {
     Lost,
     /// The run or this host was cancelled.
     Cancelled,
+    /// Not sent: a rollout stopped before it reached the host.
+    NotRun,
 }
 
 impl Status {
@@ -37,6 +39,7 @@ impl Status {
             Self::Unreachable => "unreachable",
             Self::Lost => "lost",
             Self::Cancelled => "cancelled",
+            Self::NotRun => "not run",
         }
     }
 
@@ -125,6 +128,8 @@ pub enum HostOutcome {
     Lost(String),
     /// The run or this host was cancelled.
     Cancelled,
+    /// A rollout stopped before it reached the host (the reason says why).
+    NotRun(String),
 }
 
 impl HostOutcome {
@@ -144,6 +149,7 @@ impl HostOutcome {
             Self::Unreachable(e) => Some(format!("unreachable: {e}")),
             Self::Lost(e) => Some(format!("lost: {e}")),
             Self::Cancelled => Some("cancelled".into()),
+            Self::NotRun(reason) => Some(format!("not run: {reason}")),
         }
     }
 
@@ -159,12 +165,14 @@ impl HostOutcome {
                 truncated: exit.truncated,
                 error: None,
             },
-            Self::Failed(e) | Self::Skipped(e) | Self::Unreachable(e) | Self::Lost(e) => {
-                OutcomeParts {
-                    error: Some(e.clone()),
-                    ..OutcomeParts::default()
-                }
-            }
+            Self::Failed(e)
+            | Self::Skipped(e)
+            | Self::Unreachable(e)
+            | Self::Lost(e)
+            | Self::NotRun(e) => OutcomeParts {
+                error: Some(e.clone()),
+                ..OutcomeParts::default()
+            },
             Self::Cancelled => OutcomeParts {
                 error: Some("cancelled".into()),
                 ..OutcomeParts::default()
@@ -181,6 +189,7 @@ impl HostOutcome {
             Self::Unreachable(_) => Status::Unreachable,
             Self::Lost(_) => Status::Lost,
             Self::Cancelled => Status::Cancelled,
+            Self::NotRun(_) => Status::NotRun,
         }
     }
 
@@ -221,6 +230,8 @@ pub struct Summary {
     pub lost: usize,
     /// Cancelled.
     pub cancelled: usize,
+    /// Not reached by a rollout that stopped.
+    pub not_run: usize,
 }
 
 impl Summary {
@@ -233,6 +244,7 @@ impl Summary {
             Status::Unreachable => self.unreachable += 1,
             Status::Lost => self.lost += 1,
             Status::Cancelled => self.cancelled += 1,
+            Status::NotRun => self.not_run += 1,
         }
     }
 
@@ -249,13 +261,20 @@ impl Summary {
         if self.cancelled > 0 {
             text.push_str(&format!(", {} cancelled", self.cancelled));
         }
+        if self.not_run > 0 {
+            text.push_str(&format!(", {} not run", self.not_run));
+        }
         text
     }
 
     /// True when nothing failed, was unreachable, was lost or was
     /// cancelled.
     pub fn all_good(&self) -> bool {
-        self.failed == 0 && self.unreachable == 0 && self.lost == 0 && self.cancelled == 0
+        self.failed == 0
+            && self.unreachable == 0
+            && self.lost == 0
+            && self.cancelled == 0
+            && self.not_run == 0
     }
 }
 

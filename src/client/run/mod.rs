@@ -6,17 +6,21 @@
 //! a terminal or JSON lines, the desktop client to its models; neither
 //! keeps output, groups or records in a way of its own.
 
+mod diff;
 mod event;
 mod groups;
 mod output;
+mod rollout;
 
 use std::{collections::HashMap, time::SystemTime};
 
 use bytes::Bytes;
 
+pub use diff::unified;
 pub use event::{HostOutcome, HostResult, OutcomeParts, RunEvent, Status, Summary, exit_text};
 pub use groups::{Group, group_by};
 pub use output::{HostOutput, LONGEST_LINE, LineSplitter, OutputKey};
+pub use rollout::{Order, Plan, RolloutSpec, Size, new_seed};
 
 use crate::{
     client::history::{Entry, EntryKind, HostRecord, OUTPUT_KEPT},
@@ -234,6 +238,7 @@ impl Run {
                     HostRecord::of_result(&h.name, result, h.output.head(), h.output.total())
                 })
                 .collect(),
+            rollout: None,
         })
     }
 }

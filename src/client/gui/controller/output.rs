@@ -153,7 +153,7 @@ fn status_of(host: &RunHost) -> (String, TabKind) {
                 Status::Skipped => TabKind::Skipped,
                 // A lost connection is shown as the network problem it is.
                 Status::Unreachable | Status::Lost => TabKind::Unreachable,
-                Status::Failed | Status::Cancelled => TabKind::Failed,
+                Status::Failed | Status::Cancelled | Status::NotRun => TabKind::Failed,
             };
             let text = match result.outcome.describe() {
                 Some(text) => text,
