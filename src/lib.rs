@@ -16,6 +16,7 @@ pub mod command;
 pub mod convert;
 pub mod pki;
 pub mod proto;
+pub mod rlimit;
 pub mod server;
 pub mod tls;
 pub mod types;

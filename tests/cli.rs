@@ -447,3 +447,43 @@ fn completions_and_help_are_there() {
         assert!(stdout(&help).contains(word), "{word} in --help");
     }
 }
+
+/// With a soft open-file limit of 256 (a hard one above it), a fan-out to
+/// 300 hosts used to report some "Too many open files"; the CLI raises
+/// its soft limit to the hard one at start, so every host answers and the
+/// run is recorded.
+#[test]
+fn a_low_open_file_limit_fails_no_host() {
+    let agents: Vec<TestAgent> = (0..10).map(|_| TestAgent::start()).collect();
+    let scratch = Scratch::new();
+    let names: Vec<String> = (1..=300).map(|i| format!("h{i:03}")).collect();
+    let hosts: Vec<(&str, std::net::SocketAddr)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (name.as_str(), agents[i % agents.len()].addr()))
+        .collect();
+    let file = scratch.hosts_at(&hosts, "");
+    let command = scratch.vigie();
+    let program = command.get_program().to_owned();
+    let mut limited = std::process::Command::new("sh");
+    limited
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .arg("-c")
+        .arg("ulimit -Sn 256 && exec \"$0\" \"$@\"")
+        .arg(&program)
+        .args(hosts_arg(&file))
+        .args(["--json", "--concurrency", "300", "exec", "--", "true"]);
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => limited.env(key, value),
+            None => limited.env_remove(key),
+        };
+    }
+    let output = run(&mut limited);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let summary = json_lines(&output).pop().expect("a summary");
+    assert_eq!(summary["ok"], 300, "{summary}");
+    let history = std::fs::read_to_string(scratch.path("history.jsonl")).expect("recorded");
+    assert_eq!(history.lines().count(), 1);
+}

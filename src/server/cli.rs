@@ -286,6 +286,7 @@ pub fn main() -> ExitCode {
     restore_name();
     let args = AgentArgs::parse();
     init_logging(&args.log_level, args.log_format);
+
     let result = match &args.command {
         None => run(&args),
         Some(command) => set_up(&args, command),

@@ -221,6 +221,10 @@ pub enum CliError {
 /// The whole `vigie` program.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One connection per host: a fan-out to a thousand hosts needs more
+    // descriptors than a desktop's default soft limit. Refused only by an
+    // unusual kernel; the limit then stays as it was.
+    let _ = crate::rlimit::raise_open_files();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

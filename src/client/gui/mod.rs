@@ -42,6 +42,8 @@ impl Args {
 /// The whole `vigie-gui` program.
 pub fn main() -> ExitCode {
     let args = Args::parse();
+    // One connection per host, as for the CLI.
+    let _ = crate::rlimit::raise_open_files();
     let hosts_file = args.hosts_file().cloned();
     tracing_subscriber::fmt()
         .with_env_filter(
