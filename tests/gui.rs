@@ -341,3 +341,83 @@ fn without_a_hosts_file_the_window_shows_this_machine() {
     window.wait_until("the command ends", |_| !window.running());
     assert_eq!(window.lines(), vec![("from the window".to_owned(), false)]);
 }
+
+/// The run options make a rollout (here: one host at a time, no failure
+/// tolerated, so the first host's failure stops it and the others are not
+/// run), and the Grouped view's diff shows the other groups against the
+/// largest.
+#[test]
+fn a_rollout_from_the_run_options_stops_and_the_grouped_view_diffs() {
+    let (a, b) = (TestAgent::start(), TestAgent::start());
+    let files = tempfile::tempdir().expect("a directory");
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let text = format!(
+        "name,address,port,tags\nweb1,127.0.0.1,{},\ndown,127.0.0.1,{free},\nweb2,127.0.0.1,{},\n",
+        a.addr().port(),
+        b.addr().port()
+    );
+    let path = files.path().join("hosts.csv");
+    std::fs::write(&path, text).expect("written");
+    let window = Window::open(Some(path));
+    window.click("Select all");
+    window.type_into("Batch size", "1");
+    window.type_into("Failures allowed", "0");
+    window.type_into("Command", "false");
+    window.click("Run");
+    window.wait_until("the rollout ends", |_| !window.running());
+    let tabs = window.tabs();
+    let web1 = tabs
+        .iter()
+        .find(|(name, _, _)| name == "web1")
+        .expect("web1's tab");
+    assert_eq!(web1.2, "exit 1", "{tabs:?}");
+    for name in ["down", "web2"] {
+        let tab = tabs.iter().find(|(n, _, _)| n == name).expect("a tab");
+        assert!(
+            tab.2
+                .starts_with("not run: rollout stopped after 1 failure"),
+            "{tabs:?}"
+        );
+    }
+    let status = window
+        .element("Status")
+        .accessible_description()
+        .unwrap_or_default();
+    assert!(status.contains("not run"), "{status}");
+
+    // Back to all hosts at once, with output that differs on one host.
+    window.type_into("Batch size", "");
+    window.type_into("Failures allowed", "");
+    window.type_into("Command", "echo same; echo $VIGIE_UNSET_FOR_TEST");
+    window.click("Run");
+    window.wait_until("the run ends", |_| !window.running());
+    let adapter = window.app.window().global::<OutputAdapter>();
+    adapter.set_diff(true);
+    adapter.invoke_diff_toggled();
+    window.app.pump();
+    let groups = adapter.get_groups();
+    assert_eq!(
+        groups.row_count(),
+        2,
+        "the two agents, and the unreachable host"
+    );
+    let other = groups.row_data(1).expect("a second group");
+    let lines: Vec<(String, i32)> = other
+        .lines
+        .iter()
+        .map(|l| (l.text.to_string(), l.diff))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|(t, d)| t.starts_with("--- web[1-2] (2) exit 0") && *d == 2),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|(t, d)| t == "-same" && *d == -1),
+        "{lines:?}"
+    );
+}

@@ -80,8 +80,8 @@ impl Execution {
 /// Cancels a run; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct RunHandle {
-    cancel: CancellationToken,
-    per_host: Arc<Vec<(usize, CancellationToken)>>,
+    pub(super) cancel: CancellationToken,
+    pub(super) per_host: Arc<Vec<(usize, CancellationToken)>>,
 }
 
 impl RunHandle {

@@ -55,6 +55,15 @@ impl Rollout {
     pub fn cancel(&self) {
         self.cancel.cancel();
     }
+
+    /// A handle that stops it. Its `cancel_host` does nothing: a rollout
+    /// is stopped as a whole.
+    pub fn handle(&self) -> super::RunHandle {
+        super::RunHandle {
+            cancel: self.cancel.clone(),
+            per_host: std::sync::Arc::new(Vec::new()),
+        }
+    }
 }
 
 impl Fleet {

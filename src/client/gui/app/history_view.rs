@@ -85,17 +85,20 @@ impl App {
                     .as_ref()
                     .into(),
                 stderr: !r.status.is_fine(),
+                diff: 0,
             });
             for line in r.output.lines() {
                 lines.push(LineItem {
                     text: crate::client::gui::controller::output::sanitize(line.as_bytes()).into(),
                     stderr: false,
+                    diff: 0,
                 });
             }
             if r.output_truncated {
                 lines.push(LineItem {
                     text: "   … (only the start of the output is kept)".into(),
                     stderr: false,
+                    diff: 0,
                 });
             }
         }

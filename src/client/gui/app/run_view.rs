@@ -64,6 +64,9 @@ impl App {
                 run.cancel_host(host);
             }
         }));
+        output.on_diff_toggled(with_app!(self, move |app| {
+            app.refresh_output(&BTreeSet::new(), true);
+        }));
         output.on_save(with_app!(self, move |app, path| {
             app.save_output(Path::new(path.trim()));
         }));
@@ -125,6 +128,13 @@ impl App {
             self.status("type a command first", true);
             return;
         }
+        let spec = match self.rollout_fields().spec(crate::client::run::new_seed) {
+            Ok(spec) => spec,
+            Err(message) => {
+                self.status(&message, true);
+                return;
+            }
+        };
         let Some((id, selection)) = self.begin_run(EntryKind::Command, text) else {
             return;
         };
@@ -135,18 +145,90 @@ impl App {
         }
         let fleet = self.inner.state.borrow().hosts.fleet().clone();
         let _guard = self.inner.runtime.enter();
-        let mut run = fleet.exec(&selection, ExecRequest::new(text), RunOptions::default());
-        self.inner.state.borrow_mut().run = Some(run.handle());
         let updates = self.inner.updates.clone();
         let output = self.inner.output.clone();
+        let request = ExecRequest::new(text);
+        let Some(spec) = spec else {
+            let mut run = fleet.exec(&selection, request, RunOptions::default());
+            self.inner.state.borrow_mut().run = Some(run.handle());
+            self.inner.runtime.spawn(async move {
+                while let Some(event) = run.events.recv().await {
+                    if let Some(slot) = lock(&output).apply(id, event) {
+                        updates.push(Update::OutputChanged { slot });
+                    }
+                }
+                updates.push(Update::RunEnded { id });
+            });
+            return;
+        };
+        // A rollout: its batches and its stop are told in the status line
+        // as they happen; its hosts' events fill the output as usual.
+        let plan = crate::client::run::Plan::new(&selection, &spec);
+        self.status(
+            &format!(
+                "rollout in {} batches: {}",
+                plan.batches.len(),
+                spec.describe()
+            ),
+            false,
+        );
+        let names: Vec<String> = fleet.hosts().iter().map(|h| h.name().to_owned()).collect();
+        let mut rollout = fleet.rollout(plan, request, RunOptions::default(), spec.pause(), false);
+        self.inner.state.borrow_mut().run = Some(rollout.handle());
         self.inner.runtime.spawn(async move {
-            while let Some(event) = run.events.recv().await {
-                if let Some(slot) = lock(&output).apply(id, event) {
-                    updates.push(Update::OutputChanged { slot });
+            use crate::client::fleet::RolloutEvent;
+            while let Some(event) = rollout.events.recv().await {
+                match event {
+                    RolloutEvent::Run(event) => {
+                        if let Some(slot) = lock(&output).apply(id, event) {
+                            updates.push(Update::OutputChanged { slot });
+                        }
+                    }
+                    RolloutEvent::Batch { number, of, hosts } => {
+                        let hosts: Vec<String> = hosts
+                            .iter()
+                            .filter_map(|&h| names.get(h).cloned())
+                            .collect();
+                        updates.push(Update::Status {
+                            message: visible(&format!(
+                                "batch {number}/{of}: {}",
+                                crate::client::ranges::compact(&hosts)
+                            ))
+                            .into_owned(),
+                            error: false,
+                        });
+                    }
+                    RolloutEvent::Pausing(pause) => updates.push(Update::Status {
+                        message: format!(
+                            "pausing {} before the next batch",
+                            humantime::format_duration(pause)
+                        ),
+                        error: false,
+                    }),
+                    RolloutEvent::Stopped { reason, not_run } => updates.push(Update::Status {
+                        message: format!("{reason}: {not_run} hosts not run"),
+                        error: true,
+                    }),
+                    // The window does not ask half-way (see RolloutFields).
+                    RolloutEvent::Confirm(answer) => {
+                        let _ = answer.send(true);
+                    }
                 }
             }
             updates.push(Update::RunEnded { id });
         });
+    }
+
+    /// The run options as typed in the command bar.
+    fn rollout_fields(&self) -> crate::client::gui::controller::rollout::RolloutFields {
+        let adapter = self.inner.window.global::<CommandAdapter>();
+        crate::client::gui::controller::rollout::RolloutFields {
+            batch: adapter.get_rollout_batch().to_string(),
+            canary: adapter.get_rollout_canary().to_string(),
+            max_fail: adapter.get_rollout_max_fail().to_string(),
+            pause: adapter.get_rollout_pause().to_string(),
+            random: adapter.get_rollout_random(),
+        }
     }
 
     /// The preset buttons: a query of the brief, connection information,
@@ -300,11 +382,14 @@ impl App {
                 summary.failed,
                 summary.skipped,
                 summary.unreachable,
-                if summary.cancelled > 0 {
-                    format!(" · {} cancelled", summary.cancelled)
-                } else {
-                    String::new()
-                },
+                [
+                    (summary.cancelled, "cancelled"),
+                    (summary.not_run, "not run")
+                ]
+                .iter()
+                .filter(|(n, _)| *n > 0)
+                .map(|(n, what)| format!(" · {n} {what}"))
+                .collect::<String>(),
                 crate::client::format::duration(output.elapsed())
             )
             .into(),
@@ -316,8 +401,9 @@ impl App {
                 .iter()
                 .any(|&slot| output.tab(slot).is_some_and(|t| t.kind != TabKind::Running))
         {
+            let diff = self.inner.window.global::<OutputAdapter>().get_diff();
             let groups: Vec<GroupItem> = output
-                .groups()
+                .grouped(diff)
                 .into_iter()
                 .map(|g| GroupItem {
                     hosts: g.hosts.into(),
@@ -442,6 +528,7 @@ fn line_item(line: Line) -> LineItem {
     LineItem {
         text: line.text.into(),
         stderr: line.stderr,
+        diff: i32::from(line.diff),
     }
 }
 

@@ -7,4 +7,5 @@ pub mod hosts;
 pub mod info;
 pub mod output;
 pub mod recall;
+pub mod rollout;
 pub mod settings;

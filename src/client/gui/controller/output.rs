@@ -40,6 +40,8 @@ pub struct Line {
     pub text: String,
     /// True for standard error.
     pub stderr: bool,
+    /// In a diff: 1 added, -1 removed, 2 a header or hunk line; else 0.
+    pub diff: i8,
 }
 
 /// Where a host is in the run.
@@ -98,6 +100,7 @@ impl RawLine {
         Line {
             text: sanitize(&self.bytes),
             stderr: self.stderr,
+            diff: 0,
         }
     }
 }
@@ -413,6 +416,56 @@ impl OutputController {
     /// Hosts grouped by identical output and status, largest first (the run
     /// model's grouping, the same as `vigie exec -b`).
     pub fn groups(&self) -> Vec<GroupRow> {
+        self.grouped(false)
+    }
+
+    /// The groups, and with `diff` every group after the largest shown as
+    /// a unified diff against it (as `vigie exec --diff`), its lines made
+    /// visible and marked added, removed or header.
+    pub fn grouped(&self, diff: bool) -> Vec<GroupRow> {
+        let mut rows = self.group_rows();
+        let Some(run) = &self.run else {
+            return rows;
+        };
+        if !diff || rows.len() < 2 {
+            return rows;
+        }
+        let groups = run.model.groups();
+        let label = |g: &crate::client::run::RunGroup| {
+            format!(
+                "{} ({}) {}",
+                ranges::compact(&g.hosts),
+                g.hosts.len(),
+                g.status
+            )
+        };
+        let reference = run.model.hosts()[groups[0].slots[0]].output.head();
+        for (row, group) in rows.iter_mut().zip(&groups).skip(1) {
+            let other = run.model.hosts()[group.slots[0]].output.head();
+            let mut text =
+                crate::client::run::unified(reference, other, &label(&groups[0]), &label(group));
+            if text.is_empty() {
+                text = format!("--- {}\n+++ {}\n", label(&groups[0]), label(group));
+            }
+            row.lines = text
+                .lines()
+                .map(|line| Line {
+                    text: sanitize(line.as_bytes()),
+                    stderr: false,
+                    diff: match line.as_bytes().first() {
+                        _ if line.starts_with("---") || line.starts_with("+++") => 2,
+                        Some(b'@') => 2,
+                        Some(b'+') => 1,
+                        Some(b'-') => -1,
+                        _ => 0,
+                    },
+                })
+                .collect();
+        }
+        rows
+    }
+
+    fn group_rows(&self) -> Vec<GroupRow> {
         let Some(run) = &self.run else {
             return Vec::new();
         };
@@ -520,10 +573,12 @@ mod tests {
             out.lines(0),
             vec![
                 Line {
+                    diff: 0,
                     text: "oops".into(),
                     stderr: true
                 },
                 Line {
+                    diff: 0,
                     text: "hello".into(),
                     stderr: false
                 },
