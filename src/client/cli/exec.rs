@@ -478,34 +478,23 @@ fn report(printer: &Printer, name: &str, result: &HostResult, single: bool) {
     printer.note(&format!("{prefix}: {}", printer.status(fine, &text)));
 }
 
-/// With -b: each group of hosts with identical output and status once, its
-/// output (the beginning kept of its first host's, all the same) framed.
 /// `--diff`: the largest group as the reference, shown whole, then every
 /// other group as a unified diff against it, its hosts and status named.
 /// Lines come from hosts, so each is shown through `visible`.
 fn print_diff(printer: &Printer, model: &Run) {
     let groups = model.groups();
+    let diffs = model.diffs(&groups);
     let Some((reference, others)) = groups.split_first() else {
         return;
     };
-    let label = |group: &crate::client::run::RunGroup| {
-        format!(
-            "{} ({}) {}",
-            ranges::compact(&group.hosts),
-            group.hosts.len(),
-            group.status
-        )
-    };
-    let reference_output = model.hosts()[reference.slots[0]].output.head();
     if printer.json {
-        for group in others {
-            let output = model.hosts()[group.slots[0]].output.head();
+        for (group, diff) in others.iter().zip(&diffs) {
             printer.json_line(&serde_json::json!({
                 "type": "diff",
                 "reference": reference.hosts,
                 "hosts": group.hosts,
                 "status": group.status,
-                "diff": crate::client::run::unified(reference_output, output, &label(reference), &label(group)),
+                "diff": diff,
             }));
         }
         return;
@@ -517,14 +506,7 @@ fn print_diff(printer: &Printer, model: &Run) {
             reference.hosts.len()
         )));
     }
-    for group in others {
-        let output = model.hosts()[group.slots[0]].output.head();
-        let mut diff =
-            crate::client::run::unified(reference_output, output, &label(reference), &label(group));
-        if diff.is_empty() {
-            // Same output, another status: the headers alone say it.
-            diff = format!("--- {}\n+++ {}\n", label(reference), label(group));
-        }
+    for diff in &diffs {
         for line in diff.lines() {
             let shown = visible(line);
             let painted = match line.as_bytes().first() {
@@ -542,6 +524,8 @@ fn print_groups(printer: &Printer, model: &Run) {
     print_groups_of(printer, model, &model.groups());
 }
 
+/// With -b: each group of hosts with identical output and status once, its
+/// output (the beginning kept of its first host's, all the same) framed.
 fn print_groups_of(printer: &Printer, model: &Run, groups: &[crate::client::run::RunGroup]) {
     for group in groups {
         let first = &model.hosts()[group.slots[0]];

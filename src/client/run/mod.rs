@@ -223,6 +223,42 @@ impl Run {
         summary
     }
 
+    /// For every group after the largest (in the order of
+    /// [`Run::groups`]), its unified diff against the largest, headed by
+    /// each side's hosts and status; only the headers when the outputs are
+    /// the same and the statuses differ. `vigie exec --diff` and the
+    /// Grouped view show these.
+    pub fn diffs(&self, groups: &[RunGroup]) -> Vec<String> {
+        let Some((reference, others)) = groups.split_first() else {
+            return Vec::new();
+        };
+        let label = |g: &RunGroup| {
+            format!(
+                "{} ({}) {}",
+                crate::client::ranges::compact(&g.hosts),
+                g.hosts.len(),
+                g.status
+            )
+        };
+        let head = |g: &RunGroup| self.hosts[g.slots[0]].output.head();
+        others
+            .iter()
+            .map(|group| {
+                let text = unified(
+                    head(reference),
+                    head(group),
+                    &label(reference),
+                    &label(group),
+                );
+                if text.is_empty() {
+                    format!("--- {}\n+++ {}\n", label(reference), label(group))
+                } else {
+                    text
+                }
+            })
+            .collect()
+    }
+
     /// The history entry of the run, once every host has ended.
     pub fn history_entry(&self) -> Option<Entry> {
         self.is_done().then(|| Entry {

@@ -431,22 +431,8 @@ impl OutputController {
             return rows;
         }
         let groups = run.model.groups();
-        let label = |g: &crate::client::run::RunGroup| {
-            format!(
-                "{} ({}) {}",
-                ranges::compact(&g.hosts),
-                g.hosts.len(),
-                g.status
-            )
-        };
-        let reference = run.model.hosts()[groups[0].slots[0]].output.head();
-        for (row, group) in rows.iter_mut().zip(&groups).skip(1) {
-            let other = run.model.hosts()[group.slots[0]].output.head();
-            let mut text =
-                crate::client::run::unified(reference, other, &label(&groups[0]), &label(group));
-            if text.is_empty() {
-                text = format!("--- {}\n+++ {}\n", label(&groups[0]), label(group));
-            }
+        let diffs = run.model.diffs(&groups);
+        for (row, text) in rows.iter_mut().skip(1).zip(diffs) {
             row.lines = text
                 .lines()
                 .map(|line| Line {
