@@ -5,6 +5,26 @@
 
 use std::{io::Write, path::Path};
 
+/// Creates a file that must not exist yet (an `AlreadyExists` error
+/// otherwise) with `mode`, writes `contents` and syncs it: for keys and
+/// other files that are made once and never silently replaced.
+pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+/// Holds an exclusive lock (flock) on a directory until the returned file
+/// is dropped, so that two programs never change its files at once.
+pub fn lock_directory(dir: &Path) -> std::io::Result<std::fs::File> {
+    let handle = std::fs::File::open(dir)?;
+    rustix::fs::flock(&handle, rustix::fs::FlockOperation::LockExclusive)?;
+    Ok(handle)
+}
+
 /// Writes `contents` to `path` atomically. A file that exists keeps its
 /// permissions, owner and group (a root-run tool must not leave a file its
 /// usual user can no longer read); a new one gets `new_mode`.

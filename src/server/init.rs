@@ -13,8 +13,6 @@
 //! instead, with one CA on the operator's machine.
 
 use std::{
-    fs::OpenOptions,
-    io::Write,
     net::IpAddr,
     path::{Path, PathBuf},
 };
@@ -210,7 +208,7 @@ pub fn add_token(access_path: &Path, name: &str, role: Role) -> Result<TokenAdde
     // One change at a time: without the lock, a `token add` that read the
     // file before someone deleted a token would write that token back.
     let dir = access_path.parent().unwrap_or(Path::new("."));
-    let _lock = lock_directory(dir)?;
+    let _lock = crate::atomic_file::lock_directory(dir).map_err(io_error(dir))?;
     let mut access = AccessFile::load(access_path)?;
     if access.tokens.iter().any(|t| t.name == name) {
         return Err(InitError::DuplicateName(name.to_owned()));
@@ -383,10 +381,7 @@ fn server_names(hostname: &str, extra: &[String]) -> Result<Vec<String>, InitErr
 
 /// Creates a file that must not exist yet, with mode 0600 for secrets.
 fn write_new(path: &Path, contents: &[u8], secret: bool) -> Result<(), InitError> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, if secret { 0o600 } else { 0o644 });
-    let mut file = options.open(path).map_err(|e| {
+    crate::atomic_file::write_new(path, contents, if secret { 0o600 } else { 0o644 }).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             InitError::Exists(path.to_owned())
         } else {
@@ -395,18 +390,7 @@ fn write_new(path: &Path, contents: &[u8], secret: bool) -> Result<(), InitError
                 source: e,
             }
         }
-    })?;
-    file.write_all(contents)
-        .and_then(|()| file.sync_all())
-        .map_err(io_error(path))
-}
-
-/// Holds an exclusive lock on a directory (flock) until dropped.
-fn lock_directory(dir: &Path) -> Result<std::fs::File, InitError> {
-    let handle = std::fs::File::open(dir).map_err(io_error(dir))?;
-    rustix::fs::flock(&handle, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(|e| io_error(dir)(e.into()))?;
-    Ok(handle)
+    })
 }
 
 /// The default listen address of a TLS agent made by `init`.

@@ -10,7 +10,6 @@
 //! is locked while it changes, so two commands never interleave.
 
 use std::{
-    io::Write,
     net::IpAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -456,22 +455,11 @@ fn set_validity(params: &mut CertificateParams, validity: Duration) {
 }
 
 fn lock(dir: &Path) -> Result<std::fs::File, PkiError> {
-    let handle = std::fs::File::open(dir).map_err(|e| file_error(dir)(e.to_string()))?;
-    rustix::fs::flock(&handle, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(|e| file_error(dir)(e.to_string()))?;
-    Ok(handle)
+    crate::atomic_file::lock_directory(dir).map_err(|e| file_error(dir)(e.to_string()))
 }
 
 fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-    let mut file = options
-        .open(path)
-        .map_err(|e| file_error(path)(e.to_string()))?;
-    file.write_all(contents)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| file_error(path)(e.to_string()))
+    crate::atomic_file::write_new(path, contents, mode).map_err(|e| file_error(path)(e.to_string()))
 }
 
 fn replace(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {

@@ -3,7 +3,6 @@
 //! every call against.
 
 use std::{
-    io::Write,
     path::Path,
     sync::{
         Arc, RwLock,
@@ -246,14 +245,7 @@ pub(super) fn load_or_make_key(path: &Path) -> Result<String, FleetError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = KeyPair::generate().map_err(|e| FleetError::Key(e.to_string()))?;
             let pem = key.serialize_pem();
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options
-                .open(path)
-                .map_err(|e| file_error(path)(e.to_string()))?;
-            file.write_all(pem.as_bytes())
-                .and_then(|()| file.sync_all())
+            crate::atomic_file::write_new(path, pem.as_bytes(), 0o600)
                 .map_err(|e| file_error(path)(e.to_string()))?;
             tracing::info!(path = %path.display(), "made this agent's key");
             Ok(pem)
