@@ -13,7 +13,7 @@
 //! port number and a temporary path this module checked.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Stdio,
     time::{Duration, Instant},
 };
@@ -368,11 +368,6 @@ async fn check(host: &Host) -> Result<(), String> {
         return Err("the agent answered without TLS".into());
     }
     Ok(())
-}
-
-/// A readable path for messages.
-pub fn display(path: &Path) -> String {
-    path.display().to_string()
 }
 
 #[cfg(test)]

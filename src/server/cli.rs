@@ -364,11 +364,11 @@ fn set_up(args: &AgentArgs, command: &AgentCommand) -> Result<(), CliError> {
             };
             super::enroll::join::store(&dir, &code, *valid)?;
             if !*stdin {
-                super::enroll::join::print_code(&mut std::io::stdout().lock(), &code)?;
+                writeln!(std::io::stdout().lock(), "{code}")?;
             }
             eprintln!(
                 "join code stored as a hash in {}, valid for {}; enroll with: vigie enroll HOST",
-                super::enroll::join::path_of(dir.root()).display(),
+                dir.file(super::enroll::files::JOIN).display(),
                 humantime::format_duration(*valid)
             );
             Ok(())

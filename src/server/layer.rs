@@ -176,7 +176,7 @@ impl Gate {
             list.identify_token(token).or_else(|| {
                 self.fleet
                     .as_ref()
-                    .and_then(|fleet| fleet.tokens().identify_token(token))
+                    .and_then(|fleet| fleet.identify_token(token))
             })
         } else {
             certificate.as_ref().and_then(|facts| {

@@ -404,7 +404,7 @@ impl RemoteAgent for Service {
             revocation_list_number: state
                 .fleet
                 .as_ref()
-                .map_or(0, |fleet| fleet.revocations().number),
+                .map_or(0, |fleet| fleet.revocation_number()),
         };
         Ok(Response::new(info.into()))
     }

@@ -235,6 +235,7 @@ async fn check(context: &Context, printer: &Printer) -> Result<ExitCode, CliErro
         progress.inc(1);
         let host = &context.fleet.hosts()[index];
         let latency = started.elapsed();
+        let not_after = host.certificate().map(|c| c.not_after_ms);
         let line = match result {
             Ok(info) => CheckLine {
                 host: host.name(),
@@ -244,9 +245,9 @@ async fn check(context: &Context, printer: &Printer) -> Result<ExitCode, CliErro
                 os_name: Some(info.os_long_name.clone()),
                 hostname: Some(info.hostname.clone()),
                 latency_ms: Some(latency.as_secs_f64() * 1e3),
-                certificate_not_after_ms: host.certificate().map(|c| c.not_after_ms),
-                certificate_expires_soon: host.certificate().is_some_and(|c| {
-                    c.not_after_ms - crate::clock::now_ms() < RENEW_WARNING.as_millis() as i64
+                certificate_not_after_ms: not_after,
+                certificate_expires_soon: not_after.is_some_and(|ms| {
+                    ms - crate::clock::now_ms() < RENEW_WARNING.as_millis() as i64
                 }),
                 error: None,
             },

@@ -31,12 +31,6 @@ mod ledger;
 
 pub use ledger::{Issued, Ledger, LedgerToken};
 
-/// How long an agent's certificate is valid unless told otherwise.
-pub const AGENT_VALIDITY: Duration = Duration::from_secs(90 * 86_400);
-/// Renewal renews certificates that expire within this, unless told otherwise.
-pub const RENEW_WITHIN: Duration = Duration::from_secs(30 * 86_400);
-/// How long an operator's certificate is valid unless told otherwise.
-pub const OPERATOR_VALIDITY: Duration = Duration::from_secs(12 * 3600);
 /// How long the fleet owner's own certificate (made by `pki init`) is valid.
 pub const OWNER_VALIDITY: Duration = Duration::from_secs(30 * 86_400);
 

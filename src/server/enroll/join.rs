@@ -7,20 +7,13 @@
 //! can read the join file can enroll this one agent until the code expires
 //! or is used, which is no more than root on that host can do anyway.
 
-use std::{
-    io::Write,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
 use super::{FleetDir, files};
 
 pub use crate::pki::JOIN_PREFIX;
-
-/// How long a join code stays valid unless told otherwise.
-pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(3600);
 
 /// Why a join code cannot be made, stored or read.
 #[derive(Debug, thiserror::Error)]
@@ -151,16 +144,6 @@ pub fn read_code(reader: &mut impl std::io::BufRead) -> Result<String, JoinError
         })?;
     key_of(&line)?;
     Ok(line.trim().to_ascii_lowercase())
-}
-
-/// Writes `code` to `out` with a newline, for the one place a code is shown.
-pub fn print_code(out: &mut impl Write, code: &str) -> std::io::Result<()> {
-    writeln!(out, "{code}")
-}
-
-/// A join file path for messages.
-pub fn path_of(dir: &Path) -> PathBuf {
-    dir.join(files::JOIN)
 }
 
 #[cfg(test)]

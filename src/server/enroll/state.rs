@@ -61,9 +61,11 @@ pub struct FleetState {
     /// from callers without credentials.
     pub refusals: crate::server::audit::RateLimit,
     /// The identities client certificates carried, by serial (bounded).
-    carried:
-        std::sync::Mutex<std::collections::HashMap<Vec<u8>, std::collections::HashSet<String>>>,
+    carried: RwLock<Carried>,
 }
+
+/// The identities certificates carried, by serial.
+type Carried = std::collections::HashMap<Vec<u8>, std::collections::HashSet<String>>;
 
 /// Most certificates whose identities are remembered; past it the memory
 /// starts again (a revocation then ends only what is noted since).
@@ -133,7 +135,7 @@ impl FleetState {
             tokens: RwLock::new(tokens),
             writing: tokio::sync::Mutex::new(()),
             refusals: crate::server::audit::RateLimit::new(50, 5),
-            carried: std::sync::Mutex::default(),
+            carried: RwLock::default(),
         })
     }
 
@@ -176,11 +178,19 @@ impl FleetState {
     }
 
     /// Notes that the certificate `serial` carried `identity` on a call.
+    /// Every call notes it, so the usual case (known already) takes only a
+    /// read lock.
     pub fn note_certificate(&self, serial: &[u8], identity: &str) {
-        let mut carried = self.carried.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(known) = carried.get(serial)
-            && known.contains(identity)
-        {
+        let known = |carried: &Carried| {
+            carried
+                .get(serial)
+                .is_some_and(|names| names.contains(identity))
+        };
+        if known(&self.carried.read().unwrap_or_else(|e| e.into_inner())) {
+            return;
+        }
+        let mut carried = self.carried.write().unwrap_or_else(|e| e.into_inner());
+        if known(&carried) {
             return;
         }
         if carried.len() >= MOST_NOTED {
@@ -194,7 +204,7 @@ impl FleetState {
 
     /// The identities that certificates revoked by `list` carried.
     pub fn identities_revoked_by(&self, list: &Revocations) -> Vec<String> {
-        let carried = self.carried.lock().unwrap_or_else(|e| e.into_inner());
+        let carried = self.carried.read().unwrap_or_else(|e| e.into_inner());
         let mut names: Vec<String> = carried
             .iter()
             .filter(|(serial, _)| list.is_revoked(serial))
@@ -213,12 +223,21 @@ impl FleetState {
             .clone()
     }
 
-    /// The fleet's tokens (as hashes).
-    pub fn tokens(&self) -> AccessFile {
+    /// The identity a fleet token proves, if any (see
+    /// [`AccessFile::identify_token`]), without copying the token list.
+    pub fn identify_token(&self, token: &str) -> Option<crate::server::auth::Identity> {
         self.tokens
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .identify_token(token)
+    }
+
+    /// The number of the revocation list in force (0: none).
+    pub fn revocation_number(&self) -> u64 {
+        self.revocations
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .number
     }
 
     /// Takes a new revocation list and token set into use (already written).

@@ -399,7 +399,7 @@ fn join_code(
             file.display()
         ),
     )?;
-    join::print_code(&mut &mut *out, &code).map_err(io_error(Path::new("stdout")))?;
+    writeln!(out, "{code}").map_err(io_error(Path::new("stdout")))?;
     say(
         out,
         "enroll this agent from the operator's machine: vigie enroll HOST --join-code-stdin",
