@@ -171,8 +171,8 @@ pub async fn enrollment_channel(address: &Address) -> Result<(Channel, Captured)
     let verifier = Arc::new(Verifier {
         ca: None,
         pin: None,
-        capture: Some(captured.clone()),
-        seen: None,
+        accept_any: true,
+        seen: Some(captured.clone()),
         host: None,
         provider: provider.clone(),
     });
@@ -289,7 +289,7 @@ fn prepare(
     let verifier = Arc::new(Verifier {
         ca,
         pin,
-        capture: None,
+        accept_any: false,
         seen,
         host: host.map(str::to_owned),
         provider: provider.clone(),

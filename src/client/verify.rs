@@ -25,16 +25,56 @@ pub type Captured = Arc<Mutex<Option<CertificateDer<'static>>>>;
 pub(super) struct Verifier {
     pub(super) ca: Option<Arc<WebPkiServerVerifier>>,
     pub(super) pin: Option<[u8; 32]>,
-    /// Set only for enrollment: any certificate is accepted (the proofs
-    /// decide) and kept here.
-    pub(super) capture: Option<Captured>,
-    /// Where a certificate that passed the checks is kept, if anywhere.
+    /// Set only for enrollment: any certificate is accepted (the proofs,
+    /// bound to the certificate kept in `seen`, decide).
+    pub(super) accept_any: bool,
+    /// Where the certificate of the last handshake that passed is kept,
+    /// if anywhere.
     pub(super) seen: Option<Captured>,
     /// The hosts-file name of the host dialled: a fleet certificate that
     /// names another host (`urn:vigie:host:…`) is refused, so one host's
     /// certificate cannot stand for another's even at the same address.
     pub(super) host: Option<String>,
     pub(super) provider: Arc<CryptoProvider>,
+}
+
+impl Verifier {
+    /// The pin, the CA (and its revocation list), and the host a fleet
+    /// certificate names.
+    fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<(), rustls::Error> {
+        if let Some(pin) = &self.pin {
+            let actual: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+            if &actual != pin {
+                return Err(rustls::Error::InvalidCertificate(
+                    CertificateError::ApplicationVerificationFailure,
+                ));
+            }
+        }
+        // Without a CA the pinned certificate is trusted, whatever its
+        // issuer or names (the handshake signature is still checked).
+        if let Some(ca) = &self.ca {
+            ca.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+                .map_err(|e| awaiting_or(e, end_entity))?;
+        }
+        if let Some(expected) = &self.host
+            && let Ok(facts) = crate::pki::CertFacts::parse(end_entity)
+            && let Some(named) = facts.host
+            && &named != expected
+        {
+            return Err(rustls::Error::General(format!(
+                "the agent's certificate is for host {named:?}, not {expected:?} (a host answering \
+                 for another?)"
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl ServerCertVerifier for Verifier {
@@ -46,41 +86,13 @@ impl ServerCertVerifier for Verifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if let Some(capture) = &self.capture {
-            *capture.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(end_entity.clone().into_owned());
-            return Ok(ServerCertVerified::assertion());
-        }
-        if let Some(pin) = &self.pin {
-            let actual: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-            if &actual != pin {
-                return Err(rustls::Error::InvalidCertificate(
-                    CertificateError::ApplicationVerificationFailure,
-                ));
-            }
-        }
-        let verified = match &self.ca {
-            Some(ca) => ca
-                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-                .map_err(|e| awaiting_or(e, end_entity)),
-            // Pinned: the exact certificate is trusted, whatever its issuer
-            // or names (the handshake signature is still checked below).
-            None => Ok(ServerCertVerified::assertion()),
-        }?;
-        if let Some(expected) = &self.host
-            && let Ok(facts) = crate::pki::CertFacts::parse(end_entity)
-            && let Some(named) = facts.host
-            && &named != expected
-        {
-            return Err(rustls::Error::General(format!(
-                "the agent's certificate is for host {named:?}, not {expected:?} (a host answering \
-                 for another?)"
-            )));
+        if !self.accept_any {
+            self.check(end_entity, intermediates, server_name, ocsp_response, now)?;
         }
         if let Some(seen) = &self.seen {
             *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(end_entity.clone().into_owned());
         }
-        Ok(verified)
+        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
