@@ -207,6 +207,8 @@ pub enum EndReason {
     AgentStopping,
     /// The client went away (cancelled the call) and the agent terminated it.
     ClientGone,
+    /// A job was cancelled (CancelJob).
+    Cancelled,
 }
 
 /// How a command ended, as the agent reports it.
@@ -291,8 +293,11 @@ pub struct ExecRequest {
     pub stdin: bytes::Bytes,
     /// Time limit.
     pub timeout: Option<std::time::Duration>,
-    /// Most output bytes to send back; `None` means the agent's cap.
+    /// Most output bytes to send back; `None` means the agent's cap. For a
+    /// detached job, the size of its log.
     pub output_limit: Option<u64>,
+    /// Runs it as a job that outlives the call (see `Event::Started::job_id`).
+    pub detach: bool,
 }
 
 impl ExecRequest {
@@ -329,6 +334,7 @@ impl std::fmt::Debug for ExecRequest {
             .field("stdin_bytes", &self.stdin.len())
             .field("timeout", &self.timeout)
             .field("output_limit", &self.output_limit)
+            .field("detach", &self.detach)
             .finish()
     }
 }
@@ -344,6 +350,8 @@ pub enum Event {
         argv: Vec<String>,
         /// When it started.
         started_at: std::time::SystemTime,
+        /// The job id, for a detached command.
+        job_id: Option<String>,
     },
     /// A chunk of output.
     Output {
@@ -351,6 +359,13 @@ pub enum Event {
         stream: OutputStream,
         /// The bytes.
         data: bytes::Bytes,
+    },
+    /// Output a job's log dropped to stay within its cap.
+    Gap {
+        /// Offset of the first byte dropped.
+        offset: u64,
+        /// Bytes dropped.
+        length: u64,
     },
     /// The command ended; always the last event.
     Exited(Exit),

@@ -345,6 +345,7 @@ impl From<ExecRequest> for proto::ExecuteRequest {
                 u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
             }),
             output_limit_bytes: r.output_limit.unwrap_or(0),
+            detach: r.detach,
         }
     }
 }
@@ -357,15 +358,19 @@ impl From<Event> for proto::ExecuteResponse {
                 pid,
                 argv,
                 started_at,
+                job_id,
             } => Wire::Started(proto::Started {
                 pid,
                 argv,
                 started_at_ms: crate::clock::ms_since_epoch(started_at),
+                job_id: job_id.unwrap_or_default(),
             }),
             Event::Output { stream, data } => Wire::Output(proto::Output {
                 stream: proto::OutputStream::from(stream).into(),
                 data,
+                offset: 0,
             }),
+            Event::Gap { offset, length } => Wire::Gap(proto::Gap { offset, length }),
             Event::Exited(exit) => Wire::Exited(exit.into()),
         };
         Self { event: Some(event) }
@@ -388,6 +393,7 @@ impl TryFrom<proto::ExecuteResponse> for Event {
                 argv: s.argv,
                 started_at: std::time::UNIX_EPOCH
                     + Duration::from_millis(u64::try_from(s.started_at_ms).unwrap_or(0)),
+                job_id: Some(s.job_id).filter(|id| !id.is_empty()),
             },
             Wire::Output(o) => Event::Output {
                 stream: match proto::OutputStream::try_from(o.stream) {
@@ -396,6 +402,10 @@ impl TryFrom<proto::ExecuteResponse> for Event {
                     _ => return Err(UnknownEvent("output of an unknown stream")),
                 },
                 data: o.data,
+            },
+            Wire::Gap(g) => Event::Gap {
+                offset: g.offset,
+                length: g.length,
             },
             Wire::Exited(e) => Event::Exited(e.into()),
         })
@@ -411,6 +421,7 @@ impl From<EndReason> for proto::EndReason {
             EndReason::TimedOut => Self::TimedOut,
             EndReason::SessionEnded | EndReason::ClientGone => Self::SessionEnded,
             EndReason::AgentStopping => Self::AgentStopping,
+            EndReason::Cancelled => Self::Cancelled,
         }
     }
 }
@@ -420,6 +431,7 @@ fn end_reason(raw: i32) -> EndReason {
         Ok(proto::EndReason::TimedOut) => EndReason::TimedOut,
         Ok(proto::EndReason::SessionEnded) => EndReason::SessionEnded,
         Ok(proto::EndReason::AgentStopping) => EndReason::AgentStopping,
+        Ok(proto::EndReason::Cancelled) => EndReason::Cancelled,
         _ => EndReason::Exited,
     }
 }
@@ -514,6 +526,25 @@ impl From<&crate::pki::CertFacts> for CertificateSummary {
             serial: f.serial_hex(),
             not_after_ms: f.not_after_ms,
             fingerprint: f.fingerprint.clone(),
+        }
+    }
+}
+
+impl From<proto::Job> for crate::types::JobInfo {
+    fn from(j: proto::Job) -> Self {
+        let finished = j.state == i32::from(proto::JobState::Finished);
+        Self {
+            job_id: j.job_id,
+            identity: j.identity,
+            command: j.command,
+            pid: j.pid,
+            started_at_ms: j.started_at_ms,
+            exit: j.exited.filter(|_| finished).map(Into::into),
+            ended_at_ms: j.ended_at_ms,
+            output_bytes: j.output_bytes,
+            retained_from: j.retained_from,
+            attached: j.attached,
+            expires_at_ms: j.expires_at_ms,
         }
     }
 }

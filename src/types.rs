@@ -372,3 +372,41 @@ impl std::str::FromStr for Role {
             .ok_or_else(|| format!("unknown role {s:?} (viewer, operator or admin)"))
     }
 }
+
+/// A detached command on one agent, as ListJobs and GetJob describe it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobInfo {
+    /// Its id on that agent.
+    pub job_id: String,
+    /// The identity that started it.
+    pub identity: String,
+    /// The command line as it runs.
+    pub command: String,
+    /// Its pid (also its process group).
+    pub pid: i32,
+    /// When it started (ms since the epoch).
+    pub started_at_ms: i64,
+    /// How it ended, once it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<crate::command::Exit>,
+    /// When it ended (ms since the epoch), 0 while it runs.
+    #[serde(default)]
+    pub ended_at_ms: i64,
+    /// Output bytes written so far.
+    pub output_bytes: u64,
+    /// The first offset its log still keeps.
+    pub retained_from: u64,
+    /// Clients attached now.
+    pub attached: u32,
+    /// When a finished job will be forgotten (ms since the epoch), 0 while
+    /// it runs.
+    #[serde(default)]
+    pub expires_at_ms: i64,
+}
+
+impl JobInfo {
+    /// True while its command runs.
+    pub fn running(&self) -> bool {
+        self.exit.is_none()
+    }
+}

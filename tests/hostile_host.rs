@@ -62,7 +62,20 @@ fn output(stream: proto::OutputStream, data: Vec<u8>) -> proto::ExecuteResponse 
         event: Some(proto::execute_response::Event::Output(proto::Output {
             stream: stream.into(),
             data: data.into(),
+            offset: 0,
         })),
+    }
+}
+
+/// A job whose every text is hostile.
+fn evil_job() -> proto::Job {
+    proto::Job {
+        job_id: EVIL.into(),
+        identity: EVIL.into(),
+        command: EVIL.into(),
+        argv: vec![EVIL.into()],
+        state: proto::JobState::Running.into(),
+        ..proto::Job::default()
     }
 }
 
@@ -134,6 +147,7 @@ impl RemoteAgent for Hostile {
                 pid: 4242,
                 argv: vec![EVIL.into()],
                 started_at_ms: 0,
+                job_id: EVIL.into(),
             })),
         }];
         for chunk in evil_stdout() {
@@ -242,6 +256,44 @@ impl RemoteAgent for Hostile {
         &self,
         _: Request<proto::PushPolicyRequest>,
     ) -> Result<Response<proto::PushPolicyResponse>, Status> {
+        Err(Status::failed_precondition(EVIL))
+    }
+
+    type AttachJobStream = Events;
+
+    async fn attach_job(
+        &self,
+        _: Request<proto::AttachJobRequest>,
+    ) -> Result<Response<Self::AttachJobStream>, Status> {
+        self.execute(Request::new(proto::ExecuteRequest {
+            command: "job".into(),
+            ..proto::ExecuteRequest::default()
+        }))
+        .await
+    }
+
+    async fn list_jobs(
+        &self,
+        _: Request<proto::ListJobsRequest>,
+    ) -> Result<Response<proto::ListJobsResponse>, Status> {
+        Ok(Response::new(proto::ListJobsResponse {
+            jobs: vec![evil_job()],
+        }))
+    }
+
+    async fn get_job(
+        &self,
+        _: Request<proto::GetJobRequest>,
+    ) -> Result<Response<proto::GetJobResponse>, Status> {
+        Ok(Response::new(proto::GetJobResponse {
+            job: Some(evil_job()),
+        }))
+    }
+
+    async fn cancel_job(
+        &self,
+        _: Request<proto::CancelJobRequest>,
+    ) -> Result<Response<proto::CancelJobResponse>, Status> {
         Err(Status::failed_precondition(EVIL))
     }
 

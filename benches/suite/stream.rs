@@ -149,6 +149,7 @@ fn through_agent(run: &Run, client: &AgentClient, bytes: u64) -> f64 {
                 Event::Output { data, .. } => total += data.len() as u64,
                 Event::Exited(exit) => assert!(exit.success() && !exit.truncated),
                 Event::Started { .. } => {}
+                Event::Gap { .. } => panic!("a plain command's stream has no gaps"),
             }
         }
         assert_eq!(total, bytes);

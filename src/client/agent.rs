@@ -13,7 +13,7 @@ use super::{Address, ConnectionSettings, Error, Secret, connect};
 use crate::{
     command::{Event, ExecRequest},
     proto::{self, remote_agent_client::RemoteAgentClient},
-    types::{ConnectionInfo, MetricsSample, ProcessInfo, ProcessSignal, SystemInfo},
+    types::{ConnectionInfo, JobInfo, MetricsSample, ProcessInfo, ProcessSignal, SystemInfo},
     wire::SESSION_HEADER,
 };
 
@@ -193,6 +193,7 @@ impl AgentClient {
                         collected.stderr.extend_from_slice(&data)
                     }
                 },
+                Event::Gap { length, .. } => collected.dropped += length,
                 Event::Exited(exit) => {
                     collected.exit = Some(exit);
                 }
@@ -227,6 +228,68 @@ impl AgentClient {
             item.map(Into::into)
                 .map_err(|s| Error::from_status(s, &address, tls))
         })))
+    }
+
+    /// Attaches to a job: its output from `offset`, then live, then its
+    /// exit. Dropping the stream detaches; the job runs on.
+    pub async fn attach_job(&self, job_id: &str, offset: u64) -> Result<EventStream, Error> {
+        let stream = self
+            .inner
+            .clone()
+            .attach_job(proto::AttachJobRequest {
+                job_id: job_id.to_owned(),
+                offset,
+            })
+            .await
+            .map_err(|s| self.fail(s))?
+            .into_inner();
+        let (address, tls) = (self.address.clone(), self.tls);
+        Ok(Box::pin(stream.map(move |item| {
+            let response = item.map_err(|s| Error::from_status(s, &address, tls))?;
+            Event::try_from(response).map_err(|e| Error::Protocol(e.to_string()))
+        })))
+    }
+
+    /// The jobs this identity may see on the agent, oldest first.
+    pub async fn list_jobs(&self) -> Result<Vec<JobInfo>, Error> {
+        let response = self
+            .inner
+            .clone()
+            .list_jobs(proto::ListJobsRequest {})
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(response
+            .into_inner()
+            .jobs
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// One job.
+    pub async fn get_job(&self, job_id: &str) -> Result<JobInfo, Error> {
+        let response = self
+            .inner
+            .clone()
+            .get_job(proto::GetJobRequest {
+                job_id: job_id.to_owned(),
+            })
+            .await
+            .map_err(|s| self.fail(s))?;
+        job_of(response.into_inner().job)
+    }
+
+    /// Cancels a job; returns it as the agent left it (ended, normally).
+    pub async fn cancel_job(&self, job_id: &str) -> Result<JobInfo, Error> {
+        let response = self
+            .inner
+            .clone()
+            .cancel_job(proto::CancelJobRequest {
+                job_id: job_id.to_owned(),
+            })
+            .await
+            .map_err(|s| self.fail(s))?;
+        job_of(response.into_inner().job)
     }
 
     /// The process list, filtered by name when `filter` is not empty.
@@ -309,6 +372,11 @@ impl AgentClient {
     }
 }
 
+fn job_of(job: Option<proto::Job>) -> Result<JobInfo, Error> {
+    job.map(Into::into)
+        .ok_or_else(|| Error::Protocol("the agent's answer names no job".into()))
+}
+
 /// Everything a command wrote, and how it ended.
 #[derive(Debug, Clone, Default)]
 pub struct Collected {
@@ -320,4 +388,6 @@ pub struct Collected {
     pub stderr: Vec<u8>,
     /// How it ended.
     pub exit: Option<crate::command::Exit>,
+    /// Output bytes a job's log had dropped before they could be read.
+    pub dropped: u64,
 }

@@ -19,7 +19,8 @@ pub struct Record {
     /// What happened: "call", "denied", "denied_suppressed",
     /// "exec_start", "exec_end", "exec_refused", "signal",
     /// "signal_refused", "shutdown", "restart", "enrolled",
-    /// "enroll_refused", "renewed", "policy_pushed".
+    /// "enroll_refused", "renewed", "policy_pushed", "job_attach",
+    /// "job_list", "job_get", "job_cancel", "job_refused".
     pub event: &'static str,
     /// The rpc, e.g. "Execute".
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -70,6 +71,12 @@ pub struct Record {
     /// subject, serial number and expiry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub certificate: Option<String>,
+    /// The job a record concerns (a detached Execute, the job rpcs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// The offset an AttachJob replays from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
 }
 
 /// Longest text field an audit record keeps whole, in bytes.

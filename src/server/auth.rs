@@ -71,6 +71,24 @@ pub const POLICY: &[(&str, Access)] = &[
         "/vigie.v1.RemoteAgent/SignalProcess",
         Access::AtLeast(Role::Operator),
     ),
+    // Jobs: the handler lets an identity see only its own jobs (admins
+    // see all), so a viewer, who cannot start one, sees none.
+    (
+        "/vigie.v1.RemoteAgent/AttachJob",
+        Access::AtLeast(Role::Viewer),
+    ),
+    (
+        "/vigie.v1.RemoteAgent/ListJobs",
+        Access::AtLeast(Role::Viewer),
+    ),
+    (
+        "/vigie.v1.RemoteAgent/GetJob",
+        Access::AtLeast(Role::Viewer),
+    ),
+    (
+        "/vigie.v1.RemoteAgent/CancelJob",
+        Access::AtLeast(Role::Operator),
+    ),
     (
         "/vigie.v1.RemoteAgent/Shutdown",
         Access::AtLeast(Role::Admin),

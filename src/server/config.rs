@@ -110,6 +110,32 @@ pub struct AgentConfig {
     /// `exec_allow` entry for their role) signal any process the agent may
     /// signal. Without it they may signal only the agent's own commands.
     pub signal_any_process: bool,
+    /// The agent's state directory: the spill files of detached jobs' logs
+    /// go under `jobs/` there (0700; the directory must belong to the
+    /// agent's user and be writable by nobody else). Without it, under a
+    /// private directory in the system's temporary directory. Either way
+    /// they are removed when the agent stops, as the jobs end with it.
+    pub state_dir: Option<PathBuf>,
+    /// Most detached jobs running at once.
+    pub max_jobs: u32,
+    /// Most detached jobs one identity may have running.
+    pub max_jobs_per_identity: u32,
+    /// Most finished jobs kept (oldest forgotten first).
+    pub max_finished_jobs: usize,
+    /// How long a finished job (its exit and its log) is kept, in seconds.
+    pub job_retention_secs: u64,
+    /// Most bytes of output one job's log keeps (memory and spill file
+    /// together); beyond it the oldest output is dropped, and reported as
+    /// a gap to clients that replay it.
+    pub job_log_bytes: u64,
+    /// Most bytes of one job's log held in memory before it goes to its
+    /// spill file.
+    pub job_memory_bytes: u64,
+    /// Most bytes of all jobs' logs held in memory.
+    pub jobs_memory_bytes: u64,
+    /// Most bytes all jobs' spill files hold together; when full, a job's
+    /// log keeps only what is in memory.
+    pub jobs_spill_bytes: u64,
 }
 
 impl Default for AgentConfig {
@@ -146,6 +172,15 @@ impl Default for AgentConfig {
             no_exec: false,
             exec_allow: BTreeMap::new(),
             signal_any_process: false,
+            state_dir: None,
+            max_jobs: 64,
+            max_jobs_per_identity: 16,
+            max_finished_jobs: 256,
+            job_retention_secs: 24 * 3600,
+            job_log_bytes: 64 << 20,
+            job_memory_bytes: 1 << 20,
+            jobs_memory_bytes: 32 << 20,
+            jobs_spill_bytes: 4 << 30,
         }
     }
 }
@@ -155,6 +190,15 @@ impl AgentConfig {
     pub fn check(&self) -> Result<(), SettingError> {
         check_keepalive_ms("keepalive_interval_ms", self.keepalive_interval_ms)?;
         check_keepalive_ms("keepalive_timeout_ms", self.keepalive_timeout_ms)?;
+        // A tail must hold one chunk of output as the agent reads it.
+        if self.job_memory_bytes < 64 << 10 || self.job_memory_bytes > self.job_log_bytes / 2 {
+            return Err(SettingError {
+                name: "job_memory_bytes",
+                value: self.job_memory_bytes,
+                min: 64 << 10,
+                max: self.job_log_bytes / 2,
+            });
+        }
         Ok(())
     }
 
@@ -173,6 +217,7 @@ impl AgentConfig {
             &mut self.client_ca,
             &mut self.access_file,
             &mut self.audit_log,
+            &mut self.state_dir,
         ]
         .into_iter()
         .flatten()

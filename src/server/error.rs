@@ -7,8 +7,8 @@
 use tonic::{Code, Status};
 
 use super::{
-    enroll::EnrollError, exec::ExecError, processes::SignalError, session::SessionError,
-    streams::StreamError, system::ProbeError,
+    enroll::EnrollError, exec::ExecError, jobs::JobError, processes::SignalError,
+    session::SessionError, streams::StreamError, system::ProbeError,
 };
 
 /// Any error an rpc can end with.
@@ -32,6 +32,9 @@ pub enum Error {
     /// An enrollment, a renewal or a policy push was refused.
     #[error(transparent)]
     Enroll(#[from] EnrollError),
+    /// A job call failed.
+    #[error(transparent)]
+    Job(#[from] JobError),
     /// A request field is out of range.
     #[error("{0}")]
     InvalidArgument(String),
@@ -90,6 +93,15 @@ impl From<Error> for Status {
                 | EnrollError::BadPolicy(_)
                 | EnrollError::Protocol(_) => Code::InvalidArgument,
                 EnrollError::Internal(_) => Code::Internal,
+            },
+            Error::Job(e) => match e {
+                JobError::NotFound(_) => Code::NotFound,
+                JobError::NotYours(_) => Code::PermissionDenied,
+                JobError::InvalidId(_) => Code::InvalidArgument,
+                JobError::TooManyForIdentity { .. } | JobError::TooMany(_) => {
+                    Code::ResourceExhausted
+                }
+                JobError::PastEnd { .. } => Code::OutOfRange,
             },
             Error::Stream(_) => Code::ResourceExhausted,
             Error::Probe(_) | Error::Internal(_) => Code::Internal,

@@ -23,6 +23,7 @@ pub mod exec;
 pub mod fleet_service;
 pub mod init;
 pub mod install;
+pub mod jobs;
 pub mod layer;
 pub mod net;
 pub mod policy;
@@ -133,6 +134,8 @@ pub struct AgentState {
     fleet: Option<Arc<enroll::FleetState>>,
     /// The process groups of the commands running now.
     own_groups: processes::OwnGroups,
+    /// Detached commands and their logs.
+    jobs: Arc<jobs::Jobs>,
     started: Instant,
     lifecycle: watch::Sender<Option<Outcome>>,
 }
@@ -273,6 +276,23 @@ impl Agent {
             tls: self.security.tls.clone(),
             fleet: self.security.fleet.clone(),
             own_groups: processes::OwnGroups::default(),
+            jobs: Arc::new(jobs::Jobs::new(
+                jobs::JobLimits {
+                    running: config.max_jobs,
+                    per_identity: config.max_jobs_per_identity,
+                    finished: config.max_finished_jobs,
+                    retention: Duration::from_secs(config.job_retention_secs),
+                    log: jobs::LogLimits {
+                        memory: usize::try_from(config.job_memory_bytes).unwrap_or(usize::MAX),
+                        retained: config.job_log_bytes,
+                    },
+                },
+                jobs::LogSpace::new(
+                    config.state_dir.clone(),
+                    usize::try_from(config.jobs_memory_bytes).unwrap_or(usize::MAX),
+                    config.jobs_spill_bytes,
+                ),
+            )),
             started: Instant::now(),
             lifecycle,
         });

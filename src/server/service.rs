@@ -4,9 +4,12 @@
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
+mod jobs;
+
 use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::{
@@ -171,6 +174,7 @@ impl RemoteAgent for Service {
         let stops = Stops {
             session: ctx.session.token.clone(),
             agent: self.state.agent_token.clone(),
+            cancel: CancellationToken::new(),
         };
         self.state.tracker.spawn(async move {
             let _counted = (permit, hold);
@@ -210,6 +214,9 @@ impl RemoteAgent for Service {
         let ctx = self.context(&request)?;
         self.ensure_running()?;
         let request = exec_request(request.into_inner())?;
+        if request.detach {
+            return self.execute_detached(&ctx, &request);
+        }
         let audit = |event: &'static str| Record {
             event,
             rpc: Some("Execute".into()),
@@ -260,6 +267,7 @@ impl RemoteAgent for Service {
         let stops = Stops {
             session: ctx.session.token.clone(),
             agent: self.state.agent_token.clone(),
+            cancel: CancellationToken::new(),
         };
         let tuning = self.state.tuning.clone();
         self.state.tracker.spawn(async move {
@@ -287,6 +295,43 @@ impl RemoteAgent for Service {
         });
         let stream = ReceiverStream::new(rx).map(|event| Ok(event.into()));
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    type AttachJobStream = EventStream;
+
+    async fn attach_job(
+        &self,
+        request: Request<proto::AttachJobRequest>,
+    ) -> Result<Response<Self::AttachJobStream>, Status> {
+        let ctx = self.context(&request)?;
+        self.ensure_running()?;
+        self.attach_job(&ctx, request.into_inner())
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<proto::ListJobsRequest>,
+    ) -> Result<Response<proto::ListJobsResponse>, Status> {
+        let ctx = self.context(&request)?;
+        Ok(Response::new(self.list_jobs(&ctx)))
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<proto::GetJobRequest>,
+    ) -> Result<Response<proto::GetJobResponse>, Status> {
+        let ctx = self.context(&request)?;
+        let job = self.get_job(&ctx, &request.into_inner().job_id)?;
+        Ok(Response::new(proto::GetJobResponse { job: Some(job) }))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<proto::CancelJobRequest>,
+    ) -> Result<Response<proto::CancelJobResponse>, Status> {
+        let ctx = self.context(&request)?;
+        let job = self.cancel_job(&ctx, &request.into_inner().job_id).await?;
+        Ok(Response::new(proto::CancelJobResponse { job: Some(job) }))
     }
 
     async fn list_processes(
@@ -430,7 +475,7 @@ impl RemoteAgent for Service {
         let reason = request.into_inner().reason;
         tracing::warn!(identity = %ctx.identity.name, reason = ?reason, "shutdown requested");
         self.audit_lifecycle(&ctx, "shutdown", reason);
-        let cancelled = self.state.sessions.running_total();
+        let cancelled = self.state.sessions.running_total() + self.state.jobs.running();
         self.state.request(Outcome::Shutdown);
         Ok(Response::new(proto::ShutdownResponse {
             boot_id: self.state.probe.boot_id().to_owned(),
@@ -475,7 +520,7 @@ impl RemoteAgent for Service {
         let reason = request.into_inner().reason;
         tracing::warn!(identity = %ctx.identity.name, reason = ?reason, "restart requested");
         self.audit_lifecycle(&ctx, "restart", reason);
-        let cancelled = self.state.sessions.running_total();
+        let cancelled = self.state.sessions.running_total() + self.state.jobs.running();
         self.state.request(Outcome::Restart);
         Ok(Response::new(proto::RestartResponse {
             boot_id: self.state.probe.boot_id().to_owned(),
@@ -546,6 +591,7 @@ fn exec_request(request: proto::ExecuteRequest) -> Result<ExecRequest, Error> {
         stdin: request.stdin,
         timeout: (request.timeout_ms > 0).then(|| Duration::from_millis(request.timeout_ms)),
         output_limit: (request.output_limit_bytes > 0).then_some(request.output_limit_bytes),
+        detach: request.detach,
     })
 }
 

@@ -199,6 +199,11 @@ pub(super) async fn run_on_host(
                     stream,
                     data,
                 },
+                Ok(Event::Gap { length, .. }) => RunEvent::Output {
+                    host: index,
+                    stream: command::OutputStream::Stderr,
+                    data: crate::client::run::gap_notice(length),
+                },
                 Ok(Event::Exited(exit)) => return HostOutcome::Exited(exit),
                 Err(e) => {
                     let lost = is_unreachable(&e);

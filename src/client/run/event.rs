@@ -74,6 +74,17 @@ pub fn exit_text(exit_code: i32, signal: Option<i32>, timed_out: bool, truncated
     text
 }
 
+/// The line that stands, in a host's stderr, for output a job's log had
+/// dropped (its cap keeps the newest output) before it could be replayed:
+/// both front-ends show it where the bytes would have been, so that a
+/// replay is never silently shorter than what the job wrote.
+pub fn gap_notice(length: u64) -> Bytes {
+    Bytes::from(format!(
+        "[vigie: {length} bytes of this job's output are gone: the agent's job log keeps only \
+         its newest output]\n"
+    ))
+}
+
 /// An event of a fan-out.
 #[derive(Debug, Clone)]
 pub enum RunEvent {

@@ -17,7 +17,9 @@ use std::{collections::HashMap, time::SystemTime};
 use bytes::Bytes;
 
 pub use diff::unified;
-pub use event::{HostOutcome, HostResult, OutcomeParts, RunEvent, Status, Summary, exit_text};
+pub use event::{
+    HostOutcome, HostResult, OutcomeParts, RunEvent, Status, Summary, exit_text, gap_notice,
+};
 pub use groups::{Group, group_by};
 pub use output::{HostOutput, LONGEST_LINE, LineSplitter, OutputKey};
 pub use rollout::{Order, Plan, RolloutSpec, Size, new_seed};

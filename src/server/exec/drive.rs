@@ -45,6 +45,7 @@ pub async fn drive(
             pid: pid.as_raw_nonzero().get(),
             argv: spec.display_argv(),
             started_at,
+            job_id: None,
         })
         .await
         .is_err();
@@ -89,6 +90,9 @@ pub async fn drive(
             }
             () = stops.agent.cancelled(), if ending.is_none() => {
                 terminate(EndReason::AgentStopping, &mut ending, &mut kill_at);
+            }
+            () = stops.cancel.cancelled(), if ending.is_none() => {
+                terminate(EndReason::Cancelled, &mut ending, &mut kill_at);
             }
             () = events.closed(), if !client_gone => {
                 client_gone = true;
@@ -428,6 +432,7 @@ mod tests {
         let stops = Stops {
             session: CancellationToken::new(),
             agent: CancellationToken::new(),
+            cancel: CancellationToken::new(),
         };
         let driver = tokio::spawn(drive(spawned, tx, stops, tuning));
         let mut chunks = Vec::new();

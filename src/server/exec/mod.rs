@@ -133,4 +133,6 @@ pub struct Stops {
     pub session: CancellationToken,
     /// Fires when the agent stops or restarts.
     pub agent: CancellationToken,
+    /// Fires when a job is cancelled (CancelJob); never for a plain command.
+    pub cancel: CancellationToken,
 }
