@@ -358,6 +358,7 @@ fn the_history_survives_concurrent_writers() -> TestResult {
                         duration_ms: i,
                         output: String::new(),
                         output_truncated: false,
+                        job_id: None,
                     };
                     // Large entries, so that interleaved writes would show.
                     record.keep_output(format!("{w}-{i} ").repeat(500).as_bytes());
@@ -369,6 +370,7 @@ fn the_history_survives_concurrent_writers() -> TestResult {
                             targets: vec![format!("w{w}")],
                             results: vec![record],
                             rollout: None,
+                            job: None,
                         })
                         .expect("appended");
                 }

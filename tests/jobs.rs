@@ -445,3 +445,186 @@ async fn a_job_printing_a_gibibyte_keeps_the_agent_within_its_memory_and_spill_c
     agent.stop().await;
     assert_eq!(du(&state.join("jobs")), 0, "spill files go with the agent");
 }
+
+mod cli_jobs {
+    //! The same through the `vigie` binary: `exec --detach`, `jobs`,
+    //! `attach` (which survives its own SIGKILL and detaches on Ctrl-C),
+    //! `cancel`.
+
+    use std::{
+        io::{BufRead, BufReader},
+        process::{Child, Command, Stdio},
+        time::{Duration, Instant},
+    };
+
+    use super::support::{
+        self, TestAgent,
+        cli::{Scratch, hosts_arg, json_lines, run, stderr, stdout},
+    };
+
+    /// Starts `command` detached on the hosts file's hosts; returns the
+    /// fleet job id and each host's job id.
+    fn detach(scratch: &Scratch, hosts: &std::path::Path, command: &str) -> (String, Vec<String>) {
+        let output = run(scratch
+            .vigie()
+            .args(hosts_arg(hosts))
+            .args(["--json", "exec", "--detach", "--", command]));
+        assert!(output.status.success(), "{}", stderr(&output));
+        let lines = json_lines(&output);
+        let started: Vec<&serde_json::Value> =
+            lines.iter().filter(|l| l["type"] == "job").collect();
+        assert_eq!(started.len(), 2, "{lines:?}");
+        assert!(started.iter().all(|l| l["status"] == "ok"));
+        let fleet = lines.last().unwrap()["job"].as_str().unwrap().to_owned();
+        let hosts = started
+            .iter()
+            .map(|l| l["job_id"].as_str().unwrap().to_owned())
+            .collect();
+        (fleet, hosts)
+    }
+
+    fn signal(child: &Child, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Spawns `vigie attach` and waits until it printed `wanted` lines.
+    fn attach_until(
+        scratch: &Scratch,
+        hosts: &std::path::Path,
+        job: &str,
+        wanted: &[&str],
+    ) -> Child {
+        let mut child = scratch
+            .vigie()
+            .args(hosts_arg(hosts))
+            .args(["attach", job])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut missing: Vec<&str> = wanted.to_vec();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !missing.is_empty() {
+            assert!(Instant::now() < deadline, "still missing {missing:?}");
+            let line = lines.next().expect("more output").unwrap();
+            missing.retain(|w| *w != line);
+        }
+        // Keep reading in the background so that the child never blocks.
+        std::thread::spawn(move || for _ in lines {});
+        child
+    }
+
+    #[test]
+    fn jobs_started_detached_are_listed_reattached_after_a_sigkill_and_cancelled() {
+        let agents = [TestAgent::start(), TestAgent::start()];
+        let scratch = Scratch::new();
+        let hosts = scratch.hosts(&[("web1", &agents[0]), ("web2", &agents[1])], "");
+        let mark = support::marker();
+        let go = scratch.path("go");
+        let command = format!(
+            "echo start; while [ ! -e {} ]; do sleep 0.05; done; echo done # {mark}",
+            go.display()
+        );
+        let (job, host_jobs) = detach(&scratch, &hosts, &command);
+        assert_ne!(host_jobs[0], host_jobs[1]);
+        let history = std::fs::read_to_string(scratch.path("history.jsonl")).unwrap();
+        assert!(history.contains(&job) && history.contains(&host_jobs[0]));
+
+        // An attached client killed outright leaves the jobs running.
+        let mut first = attach_until(&scratch, &hosts, &job, &["web1: start", "web2: start"]);
+        signal(&first, "KILL");
+        first.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            !support::processes_with(&mark).is_empty(),
+            "the jobs run on"
+        );
+
+        // Ctrl-C while attached detaches, says so, and exits 130.
+        let mut second = attach_until(&scratch, &hosts, &job[..4], &["web1: start"]);
+        let mut err = second.stderr.take().unwrap();
+        signal(&second, "INT");
+        let status = second.wait().unwrap();
+        let mut said = String::new();
+        std::io::Read::read_to_string(&mut err, &mut said).unwrap();
+        assert_eq!(status.code(), Some(130), "{said}");
+        assert!(said.contains(&format!("detached from job {job}")), "{said}");
+        assert!(
+            !support::processes_with(&mark).is_empty(),
+            "the jobs run on"
+        );
+
+        let listed = run(scratch.vigie().args(hosts_arg(&hosts)).arg("jobs"));
+        let text = stdout(&listed);
+        assert!(text.contains(&job) && text.contains("2 running"), "{text}");
+
+        // Let them finish; a new attachment replays everything, then ends
+        // with the jobs' status.
+        std::fs::write(&go, b"").unwrap();
+        let replay = run(scratch
+            .vigie()
+            .args(hosts_arg(&hosts))
+            .args(["attach", &job]));
+        assert!(replay.status.success(), "{}", stderr(&replay));
+        let text = stdout(&replay);
+        for line in ["web1: start", "web1: done", "web2: start", "web2: done"] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
+        let states = run(scratch
+            .vigie()
+            .args(hosts_arg(&hosts))
+            .args(["--json", "jobs", &job]));
+        let lines = json_lines(&states);
+        assert_eq!(lines.len(), 2);
+        assert!(
+            lines
+                .iter()
+                .all(|l| l["state"] == "finished" && l["exit_code"] == 0),
+            "{lines:?}"
+        );
+
+        // Cancel: every host's group is killed and the table says so.
+        let other = support::marker();
+        let (doomed, _) = detach(&scratch, &hosts, &format!("sleep {other}"));
+        let cancelled = run(scratch
+            .vigie()
+            .args(hosts_arg(&hosts))
+            .args(["cancel", &doomed]));
+        assert!(cancelled.status.success(), "{}", stderr(&cancelled));
+        assert_eq!(stdout(&cancelled).matches("(cancelled)").count(), 2);
+        assert!(support::processes_with(&other).is_empty());
+        let again = run(scratch
+            .vigie()
+            .args(hosts_arg(&hosts))
+            .args(["cancel", &doomed]));
+        assert!(again.status.success());
+        assert!(stdout(&again).contains("(cancelled)"));
+    }
+
+    #[test]
+    fn detach_needs_agents_that_outlive_the_client_and_ids_must_be_known() {
+        let scratch = Scratch::new();
+        let output = run(scratch.vigie().args(["exec", "--detach", "--", "true"]));
+        assert_eq!(output.status.code(), Some(2));
+        assert!(stderr(&output).contains("--detach needs agents that outlive"));
+        let unknown = run(scratch.vigie().args(["attach", "feedf00d"]));
+        assert_eq!(unknown.status.code(), Some(2));
+        assert!(stderr(&unknown).contains("no fleet job feedf00d"));
+        let staged = run(scratch.vigie().args([
+            "-H",
+            "127.0.0.1:1",
+            "exec",
+            "--detach",
+            "--batch",
+            "2",
+            "--",
+            "true",
+        ]));
+        assert_eq!(staged.status.code(), Some(2));
+    }
+}

@@ -51,6 +51,10 @@ pub struct Entry {
     /// The plan of a staged run, and where it stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutRecord>,
+    /// The fleet job id of a detached run (`exec --detach`), or of the
+    /// attachment that saw it end; each host's own job id is in its record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }
 
 /// What the history keeps of a rollout: enough to resume it on the hosts
@@ -150,6 +154,9 @@ pub struct HostRecord {
     /// True when the output was longer than what is kept.
     #[serde(default)]
     pub output_truncated: bool,
+    /// The host's job id, for a detached run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
 }
 
 impl HostRecord {
@@ -174,6 +181,7 @@ impl HostRecord {
             duration_ms: result.duration.as_millis() as u64,
             output: String::new(),
             output_truncated: false,
+            job_id: None,
         };
         record.keep_output(head);
         // Cut when the record holds less than all the host printed.
@@ -196,6 +204,7 @@ impl HostRecord {
             duration_ms: 0,
             output: String::new(),
             output_truncated: false,
+            job_id: None,
         };
         if ok {
             record.keep_output(text.as_bytes());
@@ -222,7 +231,10 @@ impl HostRecord {
                 "cancelled".into()
             }
             (None, Some(error)) => format!("{}: {error}", self.status),
-            (None, None) => self.status.as_str().to_owned(),
+            (None, None) => match &self.job_id {
+                Some(job) => format!("started as job {job}"),
+                None => self.status.as_str().to_owned(),
+            },
         }
     }
 
@@ -394,8 +406,10 @@ mod tests {
                 duration_ms: 3,
                 output: "hi\n".into(),
                 output_truncated: false,
+                job_id: None,
             }],
             rollout: None,
+            job: None,
         }
     }
 

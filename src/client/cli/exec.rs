@@ -72,6 +72,12 @@ pub struct ExecArgs {
     )]
     pub command: Vec<String>,
 
+    /// Start the command as a job on each host and return at once: it runs
+    /// on without this client, its output kept by the agent (`vigie
+    /// attach`, `vigie jobs`, `vigie cancel`).
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+
     /// Staged runs.
     #[command(flatten)]
     pub rollout: super::staged::RolloutArgs,
@@ -116,14 +122,50 @@ pub(super) async fn run(
         ..ExecRequest::default()
     };
     let rollout = args.rollout.spec();
-    let view = if args.diff {
-        View::Diff
-    } else if args.gather {
-        View::Gather
-    } else {
-        View::Lines
+    if args.detach {
+        if rollout.is_some() || args.gather || args.diff {
+            return Err(CliError::Usage(
+                "--detach starts the jobs and returns: it does not combine with staged runs, \
+                 -b or --diff (use them with `vigie attach`)"
+                    .into(),
+            ));
+        }
+        let request = ExecRequest {
+            detach: true,
+            timeout: args.timeout,
+            ..request
+        };
+        return super::jobs::start(context, request, printer).await;
+    }
+    let view = View::of(args.gather, args.diff);
+    let launch = Launch::Run {
+        request,
+        deadline: args.timeout,
+        rollout,
     };
-    Ok(execute(context, request, view, args.timeout, rollout, printer).await)
+    Ok(execute(context, launch, view, printer).await)
+}
+
+/// What a run shows: a command started now, or jobs started before.
+pub(super) enum Launch {
+    /// Runs this request, as a rollout when there is a spec.
+    Run {
+        /// The command.
+        request: ExecRequest,
+        /// Time limit per host.
+        deadline: Option<Duration>,
+        /// The rollout, if staged.
+        rollout: Option<RolloutSpec>,
+    },
+    /// Attaches to a fleet job's host jobs.
+    Attach {
+        /// The fleet job id.
+        job: String,
+        /// Its command line, as the history recorded it.
+        command: String,
+        /// (fleet index, the host's job id).
+        hosts: Vec<(usize, String)>,
+    },
 }
 
 /// How a run's output is shown.
@@ -137,16 +179,35 @@ pub(super) enum View {
     Diff,
 }
 
-/// Runs a request on the selected hosts and prints everything; returns the
-/// exit code. Also used to re-run a history entry.
+impl View {
+    /// The view the flags ask for.
+    pub(super) fn of(gather: bool, diff: bool) -> Self {
+        if diff {
+            Self::Diff
+        } else if gather {
+            Self::Gather
+        } else {
+            Self::Lines
+        }
+    }
+}
+
+/// Runs a request on the selected hosts, or attaches to jobs, and prints
+/// everything; returns the exit code. Also used to re-run a history entry.
 pub(super) async fn execute(
     context: &Context,
-    request: ExecRequest,
+    launch: Launch,
     view: View,
-    deadline: Option<Duration>,
-    rollout: Option<RolloutSpec>,
     printer: &Printer,
 ) -> ExitCode {
+    let (command_line, attached_job) = match &launch {
+        Launch::Run { request, .. } => (request.command_line(), None),
+        Launch::Attach { job, command, .. } => (command.clone(), Some(job.clone())),
+    };
+    let rollout = match &launch {
+        Launch::Run { rollout, .. } => rollout.clone(),
+        Launch::Attach { .. } => None,
+    };
     let gather = view != View::Lines;
     let started = Instant::now();
     let single = context.selection.len() == 1;
@@ -162,18 +223,26 @@ pub(super) async fn execute(
     let head = if gather { GATHER_KEPT } else { HISTORY_KEPT };
     let mut model = Run::new(
         EntryKind::Command,
-        &request.command_line(),
+        &command_line,
         &hosts,
         head,
         !raw && !gather,
     );
     let options = RunOptions {
         concurrency: context.concurrency,
-        deadline,
+        deadline: match &launch {
+            Launch::Run { deadline, .. } => *deadline,
+            Launch::Attach { .. } => None,
+        },
     };
-    let mut source = match &rollout {
-        Some(spec) => {
-            let plan = Plan::new(&context.selection, spec);
+    let mut source = match launch {
+        Launch::Attach { hosts, .. } => Source::Plain(context.fleet.attach(&hosts, options)),
+        Launch::Run {
+            request,
+            rollout: Some(spec),
+            ..
+        } => {
+            let plan = Plan::new(&context.selection, &spec);
             let text = format!(
                 "rollout of {} hosts in {} batches: {}",
                 context.selection.len(),
@@ -193,7 +262,9 @@ pub(super) async fn execute(
                 spec.confirm,
             ))
         }
-        None => Source::Plain(context.fleet.exec(&context.selection, request, options)),
+        Launch::Run { request, .. } => {
+            Source::Plain(context.fleet.exec(&context.selection, request, options))
+        }
     };
     let mut stopped = None;
     let progress = if gather {
@@ -211,7 +282,15 @@ pub(super) async fn execute(
             _ = &mut ctrl_c, if !interrupted => {
                 interrupted = true;
                 source.cancel();
-                progress.suspend(|| printer.note("vigie: cancelling on every host…"));
+                // Cancelling an attachment only detaches: the jobs run on.
+                let note = match &attached_job {
+                    Some(job) => format!(
+                        "vigie: detached from job {job}; it runs on (`vigie attach {job}` to \
+                         follow it again, `vigie cancel {job}` to end it)"
+                    ),
+                    None => "vigie: cancelling on every host…".to_owned(),
+                };
+                progress.suspend(|| printer.note(&note));
                 continue;
             }
         };
@@ -284,7 +363,10 @@ pub(super) async fn execute(
             .map(|h| h.name.clone())
             .collect(),
     });
-    record_history(context, printer, &model, record);
+    if !(interrupted && attached_job.is_some()) {
+        // A detached attachment saw no end: nothing to record.
+        record_history(context, printer, &model, record, attached_job);
+    }
 
     if interrupted {
         return ExitCode::from(130);
@@ -586,11 +668,13 @@ fn record_history(
     printer: &Printer,
     model: &Run,
     rollout: Option<RolloutRecord>,
+    job: Option<String>,
 ) {
     let (Some(history), Some(mut entry)) = (&context.history, model.history_entry()) else {
         return;
     };
     entry.rollout = rollout;
+    entry.job = job;
     if let Err(e) = history.append(&entry) {
         printer.note(&format!("vigie: not recorded in the history: {e}"));
     }

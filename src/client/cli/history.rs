@@ -148,19 +148,13 @@ pub(super) async fn run(
                 None => (e.targets.clone(), None),
             };
             let context = Context::for_hosts(global, &targets, printer).await?;
-            Ok(super::exec::execute(
-                &context,
-                ExecRequest::new(e.command),
-                if gather {
-                    super::exec::View::Gather
-                } else {
-                    super::exec::View::Lines
-                },
-                None,
+            let launch = super::exec::Launch::Run {
+                request: ExecRequest::new(e.command),
+                deadline: None,
                 rollout,
-                printer,
-            )
-            .await)
+            };
+            let view = super::exec::View::of(gather, false);
+            Ok(super::exec::execute(&context, launch, view, printer).await)
         }
     }
 }

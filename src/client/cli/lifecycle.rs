@@ -79,6 +79,7 @@ pub(super) async fn lifecycle(
                 .collect(),
             results: records,
             rollout: None,
+            job: None,
         });
     }
     Ok(exit_code(report_failures(context, printer, &results)))

@@ -11,6 +11,7 @@ mod gather;
 mod history;
 mod hosts;
 mod info;
+mod jobs;
 mod lifecycle;
 mod pki;
 mod ps;
@@ -189,6 +190,28 @@ pub enum Command {
     Enroll(pki::EnrollArgs),
     /// Copy, install, enroll and check the agent on the selected hosts over SSH.
     Deploy(deploy::DeployArgs),
+    /// Fleet jobs (`exec --detach`) with each host's state, newest last.
+    Jobs {
+        /// One fleet job, host by host.
+        id: Option<String>,
+        /// How many of the latest fleet jobs.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        count: usize,
+    },
+    /// Follow a fleet job again: replays what each host's job log keeps,
+    /// then follows it live. Ctrl-C detaches; the jobs run on.
+    Attach {
+        #[command(flatten)]
+        job: jobs::JobArgs,
+        /// Gather identical output (like exec -b).
+        #[arg(short = 'b', long = "gather")]
+        gather: bool,
+        /// Gather, then show each group as a diff against the largest.
+        #[arg(long)]
+        diff: bool,
+    },
+    /// Cancel a fleet job on every host (its process groups are killed).
+    Cancel(jobs::JobArgs),
     /// Commands run before: list, show one, run one again.
     History {
         #[command(subcommand)]
@@ -271,6 +294,11 @@ async fn dispatch(cli: Cli, printer: &Printer) -> Result<ExitCode, CliError> {
         Command::Pki { dir, action } => pki::run(&cli.global, &dir, action, printer).await,
         Command::Enroll(args) => pki::enroll_hosts(&cli.global, args, printer).await,
         Command::Deploy(args) => deploy::run(&cli.global, args, printer).await,
+        Command::Jobs { id, count } => jobs::list(&cli.global, id.as_deref(), count, printer).await,
+        Command::Attach { job, gather, diff } => {
+            jobs::attach(&cli.global, &job, exec::View::of(gather, diff), printer).await
+        }
+        Command::Cancel(job) => jobs::cancel(&cli.global, &job, printer).await,
         command => {
             let context = Context::new(&cli.global, printer).await?;
             match command {
@@ -299,7 +327,10 @@ async fn dispatch(cli: Cli, printer: &Printer) -> Result<ExitCode, CliError> {
                 | Command::Hosts { .. }
                 | Command::Pki { .. }
                 | Command::Enroll(_)
-                | Command::Deploy(_) => {
+                | Command::Deploy(_)
+                | Command::Jobs { .. }
+                | Command::Attach { .. }
+                | Command::Cancel(_) => {
                     unreachable!("handled above")
                 }
             }
@@ -436,6 +467,11 @@ impl Context {
             history,
             _local_agent: local_agent,
         })
+    }
+
+    /// True when the hosts are this process's own agent.
+    pub fn has_local_agent(&self) -> bool {
+        self._local_agent.is_some()
     }
 
     /// The name of the host at `index`.

@@ -132,7 +132,8 @@ impl<T> Outcome<T> {
         }
     }
 
-    pub(super) fn from_result(result: Result<T, Error>) -> Self {
+    /// The outcome of a call's result.
+    pub fn from_result(result: Result<T, Error>) -> Self {
         match result {
             Ok(value) => Self::Done(value),
             Err(e) if is_unreachable(&e) => Self::Unreachable(e),
@@ -141,12 +142,25 @@ impl<T> Outcome<T> {
     }
 }
 
+/// What each host's part of a run starts.
+#[derive(Debug)]
+pub(super) enum Start {
+    /// This command, which needs this shell and OS.
+    Execute {
+        /// The request.
+        request: ExecRequest,
+        /// What its OS prefix asks of the host.
+        requirement: (command::Shell, Option<OsFamily>),
+    },
+    /// An attachment to each host's job, by fleet index.
+    Attach(std::collections::HashMap<usize, String>),
+}
+
 /// One host's part of a fan-out, up to its outcome.
 pub(super) async fn run_on_host(
     host: &Host,
     index: usize,
-    request: &ExecRequest,
-    (shell, required_os): (command::Shell, Option<OsFamily>),
+    start: &Start,
     options: &RunOptions,
     limit: &Semaphore,
     events: &mpsc::Sender<RunEvent>,
@@ -157,31 +171,26 @@ pub(super) async fn run_on_host(
     let Ok(_permit) = limit.acquire().await else {
         return HostOutcome::Cancelled;
     };
+    let attach = matches!(start, Start::Attach(_));
     let work = async {
-        // An OS-prefixed command needs the host's OS: learn it first.
-        if required_os.is_some() || shell == command::Shell::Cmd {
-            let os = match host.os() {
-                Some(os) => Some(os),
-                None => match host.probe(Duration::from_secs(5)).await {
-                    Ok(info) => info.os_family,
-                    Err(e) => return HostOutcome::Unreachable(e.to_string()),
-                },
-            };
-            if let Some(os) = os
-                && let Err(incompatible) = command::check_compatible(os, shell, required_os)
-            {
-                return HostOutcome::Skipped(incompatible.to_string());
-            }
-        }
         let client = match host.client().await {
             Ok(client) => client,
             Err(e) => return HostOutcome::Unreachable(e.to_string()),
         };
-        let mut request = request.clone();
-        if let Some(deadline) = options.deadline {
-            request.timeout = Some(request.timeout.map_or(deadline, |t| t.min(deadline)));
-        }
-        let started = client.execute(request).await;
+        let started = match start {
+            Start::Execute {
+                request,
+                requirement,
+            } => execute_on(host, &client, request, *requirement, options).await,
+            Start::Attach(jobs) => match jobs.get(&index) {
+                Some(job) => Ok(client.attach_job(job, 0).await),
+                None => Err(HostOutcome::Failed("no job on this host".into())),
+            },
+        };
+        let started = match started {
+            Ok(started) => started,
+            Err(outcome) => return outcome,
+        };
         host.observe(&started);
         let mut stream = match started {
             Ok(stream) => stream,
@@ -207,17 +216,20 @@ pub(super) async fn run_on_host(
                 Ok(Event::Exited(exit)) => return HostOutcome::Exited(exit),
                 Err(e) => {
                     let lost = is_unreachable(&e);
-                    let message = if lost {
+                    let why = lost_reason(&e, silent, host.keepalive());
+                    let message = match (lost, attach) {
                         // The connection, not the agent, ended the call: the
                         // command may have run in part, and the agent ends
                         // it when it notices the connection is gone.
-                        format!(
-                            "connection lost while the command ran ({}); the agent ends the \
-                             command when it notices; it is not re-run",
-                            lost_reason(&e, silent, host.keepalive())
-                        )
-                    } else {
-                        format!("the command's stream broke off: {e}")
+                        (true, false) => format!(
+                            "connection lost while the command ran ({why}); the agent ends the \
+                             command when it notices; it is not re-run"
+                        ),
+                        (true, true) => format!(
+                            "connection lost while attached ({why}); the job runs on: attach \
+                             again to follow it"
+                        ),
+                        (false, _) => format!("the command's stream broke off: {e}"),
                     };
                     host.observe::<()>(&Err(e));
                     return if lost {
@@ -243,6 +255,36 @@ pub(super) async fn run_on_host(
             }),
         None => work.await,
     }
+}
+
+/// Starts a command on one host, once the host's OS is known to fit.
+async fn execute_on(
+    host: &Host,
+    client: &crate::client::AgentClient,
+    request: &ExecRequest,
+    (shell, required_os): (command::Shell, Option<OsFamily>),
+    options: &RunOptions,
+) -> Result<Result<crate::client::agent::EventStream, Error>, HostOutcome> {
+    // An OS-prefixed command needs the host's OS: learn it first.
+    if required_os.is_some() || shell == command::Shell::Cmd {
+        let os = match host.os() {
+            Some(os) => Some(os),
+            None => match host.probe(Duration::from_secs(5)).await {
+                Ok(info) => info.os_family,
+                Err(e) => return Err(HostOutcome::Unreachable(e.to_string())),
+            },
+        };
+        if let Some(os) = os
+            && let Err(incompatible) = command::check_compatible(os, shell, required_os)
+        {
+            return Err(HostOutcome::Skipped(incompatible.to_string()));
+        }
+    }
+    let mut request = request.clone();
+    if let Some(deadline) = options.deadline {
+        request.timeout = Some(request.timeout.map_or(deadline, |t| t.min(deadline)));
+    }
+    Ok(client.execute(request).await)
 }
 
 /// Why a connection broke, in an operator's words. When nothing had come

@@ -167,7 +167,7 @@ impl Host {
     /// Records what a call's outcome says about the host: any answer means
     /// online (the agent is there, even if it refused); a transport failure
     /// means offline.
-    pub(super) fn observe<T>(&self, result: &Result<T, Error>) {
+    pub fn observe<T>(&self, result: &Result<T, Error>) {
         match result {
             Ok(_) | Err(Error::Status(_)) => {
                 self.status.send_modify(|s| {

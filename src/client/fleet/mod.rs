@@ -26,8 +26,8 @@ use futures::StreamExt;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use fanout::run_on_host;
 pub use fanout::{Execution, Outcome, RunHandle, RunOptions};
+use fanout::{Start, run_on_host};
 pub use host::{Host, HostState, HostStatus};
 pub use rollout::{Rollout, RolloutEvent};
 
@@ -300,6 +300,32 @@ impl Fleet {
         request: ExecRequest,
         options: RunOptions,
     ) -> Execution {
+        let prefix = command::parse(&request.command);
+        let requirement = (prefix.shell, prefix.required_os);
+        self.run(
+            selection,
+            Start::Execute {
+                request,
+                requirement,
+            },
+            options,
+        )
+    }
+
+    /// Attaches to a job on each of these hosts (fleet index, the host's
+    /// job id): each host's events replay its job's output from the start,
+    /// then follow it live, as a run's do. Cancelling detaches; the jobs
+    /// run on.
+    pub fn attach(&self, jobs: &[(usize, String)], options: RunOptions) -> Execution {
+        let selection: Vec<usize> = jobs.iter().map(|(i, _)| *i).collect();
+        self.run(
+            &selection,
+            Start::Attach(jobs.iter().cloned().collect()),
+            options,
+        )
+    }
+
+    fn run(&self, selection: &[usize], start: Start, options: RunOptions) -> Execution {
         let (tx, rx) = mpsc::channel(1024);
         let cancel = CancellationToken::new();
         let per_host: Vec<CancellationToken> =
@@ -309,9 +335,7 @@ impl Fleet {
         let task_selection = selection.clone();
         let options = Arc::new(options);
         let limit = Arc::new(Semaphore::new(options.concurrency.max(1)));
-        let prefix = command::parse(&request.command);
-        let requirement = (prefix.shell, prefix.required_os);
-        let request = Arc::new(request);
+        let start = Arc::new(start);
         let task_tokens = per_host.clone();
         let done = CancellationToken::new();
         let finished = done.clone();
@@ -322,14 +346,14 @@ impl Fleet {
                 let options = options.clone();
                 let tx = tx.clone();
                 let limit = limit.clone();
-                let request = request.clone();
+                let start = start.clone();
                 let cancel = task_tokens[slot].clone();
                 tasks.spawn(async move {
                     let started = Instant::now();
                     let outcome = tokio::select! {
                         biased;
                         () = cancel.cancelled() => HostOutcome::Cancelled,
-                        outcome = run_on_host(&host, index, &request, requirement, &options, &limit, &tx) => outcome,
+                        outcome = run_on_host(&host, index, &start, &options, &limit, &tx) => outcome,
                     };
                     let _ = tx
                         .send(RunEvent::Finished {

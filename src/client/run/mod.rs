@@ -277,6 +277,7 @@ impl Run {
                 })
                 .collect(),
             rollout: None,
+            job: None,
         })
     }
 }
