@@ -16,7 +16,10 @@ use i_slint_backend_testing::ElementHandle;
 use slint::{ComponentHandle, Model};
 use support::{TestAgent, marker, processes_with};
 use vigie::client::{
-    gui::{CommandAdapter, HistoryAdapter, HostsAdapter, OutputAdapter, app::App, app::Options},
+    gui::{
+        CommandAdapter, HistoryAdapter, HostsAdapter, JobsAdapter, OutputAdapter, app::App,
+        app::Options,
+    },
     history::History,
 };
 
@@ -420,4 +423,87 @@ fn a_rollout_from_the_run_options_stops_and_the_grouped_view_diffs() {
         lines.iter().any(|(t, d)| t == "-same" && *d == -1),
         "{lines:?}"
     );
+}
+
+/// Starts `command` detached on the hosts of `hosts` with the `vigie`
+/// binary, recording it in the window's history; returns the fleet job id.
+fn detach(window: &Window, hosts: &Path, command: &str) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_vigie"))
+        .env("HOME", window.dir.path())
+        .env("VIGIE_HISTORY", window.dir.path().join("history.jsonl"))
+        .arg("--hosts")
+        .arg(hosts)
+        .args(["--json", "exec", "--detach", "--", command])
+        .output()
+        .expect("vigie runs");
+    assert!(output.status.success(), "{output:?}");
+    let last = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON"))
+        .expect("a summary line");
+    last["job"].as_str().expect("a fleet job id").to_owned()
+}
+
+fn job_rows(window: &Window) -> Vec<(String, String)> {
+    let model = window.app.window().global::<JobsAdapter>().get_jobs();
+    model
+        .iter()
+        .map(|j| (j.id.to_string(), j.state.to_string()))
+        .collect()
+}
+
+#[test]
+fn the_jobs_view_lists_reattaches_and_cancels_detached_jobs() {
+    let (a, b) = (TestAgent::start(), TestAgent::start());
+    let files = tempfile::tempdir().expect("a directory");
+    let path = hosts_file(files.path(), &[("web1", &a), ("web2", &b)], false);
+    let window = Window::open(Some(path.clone()));
+    let go = files.path().join("go");
+    let mark = marker();
+    let job = detach(
+        &window,
+        &path,
+        &format!(
+            "echo start; while [ ! -e {} ]; do sleep 0.05; done; echo done # {mark}",
+            go.display()
+        ),
+    );
+    window.click("Jobs");
+    window.wait_until("the job is listed as running", |_| {
+        job_rows(&window) == vec![(job.clone(), "2 running".to_owned())]
+    });
+    window.click(&format!("job {job}"));
+    window.click("Reattach");
+    window.wait_until("both hosts replay their output", |_| {
+        window.lines().iter().any(|(l, _)| l == "start") && window.tabs().len() == 2
+    });
+    assert!(window.running());
+    std::fs::write(&go, b"").expect("written");
+    window.wait_until("the jobs end", |_| !window.running());
+    let tabs = window.tabs();
+    assert!(tabs.iter().all(|(_, kind, _)| kind == "ok"), "{tabs:?}");
+    let lines: Vec<String> = window.lines().into_iter().map(|(l, _)| l).collect();
+    assert_eq!(lines, ["start", "done"]);
+    let history = History::at(window.dir.path().join("history.jsonl"))
+        .load()
+        .expect("the history");
+    let last = history.entries.last().expect("an entry");
+    assert_eq!(last.job.as_deref(), Some(job.as_str()));
+
+    // A second job, cancelled from the view.
+    let other = marker();
+    let doomed = detach(&window, &path, &format!("sleep {other}"));
+    window.click("Jobs");
+    window.wait_until("the new job is listed", |_| {
+        job_rows(&window).first().map(|(id, _)| id.clone()) == Some(doomed.clone())
+    });
+    window.click(&format!("job {doomed}"));
+    window.click("Cancel job");
+    window.wait_until("the view says it was cancelled", |_| {
+        job_rows(&window)
+            .first()
+            .is_some_and(|(_, state)| state == "2 killed by SIGTERM (cancelled)")
+    });
+    assert!(processes_with(&other).is_empty());
 }

@@ -14,6 +14,7 @@ pub mod format;
 pub mod gui;
 pub mod history;
 pub mod hosts;
+pub mod jobs;
 pub mod keepalive;
 pub mod lifecycle;
 pub mod pki;

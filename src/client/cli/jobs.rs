@@ -5,7 +5,7 @@
 //! them. The history is the only place the fleet job lives, so all of it
 //! works after the client machine rebooted.
 
-use std::{process::ExitCode, time::Duration};
+use std::process::ExitCode;
 
 use futures::StreamExt;
 use serde::Serialize;
@@ -19,15 +19,12 @@ use crate::{
     client::{
         Error,
         history::{Entry, EntryKind, HostRecord},
-        run::{Status, exit_text},
+        jobs::{self, CALL_DEADLINE, FleetJob, HostJob},
+        run::Status,
         text::visible,
     },
     command::{EndReason, Event, ExecRequest},
-    types::JobInfo,
 };
-
-/// How long a host may take to start its job or answer about one.
-const CALL_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Arguments naming a fleet job.
 #[derive(Debug, clap::Args)]
@@ -50,7 +47,7 @@ pub(super) async fn start(
                 .into(),
         ));
     }
-    let fleet_job = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let fleet_job = jobs::new_id();
     let command = request.command_line();
     let mut answers = context.fleet.for_each(
         &context.selection,
@@ -170,61 +167,20 @@ struct StartLine<'a> {
     error: Option<&'a str>,
 }
 
-/// A fleet job as the history recorded it when it started.
-#[derive(Debug, Clone)]
-struct FleetJob {
-    id: String,
-    time_ms: i64,
-    command: String,
-    /// (host name, the host's job id).
-    hosts: Vec<(String, String)>,
-}
-
 /// The fleet jobs of the history, oldest first.
-fn fleet_jobs(context: &Context) -> Result<Vec<FleetJob>, CliError> {
+fn history_jobs(global: &Global) -> Result<Vec<FleetJob>, CliError> {
+    let context = Context::history_only(global)?;
     let history = context
         .history
         .as_ref()
         .ok_or_else(|| CliError::Usage("no history location: set HOME or VIGIE_HISTORY".into()))?;
     let loaded = history.load().map_err(|e| CliError::Usage(e.to_string()))?;
-    Ok(loaded
-        .entries
-        .into_iter()
-        .filter_map(|e| {
-            let id = e.job.clone()?;
-            let hosts: Vec<(String, String)> = e
-                .results
-                .iter()
-                .filter_map(|r| Some((r.host.clone(), r.job_id.clone()?)))
-                .collect();
-            // Only the entry that started the job names host jobs; the
-            // one an attachment wrote at the end does not.
-            (!hosts.is_empty()).then_some(FleetJob {
-                id,
-                time_ms: e.time_ms,
-                command: e.command,
-                hosts,
-            })
-        })
-        .collect())
+    Ok(jobs::fleet_jobs(&loaded.entries))
 }
 
-/// The fleet job `id` names (a unique prefix).
-fn find(context: &Context, id: &str) -> Result<FleetJob, CliError> {
-    let jobs = fleet_jobs(context)?;
-    let matching: Vec<&FleetJob> = jobs.iter().filter(|j| j.id.starts_with(id)).collect();
-    match matching.as_slice() {
-        [job] if !id.is_empty() => Ok((*job).clone()),
-        [] | [_] => Err(CliError::Usage(format!(
-            "no fleet job {} in the history (see `vigie jobs`)",
-            visible(id)
-        ))),
-        _ => Err(CliError::Usage(format!(
-            "{} names {} fleet jobs: give more of its id",
-            visible(id),
-            matching.len()
-        ))),
-    }
+/// The fleet job `id` names.
+fn find(global: &Global, id: &str) -> Result<FleetJob, CliError> {
+    jobs::find(&history_jobs(global)?, id).map_err(|e| CliError::Usage(e.to_string()))
 }
 
 /// The context of a fleet job's hosts, and each host's (index, job id).
@@ -235,16 +191,11 @@ async fn context_of(
 ) -> Result<(Context, Vec<(usize, String)>), CliError> {
     let names: Vec<String> = job.hosts.iter().map(|(h, _)| h.clone()).collect();
     let context = Context::for_hosts(global, &names, printer).await?;
-    let jobs = context
-        .selection
-        .iter()
-        .filter_map(|&i| {
-            let name = context.name(i);
-            let id = job.hosts.iter().find(|(h, _)| h == name)?.1.clone();
-            Some((i, id))
-        })
+    let hosts = jobs::on_fleet(&context.fleet, job)
+        .into_iter()
+        .filter(|(i, _)| context.selection.contains(i))
         .collect();
-    Ok((context, jobs))
+    Ok((context, hosts))
 }
 
 /// `vigie attach ID`: follows every host's job again, from the start of
@@ -255,8 +206,7 @@ pub(super) async fn attach(
     view: View,
     printer: &Printer,
 ) -> Result<ExitCode, CliError> {
-    let history_only = Context::history_only(global)?;
-    let job = find(&history_only, &args.id)?;
+    let job = find(global, &args.id)?;
     let (context, hosts) = context_of(global, &job, printer).await?;
     let launch = Launch::Attach {
         job: job.id.clone(),
@@ -264,103 +214,6 @@ pub(super) async fn attach(
         hosts,
     };
     Ok(super::exec::execute(&context, launch, view, printer).await)
-}
-
-/// What a host says of its job.
-enum HostJob {
-    /// Its state.
-    Known(JobInfo),
-    /// The agent does not know it (any more).
-    Forgotten,
-    /// It could not be asked, or refused.
-    Failed(Status, String),
-}
-
-impl HostJob {
-    fn state(&self) -> &'static str {
-        match self {
-            Self::Known(job) if job.running() => "running",
-            Self::Known(_) => "finished",
-            Self::Forgotten => "forgotten",
-            Self::Failed(Status::Unreachable | Status::Skipped, _) => "unreachable",
-            Self::Failed(..) => "failed",
-        }
-    }
-
-    fn text(&self) -> String {
-        match self {
-            Self::Known(job) => match &job.exit {
-                None => "running".to_owned(),
-                Some(exit) => {
-                    let text = exit_text(exit.exit_code, exit.signal, exit.timed_out, false);
-                    if exit.reason == EndReason::Cancelled {
-                        format!("{text} (cancelled)")
-                    } else if exit.reason == EndReason::AgentStopping {
-                        format!("{text} (the agent stopped)")
-                    } else {
-                        text
-                    }
-                }
-            },
-            Self::Forgotten => {
-                "forgotten by the agent (its retention passed, or the agent restarted)".to_owned()
-            }
-            Self::Failed(status, reason) => format!("{status}: {reason}"),
-        }
-    }
-
-    fn good(&self) -> bool {
-        match self {
-            Self::Known(job) => job.exit.as_ref().is_none_or(|e| e.success()),
-            Self::Forgotten | Self::Failed(..) => false,
-        }
-    }
-}
-
-/// Asks each host about its job (GetJob, or CancelJob with `cancel`).
-async fn ask(
-    context: &Context,
-    hosts: &[(usize, String)],
-    cancel: bool,
-) -> Vec<(usize, String, HostJob)> {
-    let calls = hosts.iter().cloned().map(|(index, id)| async move {
-        let Some(host) = context.fleet.host(index) else {
-            return (
-                index,
-                id,
-                HostJob::Failed(Status::Failed, "no such host".into()),
-            );
-        };
-        let call = async {
-            let client = host.client().await?;
-            if cancel {
-                client.cancel_job(&id).await
-            } else {
-                client.get_job(&id).await
-            }
-        };
-        let result = tokio::time::timeout(CALL_DEADLINE, call)
-            .await
-            .unwrap_or_else(|_| {
-                Err(Error::Transport {
-                    address: host.entry.endpoint(),
-                    reason: format!("no answer within {CALL_DEADLINE:?}"),
-                })
-            });
-        host.observe(&result);
-        let answer = match result {
-            Err(e) if e.code() == Some(tonic::Code::NotFound) => HostJob::Forgotten,
-            result => match crate::client::fleet::Outcome::from_result(result) {
-                crate::client::fleet::Outcome::Done(job) => HostJob::Known(job),
-                other => HostJob::Failed(other.status(), other.error().unwrap_or_default()),
-            },
-        };
-        (index, id, answer)
-    });
-    futures::stream::iter(calls)
-        .buffered(context.concurrency.max(1))
-        .collect()
-        .await
 }
 
 /// `vigie jobs [ID]`: the fleet jobs of the history with each host's
@@ -371,11 +224,10 @@ pub(super) async fn list(
     count: usize,
     printer: &Printer,
 ) -> Result<ExitCode, CliError> {
-    let history_only = Context::history_only(global)?;
     let jobs = match id {
-        Some(id) => vec![find(&history_only, id)?],
+        Some(id) => vec![find(global, id)?],
         None => {
-            let all = fleet_jobs(&history_only)?;
+            let all = history_jobs(global)?;
             let skip = all.len().saturating_sub(count);
             all.into_iter().skip(skip).collect()
         }
@@ -389,7 +241,7 @@ pub(super) async fn list(
     let mut rows = Vec::new();
     for job in &jobs {
         let (context, hosts) = context_of(global, job, printer).await?;
-        let answers = ask(&context, &hosts, false).await;
+        let answers = jobs::ask(&context.fleet, &hosts, false, context.concurrency).await;
         if printer.json {
             for (index, host_job, answer) in &answers {
                 json_line(printer, job, context.name(*index), host_job, answer);
@@ -409,10 +261,12 @@ pub(super) async fn list(
                     vec![
                         Cell::host(context.name(*index)),
                         Cell::status(answer.good(), answer.text()),
-                        Cell::from(match answer {
-                            HostJob::Known(job) => crate::client::format::bytes(job.output_bytes),
-                            HostJob::Forgotten | HostJob::Failed(..) => String::new(),
-                        }),
+                        Cell::from(
+                            answer
+                                .output_bytes()
+                                .map(crate::client::format::bytes)
+                                .unwrap_or_default(),
+                        ),
                         Cell::from(host_job.clone()),
                     ]
                 })
@@ -427,7 +281,10 @@ pub(super) async fn list(
                 Cell::from(job.id.clone()),
                 Cell::from(crate::clock::utc(job.time_ms)),
                 Cell::from(job.hosts.len().to_string()),
-                Cell::status(answers.iter().all(|(_, _, a)| a.good()), summary(&answers)),
+                Cell::status(
+                    answers.iter().all(|(_, _, a)| a.good()),
+                    jobs::summary(answers.iter().map(|(_, _, a)| a)),
+                ),
                 Cell::from(job.command.clone()),
             ]);
         }
@@ -440,26 +297,6 @@ pub(super) async fn list(
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// "2 running, 1 exit 0": how many hosts are in each state.
-fn summary(answers: &[(usize, String, HostJob)]) -> String {
-    let mut counts: Vec<(String, usize)> = Vec::new();
-    for (_, _, answer) in answers {
-        let text = match answer {
-            HostJob::Forgotten | HostJob::Failed(..) => answer.state().to_owned(),
-            HostJob::Known(_) => answer.text(),
-        };
-        match counts.iter_mut().find(|(t, _)| *t == text) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((text, 1)),
-        }
-    }
-    counts
-        .into_iter()
-        .map(|(t, n)| format!("{n} {t}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn json_line(printer: &Printer, job: &FleetJob, host: &str, host_job: &str, answer: &HostJob) {
@@ -493,10 +330,9 @@ pub(super) async fn cancel(
     args: &JobArgs,
     printer: &Printer,
 ) -> Result<ExitCode, CliError> {
-    let history_only = Context::history_only(global)?;
-    let job = find(&history_only, &args.id)?;
+    let job = find(global, &args.id)?;
     let (context, hosts) = context_of(global, &job, printer).await?;
-    let answers = ask(&context, &hosts, true).await;
+    let answers = jobs::ask(&context.fleet, &hosts, true, context.concurrency).await;
     let all_asked = answers
         .iter()
         .all(|(_, _, a)| matches!(a, HostJob::Known(_)));

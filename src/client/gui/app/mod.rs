@@ -28,6 +28,7 @@ mod files_view;
 mod history_view;
 mod hosts_view;
 mod info_view;
+mod jobs_view;
 mod run_view;
 
 use std::{
@@ -114,6 +115,12 @@ enum Update {
     HistoryLoaded {
         entries: Vec<Entry>,
     },
+    /// Fleet jobs with what each host said of its job.
+    JobsLoaded {
+        jobs: Vec<(crate::client::jobs::FleetJob, crate::client::jobs::Answers)>,
+    },
+    /// A job changed (cancelled): ask again.
+    JobsChanged,
 }
 
 /// The queue between background tasks and the UI thread.
@@ -172,6 +179,8 @@ struct Models {
     info: Rc<VecModel<InfoItem>>,
     history: Rc<VecModel<HistoryItem>>,
     history_detail: Rc<VecModel<LineItem>>,
+    jobs: Rc<VecModel<super::JobItem>>,
+    job_detail: Rc<VecModel<LineItem>>,
     files: Rc<VecModel<FileItem>>,
     recent: Rc<VecModel<SharedString>>,
 }
@@ -199,6 +208,12 @@ struct State {
     history_entries: Vec<Entry>,
     /// True once the recall has been filled from the history.
     recall_loaded: bool,
+    /// What the Jobs view shows.
+    jobs: crate::client::gui::controller::jobs::JobsController,
+    /// The fleet job the current run is attached to, if it is one.
+    attached_job: Option<String>,
+    /// True once the user detached from it (Cancel).
+    detached: bool,
 }
 
 impl App {
@@ -236,6 +251,8 @@ impl App {
             info: Rc::new(VecModel::default()),
             history: Rc::new(VecModel::default()),
             history_detail: Rc::new(VecModel::default()),
+            jobs: Rc::new(VecModel::default()),
+            job_detail: Rc::new(VecModel::default()),
             files: Rc::new(VecModel::default()),
             recent: Rc::new(VecModel::default()),
         };
@@ -273,6 +290,9 @@ impl App {
                 local_agent: None,
                 history_entries: Vec::new(),
                 recall_loaded: false,
+                jobs: Default::default(),
+                attached_job: None,
+                detached: false,
             }),
             models,
         });
@@ -313,6 +333,8 @@ impl App {
         let mut history_changed = false;
         let mut history_loaded = false;
         let mut chart_changed = false;
+        let mut jobs_loaded = None;
+        let mut jobs_changed = false;
         {
             let mut state = self.inner.state.borrow_mut();
             for update in updates {
@@ -369,6 +391,8 @@ impl App {
                         state.history_entries = entries;
                         history_loaded = true;
                     }
+                    Update::JobsLoaded { jobs } => jobs_loaded = Some(jobs),
+                    Update::JobsChanged => jobs_changed = true,
                 }
             }
         }
@@ -389,6 +413,12 @@ impl App {
         }
         if history_loaded {
             self.show_history_rows();
+        }
+        if let Some(jobs) = jobs_loaded {
+            self.show_jobs(jobs);
+        }
+        if jobs_changed {
+            self.refresh_jobs();
         }
     }
 
@@ -439,6 +469,7 @@ impl App {
         self.bind_run();
         self.bind_info();
         self.bind_history();
+        self.bind_jobs();
         self.bind_files();
     }
 }

@@ -97,6 +97,8 @@ impl App {
         if let Some(run) = state.run.take() {
             run.cancel();
         }
+        state.attached_job = None;
+        state.detached = false;
         let id = state.next_run;
         state.next_run += 1;
         let names: Vec<(usize, String)> = selection
@@ -311,10 +313,21 @@ impl App {
 
     /// Cancels the current run on every host.
     pub fn cancel(&self) {
-        let run = self.inner.state.borrow().run.clone();
+        let (run, attached) = {
+            let mut state = self.inner.state.borrow_mut();
+            state.detached = state.attached_job.is_some();
+            (state.run.clone(), state.attached_job.clone())
+        };
         if let Some(run) = run {
             run.cancel();
-            self.status("cancelling on every host…", false);
+            match attached {
+                // Cancelling an attachment only detaches.
+                Some(job) => self.status(
+                    &format!("detached from job {job}; it runs on (Jobs: Reattach, Cancel job)"),
+                    false,
+                ),
+                None => self.status("cancelling on every host…", false),
+            }
         }
     }
 
@@ -430,9 +443,20 @@ impl App {
         let (entry, summary, elapsed, history) = {
             let mut state = self.inner.state.borrow_mut();
             state.run = None;
+            let attached = state.attached_job.take();
+            let detached = std::mem::take(&mut state.detached);
             let output = lock(&self.inner.output);
+            // An attachment records the jobs' ends under their fleet job;
+            // one detached from saw no end, and records nothing.
+            let entry = output
+                .history_entry()
+                .filter(|_| !detached)
+                .map(|mut entry| {
+                    entry.job = attached;
+                    entry
+                });
             (
-                output.history_entry(),
+                entry,
                 output.summary(),
                 output.elapsed(),
                 state.history.clone(),

@@ -5,6 +5,7 @@ pub mod chart;
 pub mod files;
 pub mod hosts;
 pub mod info;
+pub mod jobs;
 pub mod output;
 pub mod recall;
 pub mod rollout;
