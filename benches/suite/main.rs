@@ -16,6 +16,7 @@ mod chart;
 mod fanout;
 #[cfg(feature = "gui")]
 mod gui;
+mod jobs;
 mod latency;
 mod memory;
 mod report;
@@ -27,7 +28,7 @@ use std::path::PathBuf;
 use report::Report;
 
 /// The groups of figures, in the order they run.
-const GROUPS: &[&str] = &["latency", "stream", "fanout", "memory", "gui"];
+const GROUPS: &[&str] = &["latency", "stream", "jobs", "fanout", "memory", "gui"];
 
 /// What the run was asked to do.
 pub struct Options {
@@ -142,6 +143,9 @@ fn main() {
     }
     if run.options.wants("stream") {
         stream::run(&mut run);
+    }
+    if run.options.wants("jobs") {
+        jobs::run(&mut run);
     }
     if run.options.wants("fanout") {
         fanout::run(&mut run);

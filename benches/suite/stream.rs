@@ -157,11 +157,11 @@ fn through_agent(run: &Run, client: &AgentClient, bytes: u64) -> f64 {
     })
 }
 
-fn rate(bytes: u64, since: Instant) -> f64 {
+pub fn rate(bytes: u64, since: Instant) -> f64 {
     bytes as f64 / since.elapsed().as_secs_f64() / 1e6
 }
 
-fn size(bytes: u64) -> String {
+pub fn size(bytes: u64) -> String {
     if bytes >= 1 << 30 {
         format!("{} GiB", bytes >> 30)
     } else {

@@ -100,6 +100,14 @@ pub enum StartError {
     /// A setting is out of its range.
     #[error(transparent)]
     Setting(#[from] config::SettingError),
+    /// The state directory is unusable.
+    #[error("state_dir {path}: {source}")]
+    StateDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: io::Error,
+    },
     /// The system cannot be read.
     #[error(transparent)]
     Probe(#[from] system::ProbeError),
@@ -206,6 +214,12 @@ impl Agent {
         security: security::Security,
     ) -> Result<Self, StartError> {
         config.check()?;
+        if let Some(state) = &config.state_dir {
+            jobs::space::check_state_dir(state).map_err(|source| StartError::StateDir {
+                path: state.display().to_string(),
+                source,
+            })?;
+        }
         let local_addr = listener.address().map_err(|source| StartError::Bind {
             addr: config.listen.clone(),
             source,

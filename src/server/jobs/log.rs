@@ -274,8 +274,8 @@ impl JobLog {
             state.files += 1;
             self.space.file_path(&self.name, state.files)
         };
-        let written = match (path, self.space.reserve(size)) {
-            (Ok(path), true) => {
+        let written = match path {
+            Some(path) if self.space.reserve(size) => {
                 let data = pending.data.clone();
                 let target = path.clone();
                 match tokio::task::spawn_blocking(move || write_new(&target, &data)).await {
@@ -293,7 +293,7 @@ impl JobLog {
                     }
                 }
             }
-            (Ok(_), false) => {
+            Some(_) => {
                 let mut state = self.lock();
                 if !state.warned_full {
                     state.warned_full = true;
@@ -304,10 +304,8 @@ impl JobLog {
                 }
                 None
             }
-            (Err(e), _) => {
-                tracing::warn!(job = %self.name, error = %e, "no spill directory for a job's output");
-                None
-            }
+            // No spill directory: said once by the space.
+            None => None,
         };
         let mut state = self.lock();
         let Some(position) = state.segments.iter().position(|s| s.start == pending.start) else {

@@ -26,7 +26,8 @@ pub struct LogSpace {
     memory_total: usize,
     /// Where spill files go; made on first use.
     state_dir: Option<PathBuf>,
-    directory: Mutex<Option<PathBuf>>,
+    /// The directory once made, or why it could not be (said once).
+    directory: Mutex<Option<Result<PathBuf, String>>>,
     /// Bytes spill files hold, and the most they may.
     spilled: AtomicU64,
     spill_cap: u64,
@@ -98,14 +99,20 @@ impl LogSpace {
         self.spilled.fetch_sub(bytes, Ordering::Relaxed);
     }
 
-    /// The path of spill file `n` of the job `name`.
-    pub(super) fn file_path(&self, name: &str, n: u64) -> io::Result<PathBuf> {
+    /// The path of spill file `n` of the job `name`; None when there is
+    /// no spill directory (the reason is logged once).
+    pub(super) fn file_path(&self, name: &str, n: u64) -> Option<PathBuf> {
         let mut directory = self.directory.lock().unwrap_or_else(|e| e.into_inner());
-        if directory.is_none() {
-            *directory = Some(make_directory(self.state_dir.as_deref())?);
-        }
-        let directory = directory.as_ref().expect("made above");
-        Ok(directory.join(format!("{name}.{n}")))
+        let made = directory.get_or_insert_with(|| {
+            make_directory(self.state_dir.as_deref()).map_err(|e| {
+                tracing::warn!(
+                    error = %e,
+                    "no spill directory for jobs' output: job logs keep only their newest output, in memory"
+                );
+                e.to_string()
+            })
+        });
+        made.as_ref().ok().map(|d| d.join(format!("{name}.{n}")))
     }
 
     /// The spill directory, once made.
@@ -114,13 +121,14 @@ impl LogSpace {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+            .and_then(Result::ok)
     }
 }
 
 impl Drop for LogSpace {
     fn drop(&mut self) {
         let directory = self.directory.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let Some(directory) = directory.take()
+        if let Some(Ok(directory)) = directory.take()
             && let Err(e) = std::fs::remove_dir_all(&directory)
             && e.kind() != io::ErrorKind::NotFound
         {
@@ -160,6 +168,16 @@ fn make_directory(state_dir: Option<&Path>) -> io::Result<PathBuf> {
         }
     }
     Err(io::Error::other("cannot make a fresh spill directory"))
+}
+
+/// Makes the state directory if it is missing (0700), and checks that it
+/// is private: what the agent checks at start, so that a state directory
+/// a local user could tamper with is refused before anything runs.
+pub fn check_state_dir(state: &Path) -> io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true).mode(0o700);
+    builder.create(state)?;
+    check_private(state)
 }
 
 /// Refuses a directory that is a symbolic link, belongs to another user or
@@ -224,7 +242,8 @@ mod tests {
         // A state directory others may write to is refused.
         std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
         let open = LogSpace::new(Some(state.clone()), 10, 100);
-        let error = open.file_path("j", 1).unwrap_err();
+        assert_eq!(open.file_path("j", 1), None);
+        let error = check_state_dir(&state).unwrap_err();
         assert!(error.to_string().contains("nobody else"), "{error}");
         std::fs::remove_dir_all(&state).unwrap();
     }
