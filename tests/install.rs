@@ -95,6 +95,7 @@ fn install_without_systemd_writes_everything_with_its_modes_and_shows_a_working_
     for (path, expected) in [
         (paths::FLEET_DIR, 0o700),
         (paths::LOG_DIR, 0o700),
+        (paths::STATE_DIR, 0o700),
         ("/etc/vigie/join.toml", 0o600),
         (paths::BINARY, 0o755),
         (paths::CONFIG, 0o644),
@@ -128,6 +129,7 @@ fn install_without_systemd_writes_everything_with_its_modes_and_shows_a_working_
     assert_eq!(config.listen, "127.0.0.1:0");
     assert_eq!(config.fleet_dir, Some(root.path(paths::FLEET_DIR)));
     assert_eq!(config.audit_log, Some(root.path(paths::AUDIT_LOG)));
+    assert_eq!(config.state_dir, Some(root.path(paths::STATE_DIR)));
     let unit = std::fs::read_to_string(root.path(paths::UNIT)).unwrap();
     assert_eq!(
         unit,
@@ -141,8 +143,8 @@ fn install_without_systemd_writes_everything_with_its_modes_and_shows_a_working_
     assert!(again.contains("a join code is pending"), "{again}");
     assert_eq!(
         again.lines().filter(|l| l.starts_with("left ")).count(),
-        5,
-        "binary, two directories, config and unit left alone:\n{again}"
+        6,
+        "binary, three directories, config and unit left alone:\n{again}"
     );
     assert!(
         !again.contains("wrote") && !again.contains("installed"),
@@ -161,6 +163,7 @@ fn install_without_systemd_writes_everything_with_its_modes_and_shows_a_working_
     let out = root.ok("uninstall", &["--purge"], "");
     assert!(out.contains("already absent"), "{out}");
     assert!(!root.path(paths::FLEET_DIR).exists() && !root.path(paths::LOG_DIR).exists());
+    assert!(!root.path(paths::STATE_DIR).exists());
 }
 
 #[test]
@@ -471,7 +474,8 @@ fn the_packaged_unit_and_config_are_the_ones_install_writes() {
         config_text(
             &default_listen(),
             Path::new(paths::FLEET_DIR),
-            Path::new(paths::AUDIT_LOG)
+            Path::new(paths::AUDIT_LOG),
+            Path::new(paths::STATE_DIR)
         )
         .unwrap()
     );

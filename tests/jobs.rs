@@ -355,9 +355,22 @@ async fn jobs_are_limited_per_identity_and_finished_ones_are_forgotten_in_time()
 #[tokio::test]
 async fn a_detached_job_keeps_to_the_exec_allow_list() {
     let agent = TestAgent::with_config(|c| {
-        c.exec_allow = [(Role::Admin, vec!["echo *".into()])].into();
+        c.exec_allow = [(
+            Role::Admin,
+            vec![
+                vigie::server::policy::AllowRule {
+                    detach: true,
+                    .."echo *".into()
+                },
+                "uptime".into(),
+            ],
+        )]
+        .into();
     });
     let client = agent.client().await;
+    // An entry allows running detached only when it says so.
+    let refused = client.execute(detached("uptime")).await.err();
+    assert_eq!(code(refused), Some(Code::PermissionDenied));
     let (id, _) = start(&client, "echo allowed").await;
     let (output, _, exit) = attach_all(&client, &id, 0).await;
     assert_eq!(joined(&output), b"allowed\n");

@@ -75,6 +75,7 @@ proptest! {
                 command,
                 env,
                 stdin,
+                detach: false,
             })
             .collect();
         let config = AgentConfig {

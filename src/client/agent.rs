@@ -193,7 +193,9 @@ impl AgentClient {
                         collected.stderr.extend_from_slice(&data)
                     }
                 },
-                Event::Gap { length, .. } => collected.dropped += length,
+                Event::Gap { length, .. } => {
+                    collected.dropped = collected.dropped.saturating_add(length)
+                }
                 Event::Exited(exit) => {
                     collected.exit = Some(exit);
                 }

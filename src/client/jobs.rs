@@ -37,6 +37,12 @@ pub fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
 }
 
+/// True for what an agent's job id looks like: at most 64 ASCII letters
+/// and digits.
+pub fn is_job_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
 /// The fleet jobs of the history, oldest first.
 pub fn fleet_jobs(entries: &[Entry]) -> Vec<FleetJob> {
     entries

@@ -118,10 +118,15 @@ pub struct AgentConfig {
     pub state_dir: Option<PathBuf>,
     /// Most detached jobs running at once.
     pub max_jobs: u32,
+    /// Of `max_jobs`, how many only admins may start.
+    pub admin_reserved_jobs: u32,
     /// Most detached jobs one identity may have running.
     pub max_jobs_per_identity: u32,
     /// Most finished jobs kept (oldest forgotten first).
     pub max_finished_jobs: usize,
+    /// Most finished jobs kept of one identity (its oldest forgotten
+    /// first), so that one identity cannot push out everyone's results.
+    pub max_finished_jobs_per_identity: usize,
     /// How long a finished job (its exit and its log) is kept, in seconds.
     pub job_retention_secs: u64,
     /// Most bytes of output one job's log keeps (memory and spill file
@@ -174,8 +179,10 @@ impl Default for AgentConfig {
             signal_any_process: false,
             state_dir: None,
             max_jobs: 64,
+            admin_reserved_jobs: 8,
             max_jobs_per_identity: 16,
             max_finished_jobs: 256,
+            max_finished_jobs_per_identity: 64,
             job_retention_secs: 24 * 3600,
             job_log_bytes: 64 << 20,
             job_memory_bytes: 1 << 20,
@@ -190,6 +197,15 @@ impl AgentConfig {
     pub fn check(&self) -> Result<(), SettingError> {
         check_keepalive_ms("keepalive_interval_ms", self.keepalive_interval_ms)?;
         check_keepalive_ms("keepalive_timeout_ms", self.keepalive_timeout_ms)?;
+        // Ten years: beyond, a finished job's expiry could not be written.
+        if self.job_retention_secs > 315_360_000 {
+            return Err(SettingError {
+                name: "job_retention_secs",
+                value: self.job_retention_secs,
+                min: 0,
+                max: 315_360_000,
+            });
+        }
         // A tail must hold one chunk of output as the agent reads it.
         if self.job_memory_bytes < 64 << 10 || self.job_memory_bytes > self.job_log_bytes / 2 {
             return Err(SettingError {

@@ -172,6 +172,12 @@ pub async fn push_policy(
     // What revoked certificates still have open (a metrics stream, a
     // running command) ends now, not at its next call.
     for identity in fleet.identities_revoked_by(&list) {
+        // Its detached jobs too: what a revoked credential started ends
+        // with its access, as its sessions' commands do.
+        let jobs = state.jobs.cancel_owned_by(&identity);
+        if jobs > 0 {
+            tracing::warn!(%identity, jobs, "jobs of a revoked certificate cancelled");
+        }
         let ended = state.sessions.end_identity(&identity);
         if ended > 0 {
             tracing::warn!(%identity, ended, "sessions of a revoked certificate ended");

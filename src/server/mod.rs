@@ -293,8 +293,10 @@ impl Agent {
             jobs: Arc::new(jobs::Jobs::new(
                 jobs::JobLimits {
                     running: config.max_jobs,
+                    admin_reserved: config.admin_reserved_jobs,
                     per_identity: config.max_jobs_per_identity,
                     finished: config.max_finished_jobs,
+                    finished_per_identity: config.max_finished_jobs_per_identity,
                     retention: Duration::from_secs(config.job_retention_secs),
                     log: jobs::LogLimits {
                         memory: usize::try_from(config.job_memory_bytes).unwrap_or(usize::MAX),
@@ -311,6 +313,10 @@ impl Agent {
             lifecycle,
         });
 
+        // One task forgets finished jobs as their retention passes.
+        state
+            .tracker
+            .spawn(state.jobs.clone().reap(state.agent_token.clone()));
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<RemoteAgentServer<service::Service>>()

@@ -38,7 +38,7 @@ use super::auth::{Identity, Role};
 ///
 /// In the config file an entry is either a bare pattern (`"df -h ..."`) or
 /// a table (`{ command = "make -C /srv/app build", env = ["CC=gcc"],
-/// stdin = true, cwd = ["/srv/app"] }`).
+/// stdin = true, cwd = ["/srv/app"], detach = true }`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "RuleRepr", into = "RuleRepr")]
 pub struct AllowRule {
@@ -55,6 +55,10 @@ pub struct AllowRule {
     /// both are canonical). None by default: the directory a program runs
     /// in can decide what it does (a Makefile, a config file).
     pub cwd: Vec<String>,
+    /// Whether a matching request may run detached, as a job that outlives
+    /// its session: off by default, since a command allowed to follow
+    /// something (`journalctl -f`) would otherwise run on for ever.
+    pub detach: bool,
 }
 
 impl AllowRule {
@@ -65,6 +69,7 @@ impl AllowRule {
             env: Vec::new(),
             stdin: false,
             cwd: Vec::new(),
+            detach: false,
         }
     }
 
@@ -111,6 +116,8 @@ enum RuleRepr {
         stdin: bool,
         #[serde(default)]
         cwd: Vec<String>,
+        #[serde(default)]
+        detach: bool,
     },
 }
 
@@ -123,11 +130,13 @@ impl From<RuleRepr> for AllowRule {
                 env,
                 stdin,
                 cwd,
+                detach,
             } => Self {
                 command,
                 env,
                 stdin,
                 cwd,
+                detach,
             },
         }
     }
@@ -135,7 +144,7 @@ impl From<RuleRepr> for AllowRule {
 
 impl From<AllowRule> for RuleRepr {
     fn from(rule: AllowRule) -> Self {
-        if rule.env.is_empty() && !rule.stdin && rule.cwd.is_empty() {
+        if rule.env.is_empty() && !rule.stdin && rule.cwd.is_empty() && !rule.detach {
             Self::Pattern(rule.command)
         } else {
             Self::Full {
@@ -143,6 +152,7 @@ impl From<AllowRule> for RuleRepr {
                 env: rule.env,
                 stdin: rule.stdin,
                 cwd: rule.cwd,
+                detach: rule.detach,
             }
         }
     }

@@ -17,11 +17,11 @@
 //! `net().command(…)` starts a new `ip netns exec`, in the host's network
 //! namespace but with this machine's files. The places come in two kinds:
 //!
-//! - /etc, /var/log, /usr/local/bin and /root are overlays: the host sees
+//! - /etc, /var/log, /var/lib, /usr/local/bin and /root are overlays: the host sees
 //!   what this machine has there (the accounts sshd needs, the shell's
 //!   files), and whatever it writes lands in its own upper layer,
-//!   `DIR/fs/PATH`. An overlay at the parent is what lets /etc/vigie and
-//!   /var/log/vigie be absent until an install makes them (with the mode it
+//!   `DIR/fs/PATH`. An overlay at the parent is what lets /etc/vigie,
+//!   /var/log/vigie and /var/lib/vigie be absent until an install makes them (with the mode it
 //!   chooses, 0700 for /etc/vigie): a bind mount needs an existing mount
 //!   point, which would mean creating those directories on this machine.
 //!   /etc/systemd/system comes with /etc.
@@ -87,7 +87,7 @@ pub const SSH_PORT: u16 = 22;
 const SSHD: &str = "/usr/sbin/sshd";
 /// Places a host sees as this machine has them, its writes kept in its own
 /// layer (overlays).
-const LAYERED: [&str; 4] = ["/etc", "/var/log", "/usr/local/bin", "/root"];
+const LAYERED: [&str; 5] = ["/etc", "/var/log", "/var/lib", "/usr/local/bin", "/root"];
 /// Places a host starts with empty (bind mounts). /tmp comes last: the
 /// host's directory is usually under it, and hidden once it is mounted.
 const FRESH: [&str; 2] = ["/run", "/tmp"];

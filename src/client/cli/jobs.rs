@@ -60,9 +60,16 @@ pub(super) async fn start(
                 // The first event names the job; dropping the stream then
                 // detaches, and the job runs on.
                 match events.next().await {
+                    // The id goes to the history and back to the agent: an
+                    // id no agent of ours makes is refused.
                     Some(Ok(Event::Started {
                         job_id: Some(id), ..
-                    })) => Ok(id),
+                    })) if jobs::is_job_id(&id) => Ok(id),
+                    Some(Ok(Event::Started {
+                        job_id: Some(_), ..
+                    })) => Err(Error::Protocol(
+                        "the agent answered with a malformed job id".into(),
+                    )),
                     Some(Err(e)) => Err(e),
                     _ => Err(Error::Protocol(
                         "the agent did not start a job: it is older than this client and \

@@ -280,6 +280,12 @@ fn plan_allowed(
             rule.command
         )));
     }
+    if request.detach && !rule.detach {
+        return Err(ExecError::NotAllowed(format!(
+            "running detached is not allowed for `{}`: its exec_allow entry needs detach = true",
+            rule.command
+        )));
+    }
     if let Some(dir) = request
         .working_directory
         .as_deref()

@@ -110,7 +110,12 @@ pub(super) fn write_config(
 ) -> Result<(bool, PathBuf), InstallError> {
     let layout = &options.layout;
     let (path, fleet) = (layout.path(paths::CONFIG), layout.path(paths::FLEET_DIR));
-    let text = config_text(&options.listen, &fleet, &layout.path(paths::AUDIT_LOG))?;
+    let text = config_text(
+        &options.listen,
+        &fleet,
+        &layout.path(paths::AUDIT_LOG),
+        &layout.path(paths::STATE_DIR),
+    )?;
     let old = match std::fs::read_to_string(&path) {
         Ok(old) => Some(old),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,

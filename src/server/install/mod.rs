@@ -48,6 +48,8 @@ pub mod paths {
     pub const LOG_DIR: &str = "/var/log/vigie";
     /// The audit log.
     pub const AUDIT_LOG: &str = "/var/log/vigie/audit.jsonl";
+    /// The state directory: detached jobs' output while the agent runs.
+    pub const STATE_DIR: &str = "/var/lib/vigie";
     /// The output of an agent started by hand.
     pub const AGENT_LOG: &str = "/var/log/vigie/agent.log";
     /// The systemd unit.
@@ -233,6 +235,7 @@ pub fn install(
     let mut changed = files::install_binary(&layout.path(paths::BINARY), out)?;
     files::private_dir(&layout.path(paths::FLEET_DIR), out)?;
     files::private_dir(&layout.path(paths::LOG_DIR), out)?;
+    files::private_dir(&layout.path(paths::STATE_DIR), out)?;
     let (written, fleet) = files::write_config(options, out)?;
     changed |= written;
     let fleet = FleetDir::new(fleet);
@@ -325,6 +328,10 @@ pub fn uninstall(options: &UninstallOptions, out: &mut dyn Write) -> Result<(), 
     for (dir, what) in [
         (paths::FLEET_DIR, "this host's identity in the fleet"),
         (paths::LOG_DIR, "the agent's logs"),
+        (
+            paths::STATE_DIR,
+            "the agent's state (jobs' output while it runs)",
+        ),
     ] {
         let dir = layout.path(dir);
         if !dir.exists() {

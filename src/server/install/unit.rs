@@ -80,6 +80,7 @@ pub fn config_text(
     listen: &str,
     fleet_dir: &Path,
     audit_log: &Path,
+    state_dir: &Path,
 ) -> Result<String, toml::ser::Error> {
     /// The settings written, in this order.
     #[derive(Serialize)]
@@ -87,17 +88,20 @@ pub fn config_text(
         listen: &'a str,
         fleet_dir: &'a Path,
         audit_log: &'a Path,
+        state_dir: &'a Path,
     }
     // Through the serializer, so that no value can break out of its string.
     let body = toml::to_string(&Written {
         listen,
         fleet_dir,
         audit_log,
+        state_dir,
     })?;
     Ok(format!(
         "# vigie agent configuration (every setting: docs/USER_GUIDE.md).\n\
          # The fleet directory holds this agent's key, its certificate and its\n\
-         # pending join code. To restrict what may run, add no_exec or exec_allow.\n\
+         # pending join code; the state directory, detached jobs' output while\n\
+         # the agent runs. To restrict what may run, add no_exec or exec_allow.\n\
          {body}"
     ))
 }
@@ -221,6 +225,7 @@ mod tests {
             "0.0.0.0:7421",
             Path::new("/etc/vigie"),
             Path::new("/var/log/vigie/audit.jsonl"),
+            Path::new("/var/lib/vigie"),
         )
         .unwrap();
         let config: AgentConfig = toml::from_str(&text).unwrap();
@@ -230,11 +235,17 @@ mod tests {
                 listen: "0.0.0.0:7421".into(),
                 fleet_dir: Some("/etc/vigie".into()),
                 audit_log: Some("/var/log/vigie/audit.jsonl".into()),
+                state_dir: Some("/var/lib/vigie".into()),
                 ..AgentConfig::default()
             }
         );
         // A value cannot add a setting of its own.
-        let sneaky = config_text("x\"\nno_exec = false\n", Path::new("/a"), Path::new("/b"));
+        let sneaky = config_text(
+            "x\"\nno_exec = false\n",
+            Path::new("/a"),
+            Path::new("/b"),
+            Path::new("/c"),
+        );
         let config: AgentConfig = toml::from_str(&sneaky.unwrap()).unwrap();
         assert_eq!(config.listen, "x\"\nno_exec = false\n");
     }

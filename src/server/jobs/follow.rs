@@ -92,7 +92,16 @@ pub async fn follow(
         // Marked seen before the read, so that output added after it wakes
         // the wait below.
         end.borrow_and_update();
-        match job.log.read(offset, READ_MOST).await {
+        // A read of a spill file waits on the disk: the stops are watched
+        // there too, so that nothing outlives a detach or the agent.
+        let read = tokio::select! {
+            biased;
+            () = detach.session.cancelled() => return,
+            () = detach.agent.cancelled() => return,
+            () = events.closed() => return,
+            read = job.log.read(offset, READ_MOST) => read,
+        };
+        match read {
             Ok(Found::Records(records)) => {
                 for (stream, at, data) in records {
                     offset = at + data.len() as u64;

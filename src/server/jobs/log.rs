@@ -37,7 +37,15 @@ const HEADER: usize = 5;
 const INDEX_EVERY: u64 = 64 * 1024;
 /// A finished job's tail at most this large stays in memory; a larger one
 /// goes to its spill file, so that finished jobs hold little memory.
-const KEEP_IN_MEMORY: usize = 64 * 1024;
+const KEEP_IN_MEMORY: usize = 4 * 1024;
+/// Every log may hold this much of its tail without taking from the shared
+/// memory: when the shared memory is spent, output still goes to files in
+/// segments of about this size, never one small file per record. It is
+/// also the largest record.
+pub const FLOOR: usize = 256 * 1024;
+/// Most records one read returns, whatever their sizes, so that a reader
+/// of output written a byte at a time holds a bounded list.
+const MOST_RECORDS: usize = 1024;
 
 /// A job log's own limits.
 #[derive(Debug, Clone, Copy)]
@@ -191,27 +199,35 @@ impl JobLog {
     /// blocking pool) when it is full. Only the job's pump calls this, so
     /// a disk slower than the command slows the command, through its pipe.
     pub async fn append(&self, stream: OutputStream, data: &[u8]) {
-        let most = self.limits.memory - HEADER;
+        let most = self.limits.memory.min(FLOOR) - HEADER;
         for piece in data.chunks(most) {
             let needed = HEADER + piece.len();
-            let (full, alone) = {
+            let sealed = {
                 let mut state = self.lock();
-                let full = (!state.tail.buffer.is_empty()
-                    && state.tail.buffer.len() + needed > self.limits.memory)
-                    .then(|| Self::seal(&mut state));
-                // The tail's bytes come from the shared memory space; when
-                // it has none left, the record goes to a file at once, held
-                // in memory only while it is written.
-                let taken = self.space.take_memory(needed);
-                state.tail.push(stream, piece);
-                if taken {
-                    state.tail.held += needed;
+                let mut sealed = None;
+                if !state.tail.buffer.is_empty()
+                    && state.tail.buffer.len() + needed > self.limits.memory
+                {
+                    sealed = Some(Self::seal(&mut state));
                 }
-                let alone = (!taken).then(|| Self::seal(&mut state));
+                // Beyond the floor, the tail's bytes come from the shared
+                // memory; without room there, the tail is sealed and the
+                // record starts a new one, within the floor.
+                let len = state.tail.buffer.len();
+                let over = (len + needed).saturating_sub(FLOOR).min(needed);
+                if over > 0 {
+                    if self.space.take_memory(over) {
+                        state.tail.held += over;
+                    } else {
+                        debug_assert!(sealed.is_none(), "a fresh tail is within the floor");
+                        sealed = Some(Self::seal(&mut state));
+                    }
+                }
+                state.tail.push(stream, piece);
                 self.end.send_replace((state.tail.end, false));
-                (full, alone)
+                sealed
             };
-            for pending in [full, alone].into_iter().flatten() {
+            if let Some(pending) = sealed {
                 self.spill(pending).await;
             }
         }
@@ -275,7 +291,7 @@ impl JobLog {
             self.space.file_path(&self.name, state.files)
         };
         let written = match path {
-            Some(path) if self.space.reserve(size) => {
+            Some(path) if self.space.reserve(charged(size)) => {
                 let data = pending.data.clone();
                 let target = path.clone();
                 match tokio::task::spawn_blocking(move || write_new(&target, &data)).await {
@@ -283,12 +299,13 @@ impl JobLog {
                     Ok(Err(e)) => {
                         tracing::warn!(job = %self.name, error = %e, "cannot spill a job's output");
                         let _ = std::fs::remove_file(&path);
-                        self.space.release(size);
+                        self.space.release(charged(size));
                         None
                     }
                     Err(e) => {
                         tracing::warn!(job = %self.name, error = %e, "spilling a job's output failed");
-                        self.space.release(size);
+                        let _ = std::fs::remove_file(&path);
+                        self.space.release(charged(size));
                         None
                     }
                 }
@@ -312,7 +329,7 @@ impl JobLog {
             // Trimmed away while it was written.
             if let Some(path) = written {
                 let _ = std::fs::remove_file(path);
-                self.space.release(size);
+                self.space.release(charged(size));
             }
             return;
         };
@@ -365,15 +382,17 @@ impl JobLog {
             Store::Memory(_, held) => self.space.give_back(held),
             Store::File(path) => {
                 let _ = std::fs::remove_file(path);
-                self.space.release(segment.size);
+                self.space.release(charged(segment.size));
             }
         }
     }
 
-    /// Reads records from `offset`, about `most` bytes of output.
+    /// Reads records from `offset`: about `most` bytes of output, at most
+    /// [`MOST_RECORDS`] records. What it returns holds no more memory than
+    /// the records themselves (and, from a memory segment, shares it).
     pub async fn read(&self, offset: u64, most: usize) -> io::Result<Found> {
         loop {
-            let found = {
+            let (path, at, position) = {
                 let state = self.lock();
                 if offset < state.start {
                     return Ok(Found::Gap(state.start - offset));
@@ -390,41 +409,81 @@ impl JobLog {
                     .iter()
                     .find(|s| s.start <= offset && offset < s.end);
                 match segment {
-                    Some(s) => match &s.store {
-                        Store::Memory(data, _) => {
-                            return Ok(Found::Records(decode(
-                                data, s.start, &s.index, offset, most,
-                            )));
+                    Some(s) => {
+                        let (at, position) = seek(&s.index, s.start, offset);
+                        match &s.store {
+                            Store::Memory(data, _) => {
+                                let from = usize::try_from(position).unwrap_or(usize::MAX);
+                                let data = data.slice(from.min(data.len())..);
+                                let (records, _) = decode(&data, at, offset, most);
+                                let records = records
+                                    .into_iter()
+                                    .map(|(stream, at, range)| (stream, at, data.slice(range)))
+                                    .collect();
+                                return Ok(Found::Records(records));
+                            }
+                            Store::File(path) => (path.clone(), at, position),
                         }
-                        Store::File(path) => (path.clone(), s.start, s.index.clone()),
-                    },
+                    }
                     None => {
+                        // Only the records this read returns are copied.
                         let tail = &state.tail;
-                        let data = Bytes::copy_from_slice(&tail.buffer);
-                        return Ok(Found::Records(decode(
-                            &data,
-                            tail.start,
-                            &tail.index,
-                            offset,
-                            most,
-                        )));
+                        let (at, position) = seek(&tail.index, tail.start, offset);
+                        let from = usize::try_from(position).unwrap_or(usize::MAX);
+                        let data = &tail.buffer[from.min(tail.buffer.len())..];
+                        let (records, _) = decode(data, at, offset, most);
+                        let records = records
+                            .into_iter()
+                            .map(|(stream, at, range)| {
+                                (stream, at, Bytes::copy_from_slice(&data[range]))
+                            })
+                            .collect();
+                        return Ok(Found::Records(records));
                     }
                 }
             };
-            let (path, start, index) = found;
-            let record = self.limits.memory;
-            let read = tokio::task::spawn_blocking(move || {
-                read_file(&path, (start, &index), offset, most, record)
-            })
-            .await
-            .map_err(io::Error::other)?;
+            let file = path.clone();
+            let read =
+                tokio::task::spawn_blocking(move || read_file(&file, position, at, offset, most))
+                    .await
+                    .map_err(io::Error::other)?;
             match read {
+                Ok(records) if records.is_empty() => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("spill file {} ends early", path.display()),
+                    ));
+                }
                 Ok(records) => return Ok(Found::Records(records)),
                 // Dropped by the cap between the look and the read: look
-                // again, which finds the gap.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // again, which finds the gap. A file that vanished while the
+                // log still names it (removed by hand, a temporary-file
+                // cleaner) is dropped with everything older, as the cap
+                // would: the reader is told of a gap, and never spins.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => self.lost(&path),
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Drops the segment whose file is `path`, and everything older.
+    fn lost(&self, path: &std::path::Path) {
+        let dropped: Vec<Segment> = {
+            let mut state = self.lock();
+            let Some(position) = state
+                .segments
+                .iter()
+                .position(|s| matches!(&s.store, Store::File(p) if p == path))
+            else {
+                return;
+            };
+            tracing::warn!(job = %self.name, file = %path.display(), "a spill file vanished");
+            let dropped = state.segments.drain(..=position).collect();
+            state.start = state.segments.front().map_or(state.tail.start, |s| s.start);
+            dropped
+        };
+        for segment in dropped {
+            self.forget(segment);
         }
     }
 }
@@ -441,6 +500,12 @@ impl Drop for JobLog {
     }
 }
 
+/// What a spill file of `size` bytes costs the spill space: whole blocks,
+/// so that many small files cannot hold more of the disk than counted.
+fn charged(size: u64) -> u64 {
+    size.div_ceil(4096).max(1) * 4096
+}
+
 /// A sealed segment on its way to a file.
 struct Sealed {
     start: u64,
@@ -453,67 +518,77 @@ fn seek(index: &[(u64, u64)], start: u64, offset: u64) -> (u64, u64) {
     if i == 0 { (start, 0) } else { index[i - 1] }
 }
 
-/// Decodes records of a segment's bytes from `offset`.
-fn decode(
-    data: &Bytes,
-    start: u64,
-    index: &[(u64, u64)],
-    offset: u64,
-    most: usize,
-) -> Vec<(OutputStream, u64, Bytes)> {
-    let (mut at, position) = seek(index, start, offset);
-    let mut position = usize::try_from(position).unwrap_or(usize::MAX);
+/// A decoded record: its stream, its offset, where its bytes are.
+type Record = (OutputStream, u64, std::ops::Range<usize>);
+
+/// Decodes the records of `data`, whose first record starts at offset
+/// `at`, from `offset` on: about `most` bytes, at most [`MOST_RECORDS`]
+/// records, only records `data` holds whole. Also returns, when `data` ends
+/// inside a record, how many bytes it would take to hold that record.
+fn decode(data: &[u8], mut at: u64, offset: u64, most: usize) -> (Vec<Record>, Option<usize>) {
+    let mut position = 0;
     let mut records = Vec::new();
     let mut total = 0;
-    while position + HEADER <= data.len() && total < most {
+    while total < most && records.len() < MOST_RECORDS {
+        if position + HEADER > data.len() {
+            let needed = (position < data.len()).then_some(position + HEADER);
+            return (records, needed);
+        }
         let stream = if data[position] == 1 {
             OutputStream::Stdout
         } else {
             OutputStream::Stderr
         };
-        let len =
-            u32::from_le_bytes(data[position + 1..position + HEADER].try_into().unwrap()) as usize;
+        let len = u32::from_le_bytes(
+            data[position + 1..position + HEADER]
+                .try_into()
+                .expect("four bytes"),
+        ) as usize;
         let body = position + HEADER;
-        let record_end = (at + len as u64, body + len);
-        if record_end.0 > offset {
-            let skip = usize::try_from(offset.saturating_sub(at)).unwrap_or(0);
-            let bytes = data.slice(body + skip..record_end.1);
-            total += bytes.len();
-            records.push((stream, at + skip as u64, bytes));
+        if body + len > data.len() {
+            return (records, Some(body + len));
         }
-        at = record_end.0;
-        position = record_end.1;
+        let end = at + len as u64;
+        if end > offset {
+            let skip = usize::try_from(offset.saturating_sub(at)).unwrap_or(0);
+            total += len - skip;
+            records.push((stream, at + skip as u64, body + skip..body + len));
+        }
+        at = end;
+        position = body + len;
     }
-    records
+    (records, None)
 }
 
-/// Reads records from a spill file, from `offset`.
+/// Reads records from a spill file, from `position`, where the record at
+/// offset `at` starts, decoded from `offset`. It reads what the records
+/// asked for take (one index step before `offset` at most, then `most`
+/// bytes), and once more with room for a record larger than that.
 fn read_file(
     path: &std::path::Path,
-    (start, index): (u64, &[(u64, u64)]),
+    position: u64,
+    at: u64,
     offset: u64,
     most: usize,
-    largest_record: usize,
 ) -> io::Result<Vec<(OutputStream, u64, Bytes)>> {
     let mut file = File::open(path)?;
-    let (at, position) = seek(index, start, offset);
-    file.seek(SeekFrom::Start(position))?;
-    // Enough for the index step, the bytes asked for and one whole record
-    // more (a record is never larger than a tail).
-    let want = INDEX_EVERY as usize + most + largest_record + HEADER;
-    let mut buffer = Vec::with_capacity(want);
-    (&mut file).take(want as u64).read_to_end(&mut buffer)?;
-    let data = Bytes::from(buffer);
-    // Only whole records count: cut at the last one that is complete.
-    let mut whole = 0;
-    while whole + HEADER <= data.len() {
-        let len = u32::from_le_bytes(data[whole + 1..whole + HEADER].try_into().unwrap()) as usize;
-        if whole + HEADER + len > data.len() {
-            break;
+    let mut window = (INDEX_EVERY as usize + HEADER).saturating_add(most.min(4 * FLOOR));
+    for _ in 0..2 {
+        file.seek(SeekFrom::Start(position))?;
+        let mut buffer = Vec::with_capacity(window);
+        (&mut file).take(window as u64).read_to_end(&mut buffer)?;
+        let data = Bytes::from(buffer);
+        match decode(&data, at, offset, most) {
+            (records, Some(needed)) if records.is_empty() && needed > window => window = needed,
+            (records, _) => {
+                return Ok(records
+                    .into_iter()
+                    .map(|(stream, at, range)| (stream, at, data.slice(range)))
+                    .collect());
+            }
         }
-        whole += HEADER + len;
     }
-    Ok(decode(&data.slice(..whole), at, &[], offset, most))
+    Ok(Vec::new())
 }
 
 /// Writes a new spill file (0600, never over an existing one) and syncs
@@ -618,7 +693,11 @@ mod tests {
         let (got, gap) = all(&log, 0).await;
         assert_eq!(gap, start);
         assert_eq!(got, expected[start as usize..]);
-        assert!(space.spilled() <= 5000);
+        let on_disk: u64 = std::fs::read_dir(space.directory().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(on_disk <= 5000, "{on_disk}");
     }
 
     #[tokio::test]
@@ -645,7 +724,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn without_memory_left_output_goes_straight_to_files() {
+    async fn without_shared_memory_output_goes_to_files_in_large_segments() {
         let space = space(0, 1 << 30);
         let log = JobLog::new(
             "j4",
@@ -655,10 +734,58 @@ mod tests {
             },
             space.clone(),
         );
-        log.append(OutputStream::Stdout, b"hello ").await;
-        log.append(OutputStream::Stderr, b"world").await;
-        assert!(space.spilled() > 0);
+        // Output written a byte at a time, alternating streams: records of
+        // one byte, never one file each.
+        let mut expected = Vec::new();
+        for i in 0..200_000u32 {
+            let byte = [b'a' + (i % 26) as u8];
+            let stream = if i % 2 == 0 {
+                OutputStream::Stdout
+            } else {
+                OutputStream::Stderr
+            };
+            log.append(stream, &byte).await;
+            expected.push(byte[0]);
+        }
+        let files = std::fs::read_dir(space.directory().unwrap())
+            .unwrap()
+            .count();
+        assert!(
+            (1..=(200_000 * (HEADER + 1)) / (FLOOR / 2)).contains(&files),
+            "{files} files"
+        );
         let (got, _) = all(&log, 3).await;
-        assert_eq!(got, b"lo world");
+        assert_eq!(got, expected[3..]);
+        // A read returns a bounded number of records.
+        match log.read(0, usize::MAX).await.unwrap() {
+            Found::Records(records) => assert_eq!(records.len(), MOST_RECORDS),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_spill_file_that_vanished_reads_as_a_gap_not_a_loop() {
+        let space = space(1 << 20, 1 << 30);
+        let log = JobLog::new(
+            "j5",
+            LogLimits {
+                memory: 64 << 10,
+                retained: 1 << 30,
+            },
+            space.clone(),
+        );
+        for _ in 0..10 {
+            log.append(OutputStream::Stdout, &[7u8; 60_000]).await;
+        }
+        log.close().await;
+        for entry in std::fs::read_dir(space.directory().unwrap()).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+        let read = tokio::time::timeout(std::time::Duration::from_secs(5), all(&log, 0))
+            .await
+            .expect("no spinning");
+        let (got, gap) = read;
+        assert!(gap > 0);
+        assert_eq!(gap + got.len() as u64, 600_000);
     }
 }

@@ -18,13 +18,13 @@
 use std::{
     collections::BTreeMap,
     sync::{
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard, OnceLock,
         atomic::{AtomicU32, Ordering},
     },
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 pub mod follow;
@@ -80,10 +80,15 @@ pub enum JobError {
 pub struct JobLimits {
     /// Most running jobs in all.
     pub running: u32,
+    /// Of `running`, how many only admins may start.
+    pub admin_reserved: u32,
     /// Most running jobs of one identity.
     pub per_identity: u32,
     /// Most finished jobs kept.
     pub finished: usize,
+    /// Most finished jobs kept of one identity, so that one identity's
+    /// many short jobs do not push out everyone else's results.
+    pub finished_per_identity: usize,
     /// How long a finished job is kept.
     pub retention: Duration,
     /// Each job's log.
@@ -135,6 +140,9 @@ pub struct Job {
     /// Fires to cancel it.
     pub cancel: CancellationToken,
     ended: watch::Sender<Option<(Exit, SystemTime)>>,
+    /// When it ended, on the monotonic clock: what its retention counts
+    /// from, whatever the wall clock does.
+    finished_at: OnceLock<Instant>,
     attached: AtomicU32,
     retention: Duration,
 }
@@ -150,7 +158,9 @@ impl Job {
             argv: self.argv.clone(),
             pid: self.pid,
             started_at: self.started_at,
-            expires_at: ended.as_ref().map(|(_, at)| *at + self.retention),
+            expires_at: ended
+                .as_ref()
+                .and_then(|(_, at)| at.checked_add(self.retention)),
             ended,
             log: self.log.bounds(),
             attached: self.attached.load(Ordering::Relaxed),
@@ -176,6 +186,7 @@ impl Job {
     /// Records its end; the log is closed after, so a reader that reaches
     /// the end of the log always finds the exit.
     pub async fn finish(&self, exit: Exit) {
+        let _ = self.finished_at.set(Instant::now());
         self.ended.send_replace(Some((exit, SystemTime::now())));
         self.log.close().await;
     }
@@ -227,6 +238,27 @@ pub struct Jobs {
     limits: JobLimits,
     space: Arc<LogSpace>,
     inner: Mutex<Inner>,
+    /// Wakes the reaper when a job ended.
+    ended: Notify,
+}
+
+/// The longest command line and argv a job's record keeps, so that a
+/// large command kept for a day costs little.
+const LONGEST_COMMAND: usize = 4096;
+
+/// The smallest memory tail of a log, and so half its smallest cap.
+const SMALLEST_TAIL: usize = 64 * 1024;
+
+/// `text` cut at `most` bytes (on a character boundary), marked when cut.
+fn bounded(text: &str, most: usize) -> String {
+    if text.len() <= most {
+        return text.to_owned();
+    }
+    let mut end = most;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 impl Jobs {
@@ -236,6 +268,7 @@ impl Jobs {
             limits,
             space: Arc::new(space),
             inner: Mutex::new(Inner::default()),
+            ended: Notify::new(),
         }
     }
 
@@ -271,7 +304,15 @@ impl Jobs {
                 limit: self.limits.per_identity,
             });
         }
-        if running(None) + inner.reserved >= self.limits.running {
+        // Room is kept for admins, so that one can always start a job.
+        let room = if identity.role == Role::Admin {
+            self.limits.running
+        } else {
+            self.limits
+                .running
+                .saturating_sub(self.limits.admin_reserved)
+        };
+        if running(None) + inner.reserved >= room {
             return Err(JobError::TooMany(self.limits.running));
         }
         inner.reserved += 1;
@@ -293,14 +334,27 @@ impl Jobs {
     ) -> Arc<Job> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let mut limits = self.limits.log;
+        // A request may ask for a smaller log, never for one so small that
+        // every byte would become a file of its own.
         if let Some(cap) = log_cap {
-            limits.retained = limits.retained.min(cap);
+            limits.retained = limits.retained.min(cap.max(2 * SMALLEST_TAIL as u64));
         }
         // A log keeps at least two tails' worth, so that dropping its
         // oldest segment never leaves it empty.
         limits.memory = limits
             .memory
-            .min(usize::try_from(limits.retained / 2).unwrap_or(usize::MAX));
+            .min(usize::try_from(limits.retained / 2).unwrap_or(usize::MAX))
+            .max(SMALLEST_TAIL);
+        let (command, argv, pid) = (
+            bounded(&command, LONGEST_COMMAND),
+            argv.into_iter()
+                .scan(0, |used, arg| {
+                    *used += arg.len();
+                    (*used <= LONGEST_COMMAND).then_some(arg)
+                })
+                .collect(),
+            pid,
+        );
         let job = Arc::new(Job {
             log: JobLog::new(&id, limits, self.space.clone()),
             id: id.clone(),
@@ -311,6 +365,7 @@ impl Jobs {
             started_at: SystemTime::now(),
             cancel: CancellationToken::new(),
             ended: watch::Sender::new(None),
+            finished_at: OnceLock::new(),
             attached: AtomicU32::new(0),
             retention: self.limits.retention,
         });
@@ -325,39 +380,81 @@ impl Jobs {
     }
 
     /// After a job ended: forgets the oldest finished jobs beyond the count
-    /// kept.
+    /// kept, first those of identities beyond their own count, and wakes
+    /// the reaper for the new job's expiry.
     pub fn ended(&self) {
         let forgotten = {
             let mut inner = self.lock();
-            let mut finished: Vec<(SystemTime, String)> = inner
+            let mut finished: Vec<(Instant, String, String)> = inner
                 .jobs
                 .values()
-                .filter_map(|j| j.ended.borrow().as_ref().map(|(_, at)| (*at, j.id.clone())))
+                .filter_map(|j| Some((*j.finished_at.get()?, j.owner.clone(), j.id.clone())))
                 .collect();
             finished.sort();
-            let excess = finished.len().saturating_sub(self.limits.finished);
-            finished
-                .into_iter()
-                .take(excess)
-                .filter_map(|(_, id)| inner.jobs.remove(&id))
+            let mut per_owner: BTreeMap<String, usize> = BTreeMap::new();
+            for (_, owner, _) in &finished {
+                *per_owner.entry(owner.clone()).or_default() += 1;
+            }
+            let mut forget = Vec::new();
+            let mut kept = finished.len();
+            for (_, owner, id) in &finished {
+                let mine = per_owner.get_mut(owner).expect("counted");
+                if *mine > self.limits.finished_per_identity || kept > self.limits.finished {
+                    *mine -= 1;
+                    kept -= 1;
+                    forget.push(id.clone());
+                }
+            }
+            forget
+                .iter()
+                .filter_map(|id| inner.jobs.remove(id))
                 .collect::<Vec<_>>()
         };
         // Dropped outside the lock: dropping a log removes files.
         drop(forgotten);
+        self.ended.notify_one();
     }
 
-    /// Forgets a finished job whose time is up.
-    pub fn expire(&self, id: &str) {
-        let job = {
+    /// Forgets finished jobs whose time is up; returns when the next one
+    /// is due, if any.
+    fn expire(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let (due, next) = {
             let mut inner = self.lock();
-            let due = inner.jobs.get(id).is_some_and(|j| {
-                j.ended.borrow().as_ref().is_some_and(|(_, at)| {
-                    at.elapsed().unwrap_or_default() >= self.limits.retention
-                })
-            });
-            if due { inner.jobs.remove(id) } else { None }
+            let retention = self.limits.retention;
+            let expiry = |j: &Job| j.finished_at.get().map(|at| *at + retention);
+            let due: Vec<String> = inner
+                .jobs
+                .values()
+                .filter(|j| expiry(j).is_some_and(|at| at <= now))
+                .map(|j| j.id.clone())
+                .collect();
+            let due: Vec<Arc<Job>> = due.iter().filter_map(|id| inner.jobs.remove(id)).collect();
+            let next = inner.jobs.values().filter_map(|j| expiry(j)).min();
+            (due, next)
         };
-        drop(job);
+        drop(due);
+        next
+    }
+
+    /// Forgets finished jobs when their retention passes, until `stop`:
+    /// one task for all jobs, asleep until the next expiry (or until a job
+    /// ends), never polling.
+    pub async fn reap(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            let next = self.expire();
+            let sleep = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = sleep => {}
+                () = self.ended.notified() => {}
+            }
+        }
     }
 
     /// The job `id`, if `identity` may see it.
@@ -391,6 +488,21 @@ impl Jobs {
         infos
     }
 
+    /// Cancels every running job of `owner` (its credential was revoked:
+    /// what it started ends with its access); returns how many.
+    pub fn cancel_owned_by(&self, owner: &str) -> usize {
+        let inner = self.lock();
+        let mine: Vec<&Arc<Job>> = inner
+            .jobs
+            .values()
+            .filter(|j| j.owner == owner && j.running())
+            .collect();
+        for job in &mine {
+            job.cancel.cancel();
+        }
+        mine.len()
+    }
+
     /// Running jobs, for the count Shutdown and Restart report.
     pub fn running(&self) -> u32 {
         self.lock().jobs.values().filter(|j| j.running()).count() as u32
@@ -404,8 +516,10 @@ mod tests {
     fn limits() -> JobLimits {
         JobLimits {
             running: 3,
+            admin_reserved: 0,
             per_identity: 2,
             finished: 1,
+            finished_per_identity: 1,
             retention: Duration::from_secs(60),
             log: LogLimits {
                 memory: 1024,

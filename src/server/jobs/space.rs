@@ -144,11 +144,15 @@ impl Drop for LogSpace {
 fn make_directory(state_dir: Option<&Path>) -> io::Result<PathBuf> {
     let (parent, prefix) = match state_dir {
         Some(state) => {
-            let mut builder = std::fs::DirBuilder::new();
-            builder.recursive(true).mode(0o700);
-            builder.create(state.join("jobs"))?;
+            // The state directory is checked before anything is made in it,
+            // and `jobs` is made without following a link.
             check_private(state)?;
             let jobs = state.join("jobs");
+            match std::fs::DirBuilder::new().mode(0o700).create(&jobs) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
             check_private(&jobs)?;
             remove_leftovers(&jobs);
             (jobs, "gen-")
@@ -231,6 +235,8 @@ mod tests {
     #[test]
     fn the_spill_directory_is_private_and_goes_with_the_space() {
         let state = std::env::temp_dir().join(format!("vigie-state-{}", uuid::Uuid::new_v4()));
+        // The agent makes its state directory at start.
+        check_state_dir(&state).unwrap();
         let space = LogSpace::new(Some(state.clone()), 10, 100);
         let file = space.file_path("j", 1).unwrap();
         let directory = space.directory().unwrap();

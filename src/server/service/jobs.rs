@@ -23,6 +23,12 @@ use crate::{
     },
 };
 
+/// An attachment's stream permit and session hold.
+type Room = (
+    crate::server::streams::StreamPermit,
+    crate::server::session::SessionHold,
+);
+
 impl Service {
     fn job_record(&self, ctx: &CallContext, rpc: &str, event: &'static str) -> Record {
         Record {
@@ -65,6 +71,9 @@ impl Service {
             });
             status
         };
+        // Room for the attachment first: a job is never started for a call
+        // that could not then say its id.
+        let room = self.attachment_room(ctx).map_err(refused)?;
         let started = (|| {
             let reservation = state.jobs.reserve(&ctx.identity).map_err(Error::Job)?;
             let scope = state
@@ -113,13 +122,11 @@ impl Service {
             pid: Some(pid),
             ..self.job_record(ctx, "Execute", "exec_end")
         };
-        let (tuning, audit, jobs, agent) = (
+        let (tuning, audit, jobs) = (
             state.tuning.clone(),
             state.audit.clone(),
             state.jobs.clone(),
-            state.agent_token.clone(),
         );
-        let tracker = state.tracker.clone();
         let running = job.clone();
         state.tracker.spawn(async move {
             let exit = jobs::run(running.clone(), spawned, stops, tuning).await;
@@ -141,17 +148,26 @@ impl Service {
                 "job ended"
             );
             jobs.ended();
-            // One timer per finished job, which the agent's stop ends.
-            let (retention, id) = (jobs.retention(), running.id.clone());
-            drop(running);
-            tracker.spawn(async move {
-                tokio::select! {
-                    () = tokio::time::sleep(retention) => jobs.expire(&id),
-                    () = agent.cancelled() => {}
-                }
-            });
         });
-        self.attach_stream(ctx, job, 0)
+        Ok(self.attach_stream(ctx, room, job, 0))
+    }
+
+    /// What an attachment holds while it lasts: its session kept busy, and
+    /// one of the caller's long-lived streams (the limits WatchMetrics
+    /// streams have, per identity and in all), so that attachments left
+    /// unread cannot pile up.
+    fn attachment_room(&self, ctx: &CallContext) -> Result<Room, Status> {
+        let stream = self
+            .state
+            .streams
+            .open(&ctx.identity)
+            .map_err(Error::Stream)?;
+        let hold = self
+            .state
+            .sessions
+            .hold(&ctx.session)
+            .map_err(Error::Session)?;
+        Ok((stream, hold))
     }
 
     /// Follows `job` from `offset` on a new stream, for as long as the
@@ -159,25 +175,21 @@ impl Service {
     fn attach_stream(
         &self,
         ctx: &CallContext,
+        room: Room,
         job: Arc<Job>,
         offset: u64,
-    ) -> Result<Response<EventStream>, Status> {
-        let hold = self
-            .state
-            .sessions
-            .hold(&ctx.session)
-            .map_err(Error::Session)?;
+    ) -> Response<EventStream> {
         let (tx, rx) = mpsc::channel(self.state.tuning.channel_capacity);
         let detach = Detach {
             session: ctx.session.token.clone(),
             agent: self.state.agent_token.clone(),
         };
         self.state.tracker.spawn(async move {
-            let _hold = hold;
+            let _room = room;
             jobs::follow(job, offset, tx, detach).await;
         });
         let stream = ReceiverStream::new(rx).map(|event| Ok(wire_event(event)));
-        Ok(Response::new(Box::pin(stream)))
+        Response::new(Box::pin(stream))
     }
 
     pub(super) fn attach_job(
@@ -187,20 +199,32 @@ impl Service {
     ) -> Result<Response<EventStream>, Status> {
         let job = self.job_for(ctx, "AttachJob", &request.job_id)?;
         let end = job.log.bounds().1;
+        let refused = |status: Status| {
+            self.state.audit.record(&Record {
+                job_id: Some(job.id.clone()),
+                offset: Some(request.offset),
+                reason: Some(status.message().to_owned()),
+                ..self.job_record(ctx, "AttachJob", "job_refused")
+            });
+            status
+        };
         if request.offset > end {
-            return Err(Error::Job(jobs::JobError::PastEnd {
-                job: job.id.clone(),
-                offset: request.offset,
-                end,
-            })
-            .into());
+            return Err(refused(
+                Error::Job(jobs::JobError::PastEnd {
+                    job: job.id.clone(),
+                    offset: request.offset,
+                    end,
+                })
+                .into(),
+            ));
         }
+        let room = self.attachment_room(ctx).map_err(refused)?;
         self.state.audit.record(&Record {
             job_id: Some(job.id.clone()),
             offset: Some(request.offset),
             ..self.job_record(ctx, "AttachJob", "job_attach")
         });
-        self.attach_stream(ctx, job, request.offset)
+        Ok(self.attach_stream(ctx, room, job, request.offset))
     }
 
     pub(super) fn list_jobs(&self, ctx: &CallContext) -> proto::ListJobsResponse {
