@@ -64,11 +64,17 @@ click 700 74                                  # the command line
 xdotool type --delay 15 "uname -sr; df -h / | tail -n 1; echo 'a warning on stderr' >&2"
 xdotool key Return
 shot output 2
-click 470 145; shot grouped                   # Grouped
-click 178 180; click 564 145; shot info       # web1, then System info
+click 470 185; shot grouped                   # Grouped
+click 178 180; click 564 185; shot info       # web1, then System info
 ( timeout 8 sh -c 'while :; do :; done' & )   # some CPU load for the chart
-click 648 145; shot chart 12                  # Chart
-click 718 145; sleep 1; click 560 228; shot history  # History, first entry
+click 648 185; shot chart 12                  # Chart
+click 718 185; sleep 1; click 560 268; shot history  # History, first entry
+# Two fleet jobs started detached from the CLI, one still running: the
+# Jobs view asks the agents about them when it opens.
+cli() { HOME="$work/home" VIGIE_HISTORY="$work/history.jsonl" "$bin/vigie" --hosts "$work/hosts.csv" "$@" > /dev/null; }
+cli -H web1 exec --detach -- 'uname -sr'
+cli -g web exec --detach -- 'for i in $(seq 1 600); do echo step $i; sleep 1; done'
+click 783 185; sleep 2; click 560 268; shot jobs 2   # Jobs, the newest
 click 1240 34; shot confirm                   # Kill asks first
 xdotool key Escape; sleep 0.5; click 820 400
-click 1216 780; click 390 145; shot light     # the light theme
+click 1216 780; click 390 185; shot light     # the light theme

@@ -21,7 +21,8 @@ pub fn run(run: &mut Run) {
     let bytes: u64 = if run.options.smoke { 16 << 20 } else { 1 << 30 };
     let dir = tempfile::tempdir().expect("a temporary directory");
     // A log that keeps all of the job's output, so that the replay reads
-    // every byte back (most of it from spill files).
+    // every byte back (most of it from spill files), and room for the logs
+    // of every run, which the agent keeps after the jobs end.
     let config = dir.path().join("agent.toml");
     std::fs::write(
         &config,
@@ -29,7 +30,7 @@ pub fn run(run: &mut Run) {
             "state_dir = {:?}\njob_log_bytes = {}\njobs_spill_bytes = {}\n",
             dir.path().join("state"),
             bytes + (16 << 20),
-            2 * bytes + (32 << 20),
+            4 * bytes + (64 << 20),
         ),
     )
     .expect("a config");
@@ -75,16 +76,28 @@ pub fn run(run: &mut Run) {
     );
 
     let runs = if run.options.smoke { 1 } else { 3 };
-    let (mut live, mut replay) = (Vec::new(), Vec::new());
+    // A plain command streaming the same bytes takes turns with the job.
+    let (mut plain, mut live, mut replay) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
+        plain.push(crate::stream::through_agent(run, &client, bytes));
         let (live_rate, replay_rate) = run.runtime.block_on(live_and_replay(&client, bytes));
         live.push(live_rate);
         replay.push(replay_rate);
     }
+    let plain = crate::report::median_f64(&mut plain);
     let live = crate::report::median_f64(&mut live);
     let replay = crate::report::median_f64(&mut replay);
     let peak = status_kib(agent.pid(), "VmHWM:");
     let label = crate::stream::size(bytes);
+    run.report.add(
+        Figure::new(
+            "job_plain_stream",
+            format!("vigie plain stream {label} (the jobs group's baseline)"),
+            "MB/s",
+            plain,
+        )
+        .note(format!("baseline; runs={runs}")),
+    );
     run.report.add(
         Figure::new(
             "job_live",
@@ -92,7 +105,10 @@ pub fn run(run: &mut Run) {
             "MB/s",
             live,
         )
-        .note(format!("baseline; runs={runs}")),
+        .ratio("plain stream", Some(plain))
+        .note(format!(
+            "runs={runs}; the command writes through its log and spill files"
+        )),
     );
     run.report.add(
         Figure::new(
@@ -101,6 +117,7 @@ pub fn run(run: &mut Run) {
             "MB/s",
             replay,
         )
+        .ratio("plain stream", Some(plain))
         .ratio("followed live", Some(live))
         .note(format!(
             "runs={runs}; the log in spill files; agent peak RSS {peak} KiB"

@@ -133,7 +133,7 @@ fn through_pipe(command: &str, bytes: u64) -> f64 {
 }
 
 /// Streams `bytes` of stdout through an agent once; MB/s.
-fn through_agent(run: &Run, client: &AgentClient, bytes: u64) -> f64 {
+pub fn through_agent(run: &Run, client: &AgentClient, bytes: u64) -> f64 {
     run.runtime.block_on(async {
         let t = Instant::now();
         let mut events = client
