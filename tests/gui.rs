@@ -478,7 +478,26 @@ fn the_jobs_view_lists_reattaches_and_cancels_detached_jobs() {
     window.wait_until("both hosts replay their output", |_| {
         window.lines().iter().any(|(l, _)| l == "start") && window.tabs().len() == 2
     });
-    assert!(window.running());
+    // Cancel while attached only detaches: the jobs run on.
+    window.click("Cancel");
+    window.wait_until("the attachment is over", |_| !window.running());
+    let status = window
+        .app
+        .window()
+        .global::<vigie::client::gui::StatusAdapter>()
+        .get_message();
+    assert!(status.contains("detached from job"), "{status}");
+    // (A shell forking its `sleep` shows twice for a moment: at least two.)
+    assert!(processes_with(&mark).len() >= 2, "both jobs run on");
+    window.click("Jobs");
+    window.wait_until("the job is listed again", |_| {
+        job_rows(&window) == vec![(job.clone(), "2 running".to_owned())]
+    });
+    window.click(&format!("job {job}"));
+    window.click("Reattach");
+    window.wait_until("the replay comes again", |_| {
+        window.running() && window.lines().iter().any(|(l, _)| l == "start")
+    });
     std::fs::write(&go, b"").expect("written");
     window.wait_until("the jobs end", |_| !window.running());
     let tabs = window.tabs();

@@ -440,11 +440,12 @@ impl App {
 
     /// A run is over: record it and say how it went.
     pub(super) fn finish_run(&self) {
-        let (entry, summary, elapsed, history) = {
+        let (entry, summary, elapsed, history, detached_from) = {
             let mut state = self.inner.state.borrow_mut();
             state.run = None;
             let attached = state.attached_job.take();
             let detached = std::mem::take(&mut state.detached);
+            let detached_from = attached.clone().filter(|_| detached);
             let output = lock(&self.inner.output);
             // An attachment records the jobs' ends under their fleet job;
             // one detached from saw no end, and records nothing.
@@ -460,12 +461,21 @@ impl App {
                 output.summary(),
                 output.elapsed(),
                 state.history.clone(),
+                detached_from,
             )
         };
         self.inner
             .window
             .global::<CommandAdapter>()
             .set_running(false);
+        if let Some(job) = detached_from {
+            // Its hosts read as cancelled, but only the attachment was.
+            self.status(
+                &format!("detached from job {job}; it runs on (Jobs: Reattach, Cancel job)"),
+                false,
+            );
+            return;
+        }
         // The totals line of `vigie exec`.
         self.status(
             &format!(
