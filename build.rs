@@ -14,7 +14,12 @@ fn main() -> Result<(), Box<dyn Error>> {
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     // Output chunks decode as `bytes::Bytes`, which slices the received
     // buffer instead of copying every chunk into a new Vec.
-    config.bytes([".vigie.v1.Output.data", ".vigie.v1.ExecuteRequest.stdin"]);
+    config.bytes([
+        ".vigie.v1.Output.data",
+        ".vigie.v1.ExecuteRequest.stdin",
+        ".vigie.v1.PutFileRequest.chunk",
+        ".vigie.v1.GetFileResponse.chunk",
+    ]);
 
     let include = protoc_bin_vendored::include_path()?;
     tonic_prost_build::configure()

@@ -410,3 +410,50 @@ impl JobInfo {
         self.exit.is_none()
     }
 }
+
+/// What an upload announces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutHeader {
+    /// The target path on the host.
+    pub path: String,
+    /// Its permission bits.
+    pub mode: u32,
+    /// The content's size.
+    pub size: u64,
+    /// The content's SHA-256.
+    pub sha256: [u8; 32],
+    /// Whether an existing file may be replaced.
+    pub replace: bool,
+}
+
+/// An upload that landed, as the agent reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutDone {
+    /// The target.
+    pub path: String,
+    /// Its size.
+    pub size: u64,
+    /// Its SHA-256 (hex), as the agent computed it.
+    pub sha256: String,
+    /// True when a file was replaced.
+    pub replaced: bool,
+}
+
+/// One event of a download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GetEvent {
+    /// The file, first.
+    Info {
+        /// Its size.
+        size: u64,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The next bytes.
+    Chunk(bytes::Bytes),
+    /// The whole file's SHA-256 (hex), last.
+    Done {
+        /// The digest.
+        sha256: String,
+    },
+}

@@ -402,6 +402,8 @@ async fn reflection_lists_the_services_in_both_versions() -> TestResult {
                 "ListJobs",
                 "GetJob",
                 "CancelJob",
+                "PutFile",
+                "GetFile",
                 "ListProcesses",
                 "SignalProcess",
                 "GetConnectionInfo",

@@ -259,6 +259,24 @@ impl RemoteAgent for Hostile {
         Err(Status::failed_precondition(EVIL))
     }
 
+    type PutFileStream = Pin<Box<dyn Stream<Item = Result<proto::PutFileResponse, Status>> + Send>>;
+
+    async fn put_file(
+        &self,
+        _: Request<tonic::Streaming<proto::PutFileRequest>>,
+    ) -> Result<Response<Self::PutFileStream>, Status> {
+        Err(Status::permission_denied(EVIL))
+    }
+
+    type GetFileStream = Pin<Box<dyn Stream<Item = Result<proto::GetFileResponse, Status>> + Send>>;
+
+    async fn get_file(
+        &self,
+        _: Request<proto::GetFileRequest>,
+    ) -> Result<Response<Self::GetFileStream>, Status> {
+        Err(Status::not_found(EVIL))
+    }
+
     type AttachJobStream = Events;
 
     async fn attach_job(

@@ -56,6 +56,7 @@ fn only_the_adapters_of_the_agent_know_grpc() {
         "src/server/service.rs",
         "src/server/fleet_service.rs",
         "src/server/service/jobs.rs",
+        "src/server/service/files.rs",
         "src/server/error.rs",
         "src/server/layer.rs",
         "src/server/net.rs",

@@ -294,6 +294,101 @@ impl AgentClient {
         job_of(response.into_inner().job)
     }
 
+    /// Uploads a file: sends `header`, learns from the agent where the
+    /// content resumes (0, or what an interrupted upload of the same
+    /// content kept), which `accepted` receives, then sends `content`'s
+    /// chunks (from that offset: the caller skips what the agent has) and
+    /// returns what the agent says once the file is in place.
+    pub async fn put_file(
+        &self,
+        header: crate::types::PutHeader,
+        accepted: tokio::sync::oneshot::Sender<u64>,
+        content: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    ) -> Result<crate::types::PutDone, Error> {
+        use proto::put_file_request::Step;
+        let first = proto::PutFileRequest {
+            step: Some(Step::Header(proto::PutFileHeader {
+                path: header.path,
+                mode: header.mode,
+                size: header.size,
+                sha256: header.sha256.to_vec(),
+                replace: header.replace,
+            })),
+        };
+        let chunks = tokio_stream::wrappers::ReceiverStream::new(content).map(|chunk| {
+            proto::PutFileRequest {
+                step: Some(Step::Chunk(chunk)),
+            }
+        });
+        let outbound = futures::stream::once(async { first }).chain(chunks);
+        let mut answers = self
+            .inner
+            .clone()
+            .put_file(outbound)
+            .await
+            .map_err(|s| self.fail(s))?
+            .into_inner();
+        let mut accepted = Some(accepted);
+        while let Some(answer) = answers.message().await.map_err(|s| self.fail(s))? {
+            match answer.step {
+                Some(proto::put_file_response::Step::Accepted(a)) => {
+                    if let Some(tell) = accepted.take() {
+                        let _ = tell.send(a.offset);
+                    }
+                }
+                Some(proto::put_file_response::Step::Done(done)) => {
+                    return Ok(crate::types::PutDone {
+                        path: done.path,
+                        size: done.size,
+                        sha256: hex::encode(done.sha256),
+                        replaced: done.replaced,
+                    });
+                }
+                None => {}
+            }
+        }
+        Err(Error::Protocol(
+            "the upload ended without the agent saying it landed".into(),
+        ))
+    }
+
+    /// Downloads a file from `offset`: its size and mode first, then its
+    /// chunks, then the SHA-256 of the whole file.
+    pub async fn get_file(
+        &self,
+        path: &str,
+        offset: u64,
+    ) -> Result<Pin<Box<dyn Stream<Item = Result<crate::types::GetEvent, Error>> + Send>>, Error>
+    {
+        let stream = self
+            .inner
+            .clone()
+            .get_file(proto::GetFileRequest {
+                path: path.to_owned(),
+                offset,
+            })
+            .await
+            .map_err(|s| self.fail(s))?
+            .into_inner();
+        let (address, tls) = (self.address.clone(), self.tls);
+        Ok(Box::pin(stream.map(move |item| {
+            use crate::types::GetEvent;
+            use proto::get_file_response::Step;
+            let response = item.map_err(|s| Error::from_status(s, &address, tls))?;
+            match response.step {
+                Some(Step::Info(info)) => Ok(GetEvent::Info {
+                    size: info.size,
+                    mode: info.mode,
+                }),
+                Some(Step::Chunk(data)) => Ok(GetEvent::Chunk(data)),
+                Some(Step::Done(done)) => Ok(GetEvent::Done {
+                    sha256: hex::encode(done.sha256),
+                }),
+                None => Err(Error::Protocol("an empty download message".into())),
+            }
+        })))
+    }
+
     /// The process list, filtered by name when `filter` is not empty.
     pub async fn list_processes(&self, filter: &str) -> Result<Vec<ProcessInfo>, Error> {
         let response = self

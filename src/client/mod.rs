@@ -22,6 +22,7 @@ pub mod present;
 pub mod ranges;
 pub mod run;
 pub mod text;
+pub mod transfer;
 mod verify;
 
 pub use agent::{AgentClient, Collected, EventStream, MetricsStream};

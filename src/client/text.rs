@@ -172,6 +172,17 @@ fn push_visible(shown: &mut String, text: &str) {
     shown.push_str(rest);
 }
 
+/// A host name as a file name of its own (a pull writes `DIR/HOST/…`):
+/// None for a name that would climb out of the directory or hide in it
+/// (`..`, `.`, empty, a `/`, a NUL, a leading dot).
+pub fn safe_file_name(name: &str) -> Option<&str> {
+    let fine = !name.is_empty()
+        && !name.starts_with('.')
+        && !name.contains(['/', '\\', '\0'])
+        && name.chars().all(|c| !c.is_control());
+    fine.then_some(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

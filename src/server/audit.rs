@@ -20,7 +20,8 @@ pub struct Record {
     /// "exec_start", "exec_end", "exec_refused", "signal",
     /// "signal_refused", "shutdown", "restart", "enrolled",
     /// "enroll_refused", "renewed", "policy_pushed", "job_attach",
-    /// "job_list", "job_get", "job_cancel", "job_refused".
+    /// "job_list", "job_get", "job_cancel", "job_refused", "file_put",
+    /// "file_put_refused", "file_get", "file_get_refused".
     pub event: &'static str,
     /// The rpc, e.g. "Execute".
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -74,9 +75,18 @@ pub struct Record {
     /// The job a record concerns (a detached Execute, the job rpcs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
-    /// The offset an AttachJob replays from.
+    /// The offset an AttachJob replays from, or a transfer resumes from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
+    /// The file a transfer concerns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// A transferred file's size in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// A transferred file's SHA-256, in hex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// Longest text field an audit record keeps whole, in bytes.

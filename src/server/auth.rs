@@ -89,6 +89,15 @@ pub const POLICY: &[(&str, Access)] = &[
         "/vigie.v1.RemoteAgent/CancelJob",
         Access::AtLeast(Role::Operator),
     ),
+    // Files: the handler applies the role's file_roots (none by default).
+    (
+        "/vigie.v1.RemoteAgent/PutFile",
+        Access::AtLeast(Role::Operator),
+    ),
+    (
+        "/vigie.v1.RemoteAgent/GetFile",
+        Access::AtLeast(Role::Operator),
+    ),
     (
         "/vigie.v1.RemoteAgent/Shutdown",
         Access::AtLeast(Role::Admin),

@@ -141,6 +141,12 @@ pub struct AgentConfig {
     /// Most bytes all jobs' spill files hold together; when full, a job's
     /// log keeps only what is in memory.
     pub jobs_spill_bytes: u64,
+    /// Per role, the directories PutFile and GetFile may use (a role
+    /// without an entry may transfer nothing, the default): e.g.
+    /// `file_roots = { operator = ["/srv/app"], admin = ["/"] }`.
+    pub file_roots: BTreeMap<Role, Vec<PathBuf>>,
+    /// Largest file one transfer may move.
+    pub max_file_bytes: u64,
 }
 
 impl Default for AgentConfig {
@@ -188,6 +194,8 @@ impl Default for AgentConfig {
             job_memory_bytes: 1 << 20,
             jobs_memory_bytes: 32 << 20,
             jobs_spill_bytes: 4 << 30,
+            file_roots: BTreeMap::new(),
+            max_file_bytes: 16 << 30,
         }
     }
 }

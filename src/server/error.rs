@@ -7,7 +7,7 @@
 use tonic::{Code, Status};
 
 use super::{
-    enroll::EnrollError, exec::ExecError, jobs::JobError, processes::SignalError,
+    enroll::EnrollError, exec::ExecError, files::FileError, jobs::JobError, processes::SignalError,
     session::SessionError, streams::StreamError, system::ProbeError,
 };
 
@@ -35,6 +35,9 @@ pub enum Error {
     /// A job call failed.
     #[error(transparent)]
     Job(#[from] JobError),
+    /// A file transfer was refused or failed.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// A request field is out of range.
     #[error("{0}")]
     InvalidArgument(String),
@@ -102,6 +105,26 @@ impl From<Error> for Status {
                     Code::ResourceExhausted
                 }
                 JobError::PastEnd { .. } => Code::OutOfRange,
+            },
+            Error::File(e) => match e {
+                FileError::Off
+                | FileError::Outside(..)
+                | FileError::Link(_)
+                | FileError::TooLarge { .. } => Code::PermissionDenied,
+                FileError::BadPath(..) | FileError::BadMode(_) | FileError::Protocol(_) => {
+                    Code::InvalidArgument
+                }
+                FileError::NoDirectory(_) | FileError::NotFound(_) => Code::NotFound,
+                FileError::Exists(_) => Code::AlreadyExists,
+                FileError::NotAFile(_) => Code::FailedPrecondition,
+                FileError::Mismatch(_) => Code::DataLoss,
+                FileError::Io(_, io) => match io.kind() {
+                    std::io::ErrorKind::PermissionDenied => Code::PermissionDenied,
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                        Code::ResourceExhausted
+                    }
+                    _ => Code::Internal,
+                },
             },
             Error::Stream(_) => Code::ResourceExhausted,
             Error::Probe(_) | Error::Internal(_) => Code::Internal,

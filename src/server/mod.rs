@@ -20,6 +20,7 @@ pub mod embedded;
 pub mod enroll;
 pub mod error;
 pub mod exec;
+pub mod files;
 pub mod fleet_service;
 pub mod init;
 pub mod install;
@@ -100,6 +101,9 @@ pub enum StartError {
     /// A setting is out of its range.
     #[error(transparent)]
     Setting(#[from] config::SettingError),
+    /// A file root is unusable.
+    #[error("file_roots: {0}")]
+    FileRoots(String),
     /// The state directory is unusable.
     #[error("state_dir {path}: {source}")]
     StateDir {
@@ -144,6 +148,8 @@ pub struct AgentState {
     own_groups: processes::OwnGroups,
     /// Detached commands and their logs.
     jobs: Arc<jobs::Jobs>,
+    /// Where file transfers may go, per role.
+    files: Arc<files::FileRules>,
     started: Instant,
     lifecycle: watch::Sender<Option<Outcome>>,
 }
@@ -167,6 +173,8 @@ impl AgentState {
 #[derive(Debug)]
 pub struct Agent {
     config: AgentConfig,
+    /// Where file transfers may go, per role.
+    files: Arc<files::FileRules>,
     security: security::Security,
     listener: Arc<Listener>,
     local_addr: ListenAddr,
@@ -220,6 +228,10 @@ impl Agent {
                 source,
             })?;
         }
+        let files = Arc::new(
+            files::FileRules::new(&config.file_roots, config.max_file_bytes)
+                .map_err(StartError::FileRoots)?,
+        );
         let local_addr = listener.address().map_err(|source| StartError::Bind {
             addr: config.listen.clone(),
             source,
@@ -228,6 +240,7 @@ impl Agent {
             net::ConnLimits::new(config.max_connections, config.max_connections_per_ip);
         Ok(Self {
             config,
+            files,
             security,
             listener: Arc::new(listener),
             local_addr,
@@ -309,6 +322,7 @@ impl Agent {
                     config.jobs_spill_bytes,
                 ),
             )),
+            files: self.files.clone(),
             started: Instant::now(),
             lifecycle,
         });

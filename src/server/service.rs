@@ -4,6 +4,7 @@
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
+mod files;
 mod jobs;
 
 use futures::Stream;
@@ -332,6 +333,28 @@ impl RemoteAgent for Service {
         let ctx = self.context(&request)?;
         let job = self.cancel_job(&ctx, &request.into_inner().job_id).await?;
         Ok(Response::new(proto::CancelJobResponse { job: Some(job) }))
+    }
+
+    type PutFileStream = files::PutStream;
+
+    async fn put_file(
+        &self,
+        request: Request<tonic::Streaming<proto::PutFileRequest>>,
+    ) -> Result<Response<Self::PutFileStream>, Status> {
+        let ctx = self.context(&request)?;
+        self.ensure_running()?;
+        self.put_file(ctx, request.into_inner())
+    }
+
+    type GetFileStream = files::GetStream;
+
+    async fn get_file(
+        &self,
+        request: Request<proto::GetFileRequest>,
+    ) -> Result<Response<Self::GetFileStream>, Status> {
+        let ctx = self.context(&request)?;
+        self.ensure_running()?;
+        self.get_file(ctx, request.into_inner()).await
     }
 
     async fn list_processes(

@@ -7,6 +7,7 @@
 mod conn;
 mod deploy;
 mod exec;
+mod files;
 mod gather;
 mod history;
 mod hosts;
@@ -190,6 +191,10 @@ pub enum Command {
     Enroll(pki::EnrollArgs),
     /// Copy, install, enroll and check the agent on the selected hosts over SSH.
     Deploy(deploy::DeployArgs),
+    /// Copy a local file to the selected hosts (checked by SHA-256).
+    Push(files::PushArgs),
+    /// Copy a file from the selected hosts into DIR/HOST/NAME.
+    Pull(files::PullArgs),
     /// Fleet jobs (`exec --detach`) with each host's state, newest last.
     Jobs {
         /// One fleet job, host by host.
@@ -303,6 +308,8 @@ async fn dispatch(cli: Cli, printer: &Printer) -> Result<ExitCode, CliError> {
             let context = Context::new(&cli.global, printer).await?;
             match command {
                 Command::Exec(args) => exec::run(&context, args, printer).await,
+                Command::Push(args) => files::push(&context, args, printer).await,
+                Command::Pull(args) => files::pull(&context, args, printer).await,
                 Command::Info { what } => info::info(&context, what, printer).await,
                 Command::Ps { filter } => {
                     ps::ps(&context, filter.unwrap_or_default(), printer).await

@@ -1,0 +1,397 @@
+//! File transfers against real agents over gRPC: byte-exact round trips,
+//! a corrupted upload detected with the target untouched, a cut upload
+//! resumed, the path rules (traversal, links, outside the roots, roles
+//! without roots), the size cap, and `vigie push` / `vigie pull` to several
+//! hosts.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+use tonic::Code;
+use vigie::{
+    client::{AgentClient, Error},
+    proto::{self, remote_agent_client::RemoteAgentClient},
+    server::auth::Role,
+    types::{GetEvent, PutHeader},
+};
+
+use support::{
+    TestAgent,
+    cli::{Scratch, hosts_arg, json_lines, run, stderr},
+};
+
+/// An agent whose (anonymous, admin) callers may use `root`.
+fn agent_with_root(root: &Path) -> TestAgent {
+    let root = root.to_owned();
+    TestAgent::with_config(move |c| {
+        c.file_roots = [(Role::Admin, vec![root])].into();
+        c.max_file_bytes = 2 << 30;
+    })
+}
+
+/// `size` pseudo-random bytes (xorshift, eight bytes a step).
+fn random(size: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut data = Vec::with_capacity(size + 8);
+    while data.len() < size {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        data.extend_from_slice(&state.to_le_bytes());
+    }
+    data.truncate(size);
+    data
+}
+
+fn header(path: &str, data: &[u8], replace: bool) -> PutHeader {
+    PutHeader {
+        path: path.to_owned(),
+        mode: 0o640,
+        size: data.len() as u64,
+        sha256: Sha256::digest(data).into(),
+        replace,
+    }
+}
+
+/// Uploads `data` whole through the client library.
+async fn put(client: &AgentClient, path: &str, data: &[u8], replace: bool) -> Result<u64, Error> {
+    let (accepted, offset) = oneshot::channel();
+    let (tx, rx) = mpsc::channel(8);
+    let owned = data.to_vec();
+    let feeder = tokio::spawn(async move {
+        let Ok(offset) = offset.await else { return };
+        for chunk in owned[offset as usize..].chunks(1 << 20) {
+            if tx.send(bytes::Bytes::copy_from_slice(chunk)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let done = client
+        .put_file(header(path, data, replace), accepted, rx)
+        .await;
+    let _ = feeder.await;
+    done.map(|d| d.size)
+}
+
+async fn get(client: &AgentClient, path: &str) -> Result<Vec<u8>, Error> {
+    let mut events = client.get_file(path, 0).await?;
+    let mut data = Vec::new();
+    while let Some(event) = events.next().await {
+        match event? {
+            GetEvent::Info { .. } => {}
+            GetEvent::Chunk(chunk) => data.extend_from_slice(&chunk),
+            GetEvent::Done { sha256 } => {
+                assert_eq!(sha256, hex::encode(Sha256::digest(&data)));
+                return Ok(data);
+            }
+        }
+    }
+    panic!("no digest");
+}
+
+fn code(result: Result<impl std::fmt::Debug, Error>) -> Code {
+    match result {
+        Err(Error::Status(status)) => status.code(),
+        other => panic!("expected a status, got {other:?}"),
+    }
+}
+
+fn canonical(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().canonicalize().unwrap()
+}
+
+// Several threads: making and hashing a gibibyte here must not keep the
+// client's connection from answering the agent's keepalive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_of_every_size_round_trip_byte_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = canonical(&dir);
+    let agent = agent_with_root(&root);
+    let client = agent.client().await;
+    for (size, name) in [(0, "empty"), (1, "one"), (1 << 20, "mib"), (1 << 30, "gib")] {
+        let data = random(size, size as u64 + 7);
+        let path = format!("{}/{name}", root.display());
+        assert_eq!(
+            put(&client, &path, &data, false).await.unwrap(),
+            size as u64
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), data, "{name} on disk");
+        assert_eq!(get(&client, &path).await.unwrap(), data, "{name} back");
+    }
+    // Nothing but the files is left in the directory.
+    let mut names: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["empty", "gib", "mib", "one"]);
+}
+
+/// A raw upload: the header, then these chunks, then (with `end`) the end
+/// of the stream; the agent's answers.
+async fn raw_put(
+    agent: &TestAgent,
+    header: proto::PutFileHeader,
+    chunks: Vec<Vec<u8>>,
+    end: bool,
+) -> (
+    Option<u64>,
+    Result<Option<proto::PutFileDone>, tonic::Status>,
+) {
+    let channel = tonic::transport::Channel::from_shared(agent.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = RemoteAgentClient::new(channel);
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(proto::PutFileRequest {
+        step: Some(proto::put_file_request::Step::Header(header)),
+    })
+    .await
+    .unwrap();
+    let mut answers = client
+        .put_file(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let offset = match answers.message().await {
+        Ok(Some(proto::PutFileResponse {
+            step: Some(proto::put_file_response::Step::Accepted(a)),
+        })) => Some(a.offset),
+        Ok(_) => None,
+        Err(status) => return (None, Err(status)),
+    };
+    for chunk in chunks {
+        tx.send(proto::PutFileRequest {
+            step: Some(proto::put_file_request::Step::Chunk(chunk.into())),
+        })
+        .await
+        .unwrap();
+    }
+    if !end {
+        // Cut: the connection goes away with the stream half sent.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        drop(answers);
+        drop(tx);
+        return (offset, Ok(None));
+    }
+    drop(tx);
+    let done = match answers.message().await {
+        Ok(Some(proto::PutFileResponse {
+            step: Some(proto::put_file_response::Step::Done(done)),
+        })) => Ok(Some(done)),
+        Ok(_) => Ok(None),
+        Err(status) => Err(status),
+    };
+    (offset, done)
+}
+
+fn wire_header(path: &str, data: &[u8], replace: bool) -> proto::PutFileHeader {
+    proto::PutFileHeader {
+        path: path.to_owned(),
+        mode: 0o600,
+        size: data.len() as u64,
+        sha256: Sha256::digest(data).to_vec(),
+        replace,
+    }
+}
+
+#[tokio::test]
+async fn a_corrupted_upload_leaves_the_target_untouched_and_a_cut_one_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = canonical(&dir);
+    let agent = agent_with_root(&root);
+    let path = format!("{}/config", root.display());
+    std::fs::write(&path, b"the old content").unwrap();
+
+    // One byte flipped on the way: DATA_LOSS, the old file as it was.
+    let data = random(3 << 20, 1);
+    let mut flipped = data.clone();
+    flipped[1_500_000] ^= 0x40;
+    let (_, done) = raw_put(
+        &agent,
+        wire_header(&path, &data, true),
+        flipped.chunks(1 << 20).map(<[u8]>::to_vec).collect(),
+        true,
+    )
+    .await;
+    assert_eq!(done.unwrap_err().code(), Code::DataLoss);
+    assert_eq!(std::fs::read(&path).unwrap(), b"the old content");
+    assert_eq!(std::fs::read_dir(&root).unwrap().count(), 1, "nothing left");
+
+    // Cut after 2 MiB: the target is untouched; the same upload again
+    // resumes at 2 MiB and lands whole.
+    let (offset, _) = raw_put(
+        &agent,
+        wire_header(&path, &data, true),
+        data[..2 << 20]
+            .chunks(1 << 20)
+            .map(<[u8]>::to_vec)
+            .collect(),
+        false,
+    )
+    .await;
+    assert_eq!(offset, Some(0));
+    assert_eq!(std::fs::read(&path).unwrap(), b"the old content");
+    let mut resumed = None;
+    for _ in 0..50 {
+        // The agent notices the cut a moment later.
+        let (offset, done) =
+            raw_put(&agent, wire_header(&path, &data, true), Vec::new(), false).await;
+        let _ = done;
+        if offset == Some(2 << 20) {
+            resumed = offset;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(resumed, Some(2 << 20));
+    let (offset, done) = raw_put(
+        &agent,
+        wire_header(&path, &data, true),
+        vec![data[2 << 20..].to_vec()],
+        true,
+    )
+    .await;
+    assert_eq!(offset, Some(2 << 20));
+    let done = done.unwrap().expect("done");
+    assert!(done.replaced);
+    assert_eq!(std::fs::read(&path).unwrap(), data);
+    assert_eq!(std::fs::read_dir(&root).unwrap().count(), 1, "nothing left");
+}
+
+#[tokio::test]
+async fn paths_out_of_the_roots_links_and_caps_are_refused_with_their_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = canonical(&dir);
+    let root = base.join("root");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(base.join("secret"), b"keep").unwrap();
+    std::os::unix::fs::symlink(&base, root.join("up")).unwrap();
+    std::os::unix::fs::symlink(base.join("secret"), root.join("file-link")).unwrap();
+    let agent = TestAgent::with_config({
+        let root = root.clone();
+        move |c| {
+            c.file_roots = [(Role::Admin, vec![root])].into();
+            c.max_file_bytes = 1000;
+        }
+    });
+    let client = agent.client().await;
+    let at = |p: &str| format!("{}/{p}", root.display());
+    for (path, expected) in [
+        (at("../secret"), Code::InvalidArgument),
+        (at("up/secret"), Code::PermissionDenied),
+        (format!("{}/secret", base.display()), Code::PermissionDenied),
+        ("/etc/passwd".to_owned(), Code::PermissionDenied),
+        ("relative".to_owned(), Code::InvalidArgument),
+        (at("missing/file"), Code::NotFound),
+    ] {
+        assert_eq!(
+            code(put(&client, &path, b"x", true).await),
+            expected,
+            "{path}"
+        );
+        assert_eq!(code(get(&client, &path).await), expected, "{path}");
+    }
+    assert_eq!(
+        code(put(&client, &at("file-link"), b"evil", true).await),
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        code(get(&client, &at("file-link")).await),
+        Code::PermissionDenied
+    );
+    assert_eq!(std::fs::read(base.join("secret")).unwrap(), b"keep");
+    assert_eq!(
+        code(put(&client, &at("big"), &[0; 1001], false).await),
+        Code::PermissionDenied
+    );
+    put(&client, &at("small"), b"one", false).await.unwrap();
+    assert_eq!(
+        code(put(&client, &at("small"), b"two", false).await),
+        Code::AlreadyExists
+    );
+    assert_eq!(std::fs::read(at("small")).unwrap(), b"one");
+    // A role without roots transfers nothing.
+    let off = TestAgent::start();
+    let client = off.client().await;
+    assert_eq!(
+        code(put(&client, "/tmp/x", b"x", true).await),
+        Code::PermissionDenied
+    );
+}
+
+#[test]
+fn push_and_pull_move_a_file_to_and_from_several_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let roots: Vec<PathBuf> = (0..2)
+        .map(|i| {
+            let root = canonical(&dir).join(format!("host{i}"));
+            std::fs::create_dir(&root).unwrap();
+            root
+        })
+        .collect();
+    // Both agents run on this machine: each is given its own root, so that
+    // what one host receives is told apart from the other's.
+    let agents: Vec<TestAgent> = roots.iter().map(|r| agent_with_root(r)).collect();
+    let scratch = Scratch::new();
+    let hosts = scratch.hosts(&[("web1", &agents[0]), ("web2", &agents[1])], "");
+    let local = scratch.path("payload.bin");
+    let data = random(5 << 20, 3);
+    std::fs::write(&local, &data).unwrap();
+
+    for (i, root) in roots.iter().enumerate() {
+        let output = run(scratch
+            .vigie()
+            .args(hosts_arg(&hosts))
+            .args(["--json", "-H", &format!("web{}", i + 1), "push"])
+            .arg(&local)
+            .arg(root.join("payload.bin")));
+        assert!(output.status.success(), "{}", stderr(&output));
+        let lines = json_lines(&output);
+        assert_eq!(lines[0]["status"], "ok", "{lines:?}");
+        assert_eq!(lines[0]["size"], 5 << 20);
+        assert_eq!(lines[0]["sha256"], hex::encode(Sha256::digest(&data)));
+        assert_eq!(std::fs::read(root.join("payload.bin")).unwrap(), data);
+    }
+    // Both hosts at once, to a path only web1 allows: one ok, one refused,
+    // exit status 1.
+    let target = roots[0].join("again.bin");
+    let output = run(scratch
+        .vigie()
+        .args(hosts_arg(&hosts))
+        .args(["--json", "push"])
+        .arg(&local)
+        .arg(&target));
+    assert_eq!(output.status.code(), Some(1));
+    let lines = json_lines(&output);
+    let status: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| (l["host"].as_str().unwrap(), l["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(status, [("web1", "ok"), ("web2", "failed")]);
+    assert!(lines[1]["error"].as_str().unwrap().contains("outside"));
+
+    // Pull from each host into DIR/HOST/NAME, checked.
+    let into = scratch.path("pulled");
+    for (i, root) in roots.iter().enumerate() {
+        let output = run(scratch
+            .vigie()
+            .args(hosts_arg(&hosts))
+            .args(["-H", &format!("web{}", i + 1), "pull"])
+            .arg(root.join("payload.bin"))
+            .arg(&into));
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+    for host in ["web1", "web2"] {
+        assert_eq!(
+            std::fs::read(into.join(host).join("payload.bin")).unwrap(),
+            data
+        );
+    }
+}
