@@ -122,7 +122,18 @@ fn every_served_method_has_an_access_rule() {
 async fn every_rpc_answers_every_kind_of_caller_with_the_exact_code() -> TestResult {
     let access = access_file();
     let path = access.path.clone();
-    let agent = TestAgent::with_config(|c| c.access_file = Some(path.clone()));
+    // Roles allowed file transfers get a root, so that what answers them is
+    // the handler (the request's empty path), not "transfers are off".
+    let roots = tempfile::tempdir()?;
+    let root = roots.path().to_owned();
+    let agent = TestAgent::with_config(|c| {
+        c.access_file = Some(path.clone());
+        c.file_roots = [
+            (Role::Operator, vec![root.clone()]),
+            (Role::Admin, vec![root.clone()]),
+        ]
+        .into();
+    });
     let bad_token = auth::generate_token()?;
     let callers: Vec<(&str, Option<&str>, Option<Role>)> = vec![
         ("no credentials", None, None),

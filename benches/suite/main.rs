@@ -14,6 +14,7 @@
 mod agents;
 mod chart;
 mod fanout;
+mod files;
 #[cfg(feature = "gui")]
 mod gui;
 mod jobs;
@@ -28,7 +29,9 @@ use std::path::PathBuf;
 use report::Report;
 
 /// The groups of figures, in the order they run.
-const GROUPS: &[&str] = &["latency", "stream", "jobs", "fanout", "memory", "gui"];
+const GROUPS: &[&str] = &[
+    "latency", "stream", "jobs", "files", "fanout", "memory", "gui",
+];
 
 /// What the run was asked to do.
 pub struct Options {
@@ -146,6 +149,9 @@ fn main() {
     }
     if run.options.wants("jobs") {
         jobs::run(&mut run);
+    }
+    if run.options.wants("files") {
+        files::run(&mut run);
     }
     if run.options.wants("fanout") {
         fanout::run(&mut run);

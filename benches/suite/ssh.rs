@@ -236,6 +236,19 @@ LogLevel ERROR
         self.child.id()
     }
 
+    /// `scp` with the private configuration: `from` and `to` as scp takes
+    /// them, the remote side named `bench:PATH`.
+    pub fn scp(&self, from: &str, to: &str) -> Command {
+        let mut command = Command::new("scp");
+        command
+            .arg("-q")
+            .arg("-F")
+            .arg(self.dir.path().join("ssh_config"))
+            .arg(from)
+            .arg(to);
+        command
+    }
+
     /// Streams `bytes` of zeros from `head` through ssh with this cipher
     /// (None: OpenSSH's default) and returns MB/s.
     pub fn stream(&self, bytes: u64, cipher: Option<&str>) -> Result<f64, String> {
