@@ -96,10 +96,21 @@ X11Forwarding no
 MaxStartups 1000:30:1000
 MaxSessions 1000
 LogLevel ERROR
-",
+{sftp}",
             host = path("host_ed25519"),
             pid = path("sshd.pid"),
             keys = path("authorized_keys"),
+            // scp speaks SFTP since OpenSSH 9: the subsystem where the
+            // system has it (it is what users' scp reaches).
+            sftp = [
+                "/usr/lib/openssh/sftp-server",
+                "/usr/libexec/openssh/sftp-server",
+                "/usr/libexec/sftp-server"
+            ]
+            .iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .map(|p| format!("Subsystem sftp {p}\n"))
+            .unwrap_or_default(),
         );
         std::fs::write(d.join("sshd_config"), sshd_config)
             .map_err(|e| format!("sshd_config: {e}"))?;
