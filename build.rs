@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     config.bytes([
         ".vigie.v1.Output.data",
         ".vigie.v1.ExecuteRequest.stdin",
+        ".vigie.v1.ExecuteRequest.script",
         ".vigie.v1.PutFileRequest.chunk",
         ".vigie.v1.GetFileResponse.chunk",
     ]);

@@ -298,6 +298,12 @@ pub struct ExecRequest {
     pub output_limit: Option<u64>,
     /// Runs it as a job that outlives the call (see `Event::Started::job_id`).
     pub detach: bool,
+    /// A script's bytes, run by its interpreter with `argv` as its
+    /// arguments (then `command` is empty); empty for a plain command.
+    pub script: bytes::Bytes,
+    /// The script's interpreter, as a `#!` line would name it (e.g.
+    /// "/usr/bin/env python3"); `None` means the script's own `#!` line.
+    pub interpreter: Option<String>,
 }
 
 impl ExecRequest {
@@ -313,6 +319,14 @@ impl ExecRequest {
     /// with shell quoting when there is one, else `command`. (The agent
     /// logs and checks its own plan of the request, never this text.)
     pub fn command_line(&self) -> String {
+        if !self.script.is_empty() {
+            let mut line = format!("script of {} bytes", self.script.len());
+            if !self.argv.is_empty() {
+                line.push(' ');
+                line.push_str(&shell_words::join(&self.argv));
+            }
+            return line;
+        }
         if self.argv.is_empty() {
             self.command.clone()
         } else {
@@ -335,6 +349,8 @@ impl std::fmt::Debug for ExecRequest {
             .field("timeout", &self.timeout)
             .field("output_limit", &self.output_limit)
             .field("detach", &self.detach)
+            .field("script_bytes", &self.script.len())
+            .field("interpreter", &self.interpreter)
             .finish()
     }
 }

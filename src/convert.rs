@@ -346,6 +346,8 @@ impl From<ExecRequest> for proto::ExecuteRequest {
             }),
             output_limit_bytes: r.output_limit.unwrap_or(0),
             detach: r.detach,
+            script: r.script,
+            interpreter: r.interpreter.unwrap_or_default(),
         }
     }
 }

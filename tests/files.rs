@@ -395,3 +395,98 @@ fn push_and_pull_move_a_file_to_and_from_several_hosts() {
         );
     }
 }
+
+mod scripts {
+    //! `script` and `vigie script`: a local script's bytes run by its
+    //! interpreter on the hosts, kept in memory only.
+
+    use super::*;
+    use vigie::command::{ExecRequest, Shell};
+
+    fn script(text: &str, args: &[&str]) -> ExecRequest {
+        ExecRequest {
+            shell: Shell::None,
+            script: bytes::Bytes::copy_from_slice(text.as_bytes()),
+            argv: args.iter().map(|a| (*a).to_owned()).collect(),
+            ..ExecRequest::default()
+        }
+    }
+
+    const ECHO_ARGS: &str =
+        "#!/bin/sh\nfor a in \"$@\"; do printf '[%s]\\n' \"$a\"; done\nreadlink \"$0\"\ncat\n";
+
+    #[tokio::test]
+    async fn a_script_runs_by_its_interpreter_with_its_arguments_and_stdin_from_memory() {
+        let agent = TestAgent::start();
+        let client = agent.client().await;
+        let mut request = script(ECHO_ARGS, &["a b", "it's", "\"q\"", "$HOME", "-x"]);
+        request.stdin = bytes::Bytes::from_static(b"from stdin\n");
+        let done = client.run(request).await.unwrap();
+        let out = String::from_utf8(done.stdout).unwrap();
+        let mut lines = out.lines();
+        for expected in ["[a b]", "[it's]", "[\"q\"]", "[$HOME]", "[-x]"] {
+            assert_eq!(lines.next(), Some(expected), "{out}");
+        }
+        // The script was a memory file, not a file on disk.
+        let origin = lines.next().unwrap_or_default();
+        assert!(origin.contains("memfd:vigie-script"), "{out}");
+        assert_eq!(lines.next(), Some("from stdin"));
+        assert!(done.exit.unwrap().success());
+
+        // No #! line: named with an interpreter, or refused.
+        let bare = script("echo $1\n", &["hi"]);
+        assert_eq!(
+            code(client.run(bare.clone()).await.map(|_| ())),
+            Code::InvalidArgument
+        );
+        let named = ExecRequest {
+            interpreter: Some("/bin/sh".into()),
+            ..bare
+        };
+        let done = client.run(named).await.unwrap();
+        assert_eq!(done.stdout, b"hi\n");
+    }
+
+    #[tokio::test]
+    async fn under_an_allow_list_scripts_need_allow_scripts() {
+        let refused = TestAgent::with_config(|c| {
+            c.exec_allow = [(Role::Admin, vec!["uptime".into()])].into();
+        });
+        let client = refused.client().await;
+        assert_eq!(
+            code(client.run(script(ECHO_ARGS, &["x"])).await.map(|_| ())),
+            Code::PermissionDenied
+        );
+        let allowed = TestAgent::with_config(|c| {
+            c.exec_allow = [(Role::Admin, vec!["uptime".into()])].into();
+            c.allow_scripts = vec![Role::Admin];
+        });
+        let client = allowed.client().await;
+        let done = client.run(script(ECHO_ARGS, &["x"])).await.unwrap();
+        assert!(String::from_utf8_lossy(&done.stdout).starts_with("[x]\n"));
+    }
+
+    #[test]
+    fn vigie_script_runs_a_local_file_on_every_host() {
+        let agents = [TestAgent::start(), TestAgent::start()];
+        let scratch = Scratch::new();
+        let hosts = scratch.hosts(&[("web1", &agents[0]), ("web2", &agents[1])], "");
+        let file = scratch.path("check.sh");
+        std::fs::write(&file, "#!/bin/sh\necho \"checking $1\"\nexit 3\n").unwrap();
+        let output = run(scratch
+            .vigie()
+            .args(hosts_arg(&hosts))
+            .arg("script")
+            .arg(&file)
+            .arg("the disk"));
+        assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+        let text = String::from_utf8_lossy(&output.stdout);
+        for host in ["web1", "web2"] {
+            assert!(
+                text.contains(&format!("{host}: checking the disk")),
+                "{text}"
+            );
+        }
+        assert!(stderr(&output).contains("exit 3"), "{}", stderr(&output));
+    }
+}

@@ -147,6 +147,9 @@ pub struct AgentConfig {
     pub file_roots: BTreeMap<Role, Vec<PathBuf>>,
     /// Largest file one transfer may move.
     pub max_file_bytes: u64,
+    /// Roles under an `exec_allow` list that may still run scripts
+    /// (`vigie script`), which no allow-list can check.
+    pub allow_scripts: Vec<Role>,
 }
 
 impl Default for AgentConfig {
@@ -196,6 +199,7 @@ impl Default for AgentConfig {
             jobs_spill_bytes: 4 << 30,
             file_roots: BTreeMap::new(),
             max_file_bytes: 16 << 30,
+            allow_scripts: Vec::new(),
         }
     }
 }

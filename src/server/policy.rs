@@ -231,9 +231,37 @@ pub struct ExecPolicy {
     /// Lets callers whose Execute is restricted signal any process the
     /// agent's user may signal, not only the agent's own commands.
     pub signal_any_process: bool,
+    /// Roles whose Execute is restricted but that may run scripts, which
+    /// an allow-list cannot check (a script is code).
+    pub allow_scripts: std::collections::BTreeSet<Role>,
 }
 
 impl ExecPolicy {
+    /// The roles that may run scripts under an allow-list.
+    pub fn with_scripts(mut self, roles: impl IntoIterator<Item = Role>) -> Self {
+        self.allow_scripts = roles.into_iter().collect();
+        self
+    }
+
+    /// What `identity` may run for a request that is a script (`script`)
+    /// or a command: a script is refused to a role under an allow-list
+    /// unless `allow_scripts` lists it, and then runs as for an
+    /// unrestricted caller.
+    pub fn scope_for(&self, identity: &Identity, script: bool) -> Result<ExecScope<'_>, String> {
+        let scope = self.scope(identity)?;
+        match scope {
+            ExecScope::AllowList(_) if script && self.allow_scripts.contains(&identity.role) => {
+                Ok(ExecScope::Unrestricted)
+            }
+            ExecScope::AllowList(_) if script => Err(format!(
+                "scripts are refused for the {} role: it runs under an exec allow-list, and the \
+                 agent's allow_scripts does not list it",
+                identity.role
+            )),
+            scope => Ok(scope),
+        }
+    }
+
     /// A policy from the config's settings, checked.
     pub fn new(
         disabled: bool,
@@ -291,6 +319,7 @@ impl ExecPolicy {
             disabled,
             allow,
             signal_any_process,
+            allow_scripts: std::collections::BTreeSet::new(),
         })
     }
 

@@ -174,11 +174,14 @@ impl Security {
                 denials: super::audit::RateLimit::new(200, 50),
             }),
             audit,
-            exec_policy: Arc::new(ExecPolicy::new(
-                config.no_exec,
-                config.exec_allow.clone(),
-                config.signal_any_process,
-            )?),
+            exec_policy: Arc::new(
+                ExecPolicy::new(
+                    config.no_exec,
+                    config.exec_allow.clone(),
+                    config.signal_any_process,
+                )?
+                .with_scripts(config.allow_scripts.iter().copied()),
+            ),
         })
     }
 }

@@ -564,7 +564,7 @@ impl Service {
         let scope = self
             .state
             .exec_policy
-            .scope(&ctx.identity)
+            .scope_for(&ctx.identity, !request.script.is_empty())
             .map_err(Error::PermissionDenied)?;
         let spec = exec::plan(request, &self.state.host, scope)?;
         let slot = self.state.sessions.start_command(&ctx.session)?;
@@ -598,7 +598,7 @@ fn exec_request(request: proto::ExecuteRequest) -> Result<ExecRequest, Error> {
             )));
         }
     };
-    if request.command.trim().is_empty() && request.argv.is_empty() {
+    if request.command.trim().is_empty() && request.argv.is_empty() && request.script.is_empty() {
         return Err(Error::Exec(exec::ExecError::EmptyCommand));
     }
     let mut environment: Vec<(String, String)> = request.environment.into_iter().collect();
@@ -615,6 +615,8 @@ fn exec_request(request: proto::ExecuteRequest) -> Result<ExecRequest, Error> {
         timeout: (request.timeout_ms > 0).then(|| Duration::from_millis(request.timeout_ms)),
         output_limit: (request.output_limit_bytes > 0).then_some(request.output_limit_bytes),
         detach: request.detach,
+        script: request.script,
+        interpreter: Some(request.interpreter).filter(|i| !i.is_empty()),
     })
 }
 

@@ -139,7 +139,7 @@ pub(super) async fn run(
     }
     let view = View::of(args.gather, args.diff);
     let launch = Launch::Run {
-        request,
+        request: Box::new(request),
         deadline: args.timeout,
         rollout,
     };
@@ -150,8 +150,8 @@ pub(super) async fn run(
 pub(super) enum Launch {
     /// Runs this request, as a rollout when there is a spec.
     Run {
-        /// The command.
-        request: ExecRequest,
+        /// The command (boxed: a request is large beside an attachment).
+        request: Box<ExecRequest>,
         /// Time limit per host.
         deadline: Option<Duration>,
         /// The rollout, if staged.
@@ -204,6 +204,12 @@ pub(super) async fn execute(
         Launch::Run { request, .. } => (request.command_line(), None),
         Launch::Attach { job, command, .. } => (command.clone(), Some(job.clone())),
     };
+    // A script is recorded, not re-run from the history: its file may have
+    // changed since.
+    let kind = match &launch {
+        Launch::Run { request, .. } if !request.script.is_empty() => EntryKind::Query,
+        _ => EntryKind::Command,
+    };
     let rollout = match &launch {
         Launch::Run { rollout, .. } => rollout.clone(),
         Launch::Attach { .. } => None,
@@ -221,13 +227,7 @@ pub(super) async fn execute(
         .map(|&i| (i, context.name(i).to_owned()))
         .collect();
     let head = if gather { GATHER_KEPT } else { HISTORY_KEPT };
-    let mut model = Run::new(
-        EntryKind::Command,
-        &command_line,
-        &hosts,
-        head,
-        !raw && !gather,
-    );
+    let mut model = Run::new(kind, &command_line, &hosts, head, !raw && !gather);
     let options = RunOptions {
         concurrency: context.concurrency,
         deadline: match &launch {
@@ -256,14 +256,14 @@ pub(super) async fn execute(
             }
             Source::Staged(context.fleet.rollout(
                 plan,
-                request,
+                *request,
                 options,
                 spec.pause(),
                 spec.confirm,
             ))
         }
         Launch::Run { request, .. } => {
-            Source::Plain(context.fleet.exec(&context.selection, request, options))
+            Source::Plain(context.fleet.exec(&context.selection, *request, options))
         }
     };
     let mut stopped = None;

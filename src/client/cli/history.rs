@@ -149,7 +149,7 @@ pub(super) async fn run(
             };
             let context = Context::for_hosts(global, &targets, printer).await?;
             let launch = super::exec::Launch::Run {
-                request: ExecRequest::new(e.command),
+                request: Box::new(ExecRequest::new(e.command)),
                 deadline: None,
                 rollout,
             };

@@ -16,6 +16,7 @@ mod jobs;
 mod lifecycle;
 mod pki;
 mod ps;
+mod script;
 mod staged;
 mod watch;
 
@@ -191,6 +192,8 @@ pub enum Command {
     Enroll(pki::EnrollArgs),
     /// Copy, install, enroll and check the agent on the selected hosts over SSH.
     Deploy(deploy::DeployArgs),
+    /// Run a local script on the selected hosts with its `#!` interpreter.
+    Script(script::ScriptArgs),
     /// Copy a local file to the selected hosts (checked by SHA-256).
     Push(files::PushArgs),
     /// Copy a file from the selected hosts into DIR/HOST/NAME.
@@ -309,6 +312,7 @@ async fn dispatch(cli: Cli, printer: &Printer) -> Result<ExitCode, CliError> {
             match command {
                 Command::Exec(args) => exec::run(&context, args, printer).await,
                 Command::Push(args) => files::push(&context, args, printer).await,
+                Command::Script(args) => script::run(&context, args, printer).await,
                 Command::Pull(args) => files::pull(&context, args, printer).await,
                 Command::Info { what } => info::info(&context, what, printer).await,
                 Command::Ps { filter } => {

@@ -46,7 +46,13 @@ pub struct CommandSpec {
     pub timeout: Option<Duration>,
     /// Most output bytes to forward.
     pub output_limit: u64,
+    /// A script's bytes, given to the interpreter as the file
+    /// [`SCRIPT_ARG`] names (replaced by its descriptor when spawned).
+    pub script: Option<Bytes>,
 }
+
+/// The argument that stands for a script's memory file until it is spawned.
+pub const SCRIPT_ARG: &str = "/dev/fd/{script}";
 
 impl CommandSpec {
     /// The program and its arguments, as text for logs and the `started` event.
@@ -131,7 +137,118 @@ pub fn plan(
         check_text("environment variable value", value)?;
     }
 
-    let (program, args, command_line) = match scope {
+    let (program, args, command_line) = if !request.script.is_empty() {
+        plan_script(request, host)?
+    } else {
+        plan_command(request, host, scope, (shell, text))?
+    };
+
+    let working_directory = match request.working_directory.as_deref() {
+        None | Some("") => None,
+        Some(dir) => {
+            check_text("working directory", dir)?;
+            Some(check_directory(dir)?)
+        }
+    };
+    let output_limit = match request.output_limit {
+        None | Some(0) => host.output_cap,
+        Some(limit) => limit.min(host.output_cap),
+    };
+    Ok(CommandSpec {
+        program,
+        args,
+        command_line,
+        working_directory,
+        environment: request.environment.clone(),
+        stdin: request.stdin.clone(),
+        timeout: request.timeout.filter(|t| !t.is_zero()),
+        output_limit,
+        script: (!request.script.is_empty()).then(|| request.script.clone()),
+    })
+}
+
+/// A script's plan: its interpreter (the request's, or the script's `#!`
+/// line read as the kernel reads it: a program and at most one argument),
+/// the script's memory file, then its arguments as they are.
+fn plan_script(
+    request: &ExecRequest,
+    host: &Host,
+) -> Result<(PathBuf, Vec<OsString>, String), ExecError> {
+    if !request.command.trim().is_empty() {
+        return Err(ExecError::InvalidArgument(
+            "a script runs instead of a command: leave command empty and pass its arguments in argv"
+                .into(),
+        ));
+    }
+    if host.os == OsFamily::Windows {
+        return Err(ExecError::Incompatible(format!(
+            "this host runs {}: scripts run on Unix hosts only",
+            host.description
+        )));
+    }
+    let from_script = || {
+        let first = request
+            .script
+            .split(|&b| b == b'\n')
+            .next()
+            .unwrap_or_default();
+        first
+            .strip_prefix(b"#!")
+            .and_then(|line| std::str::from_utf8(line).ok())
+            .map(|line| line.trim().to_owned())
+    };
+    let line = match request
+        .interpreter
+        .as_deref()
+        .filter(|i| !i.trim().is_empty())
+    {
+        Some(given) => given.trim().to_owned(),
+        None => from_script().filter(|l| !l.is_empty()).ok_or_else(|| {
+            ExecError::InvalidArgument(
+                "the script has no #! line: name its interpreter (--interpreter)".into(),
+            )
+        })?,
+    };
+    check_text("interpreter", &line)?;
+    let (name, argument) = match line.split_once(char::is_whitespace) {
+        Some((name, rest)) => (name, Some(rest.trim()).filter(|r| !r.is_empty())),
+        None => (line.as_str(), None),
+    };
+    let program = if name.contains('/') {
+        let path = Path::new(name);
+        if !path.is_absolute() || !path.is_file() {
+            return Err(ExecError::ProgramNotFound(name.to_owned()));
+        }
+        path.to_owned()
+    } else {
+        find_on_agent_path(name)?
+    };
+    let mut args: Vec<OsString> = argument.map(OsString::from).into_iter().collect();
+    args.push(SCRIPT_ARG.into());
+    args.extend(request.argv.iter().map(OsString::from));
+    let digest = {
+        use sha2::Digest;
+        hex::encode(&sha2::Sha256::digest(&request.script)[..8])
+    };
+    let mut command_line = format!(
+        "script of {} bytes (sha256 {digest}…) run by {line}",
+        request.script.len()
+    );
+    if !request.argv.is_empty() {
+        command_line.push(' ');
+        command_line.push_str(&shell_words::join(&request.argv));
+    }
+    Ok((program, args, command_line))
+}
+
+/// A command's plan under the caller's scope.
+fn plan_command(
+    request: &ExecRequest,
+    host: &Host,
+    scope: ExecScope<'_>,
+    (shell, text): (Shell, &str),
+) -> Result<(PathBuf, Vec<OsString>, String), ExecError> {
+    Ok(match scope {
         ExecScope::AllowList(rules) => {
             if !matches!(shell, Shell::Default | Shell::Sh | Shell::None) {
                 return Err(ExecError::NotAllowed(
@@ -187,28 +304,6 @@ pub fn plan(
                 (program, args, text.to_owned())
             }
         },
-    };
-
-    let working_directory = match request.working_directory.as_deref() {
-        None | Some("") => None,
-        Some(dir) => {
-            check_text("working directory", dir)?;
-            Some(check_directory(dir)?)
-        }
-    };
-    let output_limit = match request.output_limit {
-        None | Some(0) => host.output_cap,
-        Some(limit) => limit.min(host.output_cap),
-    };
-    Ok(CommandSpec {
-        program,
-        args,
-        command_line,
-        working_directory,
-        environment: request.environment.clone(),
-        stdin: request.stdin.clone(),
-        timeout: request.timeout.filter(|t| !t.is_zero()),
-        output_limit,
     })
 }
 

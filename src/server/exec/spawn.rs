@@ -44,8 +44,45 @@ impl Spawned {
 pub fn spawn(spec: CommandSpec) -> Result<Spawned, ExecError> {
     let mut command = std::process::Command::new(&spec.program);
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    // A script goes to its interpreter as a sealed memory file: nothing is
+    // written to disk, no other process sees it (close-on-exec everywhere
+    // but in this child), and it is gone when the command ends.
+    let script = match &spec.script {
+        Some(bytes) => Some(script_file(bytes).map_err(ExecError::Spawn)?),
+        None => None,
+    };
+    let args: Vec<std::ffi::OsString> = match &script {
+        Some(fd) => {
+            let path = format!("/dev/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd));
+            spec.args
+                .iter()
+                .map(|a| {
+                    if a == super::plan::SCRIPT_ARG {
+                        path.clone().into()
+                    } else {
+                        a.clone()
+                    }
+                })
+                .collect()
+        }
+        None => spec.args.clone(),
+    };
+    if let Some(fd) = &script {
+        let raw = std::os::fd::AsRawFd::as_raw_fd(fd);
+        // SAFETY: the closure runs in the child between fork and exec, and
+        // only clears a descriptor's close-on-exec flag with one fcntl
+        // system call, which is async-signal-safe; it touches no memory of
+        // the parent and takes no lock.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                let fd = std::os::fd::BorrowedFd::borrow_raw(raw);
+                rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+                Ok(())
+            });
+        }
+    }
     command
-        .args(&spec.args)
+        .args(&args)
         .env_remove(crate::server::net::LISTEN_FD_ENV)
         .envs(spec.environment.iter().map(|(k, v)| (k, v)))
         .stdin(if spec.stdin.is_empty() {
@@ -101,6 +138,23 @@ pub fn spawn(spec: CommandSpec) -> Result<Spawned, ExecError> {
             Err(ExecError::Spawn(e))
         }
     }
+}
+
+/// A sealed, close-on-exec memory file holding `bytes`.
+fn script_file(bytes: &[u8]) -> io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    let fd = rustix::fs::memfd_create(
+        "vigie-script",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )?;
+    let mut file = std::fs::File::from(fd);
+    io::Write::write_all(&mut file, bytes)?;
+    let fd = std::os::fd::OwnedFd::from(file);
+    rustix::fs::fcntl_add_seals(
+        &fd,
+        SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL,
+    )?;
+    Ok(fd)
 }
 
 /// A pipe's read end on its way to the async runtime.

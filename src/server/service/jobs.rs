@@ -78,7 +78,7 @@ impl Service {
             let reservation = state.jobs.reserve(&ctx.identity).map_err(Error::Job)?;
             let scope = state
                 .exec_policy
-                .scope(&ctx.identity)
+                .scope_for(&ctx.identity, !request.script.is_empty())
                 .map_err(Error::PermissionDenied)?;
             let mut spec = exec::plan(request, &state.host, scope)?;
             // A job's log has its own cap, which drops the oldest output;
