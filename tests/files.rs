@@ -490,3 +490,52 @@ mod scripts {
         assert!(stderr(&output).contains("exit 3"), "{}", stderr(&output));
     }
 }
+
+#[tokio::test]
+async fn a_role_with_restricted_commands_uploads_only_when_allowed_and_never_others_writable() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = canonical(&dir);
+    let restricted = |writes: bool| {
+        let root = root.clone();
+        TestAgent::with_config(move |c| {
+            c.file_roots = [(Role::Admin, vec![root])].into();
+            c.exec_allow = [(Role::Admin, vec!["uptime".into()])].into();
+            if writes {
+                c.allow_file_writes = vec![Role::Admin];
+            }
+        })
+    };
+    let path = format!("{}/tool", root.display());
+    // A file written as the agent's user could be run: refused to a role
+    // whose commands are allow-listed, unless the agent says otherwise.
+    let refused = restricted(false);
+    let client = refused.client().await;
+    assert_eq!(
+        code(put(&client, &path, b"#!/bin/sh\n", false).await),
+        Code::PermissionDenied
+    );
+    std::fs::write(&path, b"readable").unwrap();
+    assert_eq!(
+        get(&client, &path).await.unwrap(),
+        b"readable",
+        "downloads stay allowed"
+    );
+    let allowed = restricted(true);
+    let client = allowed.client().await;
+    put(&client, &path, b"new", true).await.unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"new");
+    // Others-writable or set-id modes never travel.
+    let (accepted, _offset) = oneshot::channel();
+    let (_tx, rx) = mpsc::channel(1);
+    let result = client
+        .put_file(
+            PutHeader {
+                mode: 0o666,
+                ..header(&format!("{}/open", root.display()), b"x", false)
+            },
+            accepted,
+            rx,
+        )
+        .await;
+    assert_eq!(code(result), Code::InvalidArgument);
+}

@@ -87,7 +87,10 @@ impl LocalFile {
             }
             Ok(Self {
                 size,
-                mode: std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()) & 0o777,
+                // Others-writable, set-id and sticky bits never travel: a
+                // file the agent writes as its user must not be one anybody
+                // can change.
+                mode: std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()) & 0o775,
                 sha256: hasher.finalize().into(),
                 path,
             })
@@ -282,16 +285,39 @@ async fn pull_one(
         .await
         .map_err(local_error)?;
     let target = host_dir.join(name);
-    let temp = host_dir.join(format!(".{}.vigie-part", name.to_string_lossy()));
-    let mut file = tokio::fs::File::create(&temp).await.map_err(local_error)?;
+    // A fresh name, created exclusively and privately: a link planted in a
+    // shared directory is never followed.
+    let temp = host_dir.join(format!(
+        ".{}.{}.vigie-part",
+        name.to_string_lossy(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)
+        .await
+        .map_err(local_error)?;
+    let mut announced = None;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     let mut mode = 0o644;
     let outcome = async {
         while let Some(event) = events.next().await {
             match event? {
-                GetEvent::Info { mode: m, .. } => mode = m,
+                GetEvent::Info { mode: m, size: s } => {
+                    mode = m;
+                    announced = Some(s);
+                }
                 GetEvent::Chunk(data) => {
+                    // Never more than the agent said: a hostile agent
+                    // cannot fill this disk.
+                    if announced.is_none_or(|a| size + data.len() as u64 > a) {
+                        return Err(Error::Protocol(
+                            "the agent sent more than the file's size".into(),
+                        ));
+                    }
                     hasher.update(&data);
                     size += data.len() as u64;
                     progress
@@ -300,6 +326,11 @@ async fn pull_one(
                     file.write_all(&data).await.map_err(local_error)?;
                 }
                 GetEvent::Done { sha256 } => {
+                    if announced != Some(size) {
+                        return Err(Error::Protocol(
+                            "the agent sent less than the file's size".into(),
+                        ));
+                    }
                     let ours = hex::encode(std::mem::take(&mut hasher).finalize());
                     if ours != sha256 {
                         return Err(Error::Protocol(format!(
@@ -321,7 +352,7 @@ async fn pull_one(
         Ok(sha256) => {
             tokio::fs::set_permissions(
                 &temp,
-                std::os::unix::fs::PermissionsExt::from_mode(mode & 0o777),
+                std::os::unix::fs::PermissionsExt::from_mode(mode & 0o755),
             )
             .await
             .map_err(local_error)?;

@@ -147,6 +147,10 @@ pub struct AgentConfig {
     pub file_roots: BTreeMap<Role, Vec<PathBuf>>,
     /// Largest file one transfer may move.
     pub max_file_bytes: u64,
+    /// Roles whose Execute is restricted (`no_exec`, or an `exec_allow`
+    /// entry) that may upload files all the same: a file written as the
+    /// agent's user can be run, so by default they may only download.
+    pub allow_file_writes: Vec<Role>,
     /// Roles under an `exec_allow` list that may still run scripts
     /// (`vigie script`), which no allow-list can check.
     pub allow_scripts: Vec<Role>,
@@ -200,6 +204,7 @@ impl Default for AgentConfig {
             file_roots: BTreeMap::new(),
             max_file_bytes: 16 << 30,
             allow_scripts: Vec::new(),
+            allow_file_writes: Vec::new(),
         }
     }
 }

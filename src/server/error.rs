@@ -108,6 +108,7 @@ impl From<Error> for Status {
             },
             Error::File(e) => match e {
                 FileError::Off
+                | FileError::WriteRestricted(_)
                 | FileError::Outside(..)
                 | FileError::Link(_)
                 | FileError::TooLarge { .. } => Code::PermissionDenied,
@@ -116,7 +117,9 @@ impl From<Error> for Status {
                 }
                 FileError::NoDirectory(_) | FileError::NotFound(_) => Code::NotFound,
                 FileError::Exists(_) => Code::AlreadyExists,
-                FileError::NotAFile(_) => Code::FailedPrecondition,
+                FileError::NotAFile(_) | FileError::Busy(_) | FileError::Tampered(_) => {
+                    Code::FailedPrecondition
+                }
                 FileError::Mismatch(_) => Code::DataLoss,
                 FileError::Io(_, io) => match io.kind() {
                     std::io::ErrorKind::PermissionDenied => Code::PermissionDenied,

@@ -229,8 +229,12 @@ impl Agent {
             })?;
         }
         let files = Arc::new(
-            files::FileRules::new(&config.file_roots, config.max_file_bytes)
-                .map_err(StartError::FileRoots)?,
+            files::FileRules::new(
+                &config.file_roots,
+                &config.allow_file_writes,
+                config.max_file_bytes,
+            )
+            .map_err(StartError::FileRoots)?,
         );
         let local_addr = listener.address().map_err(|source| StartError::Bind {
             addr: config.listen.clone(),

@@ -228,10 +228,10 @@ fn plan_script(
     args.extend(request.argv.iter().map(OsString::from));
     let digest = {
         use sha2::Digest;
-        hex::encode(&sha2::Sha256::digest(&request.script)[..8])
+        hex::encode(sha2::Sha256::digest(&request.script))
     };
     let mut command_line = format!(
-        "script of {} bytes (sha256 {digest}…) run by {line}",
+        "script of {} bytes (sha256 {digest}) run by {line}",
         request.script.len()
     );
     if !request.argv.is_empty() {

@@ -105,6 +105,11 @@ impl Download {
         Ok(buffer)
     }
 
+    /// Bytes read so far (from the start of the file).
+    pub fn sent(&self) -> u64 {
+        self.read
+    }
+
     /// The SHA-256 of everything read, prefix included.
     pub fn finish(self) -> [u8; 32] {
         self.hasher.finalize().into()

@@ -33,6 +33,13 @@ pub enum FileError {
     /// The caller's role has no file roots.
     #[error("file transfers are off for this role: the agent's file_roots gives it no directory")]
     Off,
+    /// The caller's Execute is restricted, and a file it writes could run.
+    #[error(
+        "uploads are refused for the {0} role: its commands are restricted (no_exec or an exec \
+         allow-list) and a file it writes could be run; allow_file_writes lists the roles that \
+         may upload all the same"
+    )]
+    WriteRestricted(String),
     /// The path cannot be used as it is.
     #[error("{0}: refused because {1}")]
     BadPath(String, &'static str),
@@ -63,8 +70,19 @@ pub enum FileError {
         limit: u64,
     },
     /// The mode asks for bits transfers never set.
-    #[error("mode {0:o} is refused: transfers set permission bits only (no set-id or sticky bit)")]
+    #[error(
+        "mode {0:o} is refused: uploads set permission bits only, never set-id, sticky or \
+         others-writable bits"
+    )]
     BadMode(u32),
+    /// Another upload of the same content to the same place is running.
+    #[error("another upload of this file to {0} is in progress")]
+    Busy(String),
+    /// The agent's private directory beside the target is not its own.
+    #[error(
+        "{0} is not the agent's private directory (0700, its own user): refusing to write through it"
+    )]
+    Tampered(String),
     /// The content sent does not match what was announced.
     #[error("{0}")]
     Mismatch(String),
@@ -80,18 +98,33 @@ pub enum FileError {
 #[derive(Debug, Clone, Default)]
 pub struct FileRules {
     roots: BTreeMap<Role, Roots>,
+    /// Roles whose Execute is restricted that may upload all the same.
+    writers: std::collections::BTreeSet<Role>,
     /// Largest file a transfer may move.
     pub max_bytes: u64,
 }
 
 impl FileRules {
     /// The rules of a configuration: each role's roots, made canonical.
-    pub fn new(roots: &BTreeMap<Role, Vec<PathBuf>>, max_bytes: u64) -> Result<Self, String> {
+    pub fn new(
+        roots: &BTreeMap<Role, Vec<PathBuf>>,
+        writers: &[Role],
+        max_bytes: u64,
+    ) -> Result<Self, String> {
         let roots = roots
             .iter()
             .map(|(role, dirs)| Ok((*role, Roots::new(dirs)?)))
             .collect::<Result<_, String>>()?;
-        Ok(Self { roots, max_bytes })
+        Ok(Self {
+            roots,
+            writers: writers.iter().copied().collect(),
+            max_bytes,
+        })
+    }
+
+    /// True when `role` may upload although its Execute is restricted.
+    pub fn writes_despite_restrictions(&self, role: Role) -> bool {
+        self.writers.contains(&role)
     }
 
     /// The roots of `role` (none: transfers off for it).

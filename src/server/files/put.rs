@@ -23,6 +23,11 @@ use super::{FileError, Place, Roots};
 const STALE: Duration = Duration::from_secs(24 * 3600);
 /// The prefix of partial uploads' names.
 const PARTIAL: &str = ".vigie-partial-";
+/// The agent's private directory (0700) beside a target, where partial
+/// uploads live until they are renamed into place: nobody else can
+/// replace, link or swap what is in it, whoever may write the target's
+/// directory. Removed when it is empty.
+pub const PRIVATE: &str = ".vigie-uploads";
 
 /// What a finished upload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,12 +40,16 @@ pub struct UploadDone {
     pub sha256: [u8; 32],
     /// True when a file was replaced.
     pub replaced: bool,
+    /// Its permission bits.
+    pub mode: u32,
 }
 
 /// An upload in progress.
 #[derive(Debug)]
 pub struct Upload {
     place: Place,
+    /// The private directory the partial is in.
+    private: rustix::fd::OwnedFd,
     temp: OsString,
     file: File,
     hasher: Sha256,
@@ -75,7 +84,7 @@ impl Upload {
     /// partial upload of the same content by the same identity when one
     /// is there. [`Upload::offset`] says where the content resumes.
     pub fn begin(roots: &Roots, max: u64, request: &UploadRequest<'_>) -> Result<Self, FileError> {
-        if request.mode & !0o777 != 0 {
+        if request.mode & !0o775 != 0 {
             return Err(FileError::BadMode(request.mode));
         }
         if request.size > max {
@@ -86,20 +95,27 @@ impl Upload {
         }
         let place = roots.resolve(request.path)?;
         let shown = place.shown.display().to_string();
+        if place.name == PRIVATE {
+            return Err(FileError::BadPath(
+                shown,
+                "the name is one vigie keeps for itself",
+            ));
+        }
         let replaced = match place.kind()? {
             None => false,
             Some(FileType::RegularFile) if request.replace => true,
             Some(FileType::RegularFile) => return Err(FileError::Exists(shown)),
             Some(_) => return Err(FileError::NotAFile(shown)),
         };
-        remove_stale(&place);
+        let private = private_dir(&place)?;
+        remove_stale(&private);
         let temp = partial_name(request, &place);
         let io = |e: rustix::io::Errno| FileError::Io(shown.clone(), e.into());
-        // The partial of this very upload, if an earlier one was cut: kept
-        // only if it is a regular file of the agent's user no longer than
-        // the content.
-        let (fd, mut hasher, written) = match rustix::fs::openat(
-            place.dir.as_fd(),
+        // The partial of this very upload, if an earlier one was cut: a
+        // regular file of the agent's user, with no other link, no longer
+        // than the content. Anything else there is removed.
+        let existing = match rustix::fs::openat(
+            &private,
             &temp,
             OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
@@ -108,41 +124,52 @@ impl Upload {
                 let stat = rustix::fs::fstat(&fd).map_err(io)?;
                 let ours = FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile
                     && stat.st_uid == rustix::process::geteuid().as_raw()
+                    && stat.st_nlink == 1
                     && (stat.st_size as u64) <= request.size;
                 if ours {
-                    let mut file = File::from(fd);
-                    let mut hasher = Sha256::new();
-                    let mut buffer = vec![0; 256 * 1024];
-                    let mut written = 0u64;
-                    loop {
-                        let n = file
-                            .read(&mut buffer)
-                            .map_err(|e| FileError::Io(shown.clone(), e))?;
-                        if n == 0 {
-                            break;
-                        }
-                        hasher.update(&buffer[..n]);
-                        written += n as u64;
-                    }
-                    (file.into(), hasher, written)
+                    Some(fd)
                 } else {
                     drop(fd);
-                    let _ = rustix::fs::unlinkat(place.dir.as_fd(), &temp, AtFlags::empty());
-                    (create(&place, &temp).map_err(io)?, Sha256::new(), 0)
+                    let _ = rustix::fs::unlinkat(&private, &temp, AtFlags::empty());
+                    None
                 }
             }
-            Err(rustix::io::Errno::NOENT) => (create(&place, &temp).map_err(io)?, Sha256::new(), 0),
+            Err(rustix::io::Errno::NOENT) => None,
             Err(e) => return Err(io(e)),
         };
-        // The file is appended to from where it ends.
+        let resumed = existing.is_some();
+        let fd = match existing {
+            Some(fd) => fd,
+            None => create(&private, &temp).map_err(io)?,
+        };
+        // One upload of this content to this place at a time: a second
+        // stream would write the same partial under the first one's hash.
+        match rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => return Err(FileError::Busy(shown)),
+            Err(e) => return Err(io(e)),
+        }
         let mut file = File::from(fd);
+        let mut hasher = Sha256::new();
+        let mut written = 0u64;
+        if resumed {
+            let mut buffer = vec![0; 256 * 1024];
+            loop {
+                let n = file
+                    .read(&mut buffer)
+                    .map_err(|e| FileError::Io(shown.clone(), e))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buffer[..n]);
+                written += n as u64;
+            }
+        }
         std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))
             .map_err(|e| FileError::Io(shown.clone(), e))?;
-        if written == 0 {
-            hasher = Sha256::new();
-        }
         Ok(Self {
             place,
+            private,
             temp,
             file,
             hasher,
@@ -210,7 +237,7 @@ impl Upload {
             RenameFlags::NOREPLACE
         };
         match rustix::fs::renameat_with(
-            self.place.dir.as_fd(),
+            &self.private,
             &self.temp,
             self.place.dir.as_fd(),
             &self.place.name,
@@ -229,19 +256,27 @@ impl Upload {
         self.done = true;
         // The rename itself is durable once the directory is synced.
         rustix::fs::fsync(self.place.dir.as_fd()).map_err(io)?;
+        self.tidy();
         Ok(UploadDone {
             path: shown,
             size: self.size,
             sha256,
             replaced: self.replaced,
+            mode: self.mode,
         })
     }
 
     /// Removes the temporary file: what it holds can never become the
     /// target.
     fn discard(&mut self) {
-        let _ = rustix::fs::unlinkat(self.place.dir.as_fd(), &self.temp, AtFlags::empty());
+        let _ = rustix::fs::unlinkat(&self.private, &self.temp, AtFlags::empty());
         self.done = true;
+        self.tidy();
+    }
+
+    /// Removes the private directory when nothing is left in it.
+    fn tidy(&self) {
+        let _ = rustix::fs::unlinkat(self.place.dir.as_fd(), PRIVATE, AtFlags::REMOVEDIR);
     }
 }
 
@@ -273,19 +308,45 @@ fn partial_name(request: &UploadRequest<'_>, place: &Place) -> OsString {
     OsString::from(format!("{PARTIAL}{key}"))
 }
 
-fn create(place: &Place, name: &OsString) -> Result<rustix::fd::OwnedFd, rustix::io::Errno> {
+fn create(
+    private: &rustix::fd::OwnedFd,
+    name: &OsString,
+) -> Result<rustix::fd::OwnedFd, rustix::io::Errno> {
     rustix::fs::openat(
-        place.dir.as_fd(),
+        private,
         name,
         OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::from_raw_mode(0o600),
     )
 }
 
-/// Removes partial uploads of the directory older than [`STALE`].
-fn remove_stale(place: &Place) {
-    let Ok(dir) = rustix::fs::openat(
+/// The agent's private directory beside the target, made if missing:
+/// refused unless it is a directory of the agent's user that nobody else
+/// may enter.
+fn private_dir(place: &Place) -> Result<rustix::fd::OwnedFd, FileError> {
+    let shown = place.shown.with_file_name(PRIVATE).display().to_string();
+    match rustix::fs::mkdirat(place.dir.as_fd(), PRIVATE, Mode::from_raw_mode(0o700)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(FileError::Io(shown, e.into())),
+    }
+    let dir = rustix::fs::openat(
         place.dir.as_fd(),
+        PRIVATE,
+        OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|_| FileError::Tampered(shown.clone()))?;
+    let stat = rustix::fs::fstat(&dir).map_err(|e| FileError::Io(shown.clone(), e.into()))?;
+    if stat.st_uid != rustix::process::geteuid().as_raw() || stat.st_mode & 0o077 != 0 {
+        return Err(FileError::Tampered(shown));
+    }
+    Ok(dir)
+}
+
+/// Removes partial uploads older than [`STALE`] from the private directory.
+fn remove_stale(private: &rustix::fd::OwnedFd) {
+    let Ok(dir) = rustix::fs::openat(
+        private,
         ".",
         OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
         Mode::empty(),
@@ -297,18 +358,16 @@ fn remove_stale(place: &Place) {
     };
     let now = SystemTime::now();
     for entry in entries.flatten() {
-        let name = entry.file_name().to_bytes();
-        if !name.starts_with(PARTIAL.as_bytes()) {
+        let name = entry.file_name();
+        if !name.to_bytes().starts_with(PARTIAL.as_bytes()) {
             continue;
         }
-        let name = OsString::from(String::from_utf8_lossy(name).into_owned());
-        let Ok(stat) = rustix::fs::statat(place.dir.as_fd(), &name, AtFlags::SYMLINK_NOFOLLOW)
-        else {
+        let Ok(stat) = rustix::fs::statat(private, name, AtFlags::SYMLINK_NOFOLLOW) else {
             continue;
         };
         let modified = SystemTime::UNIX_EPOCH + Duration::from_secs(stat.st_mtime.max(0) as u64);
         if now.duration_since(modified).is_ok_and(|age| age > STALE) {
-            let _ = rustix::fs::unlinkat(place.dir.as_fd(), &name, AtFlags::empty());
+            let _ = rustix::fs::unlinkat(private, name, AtFlags::empty());
         }
     }
 }

@@ -19,6 +19,27 @@ use crate::{
     },
 };
 
+/// The client's next upload message; None when it went away, idled past
+/// [`IDLE`], or the session or the agent stopped. Every wait on the client
+/// is bounded and watches the stops.
+async fn next_message(
+    inbound: &mut Streaming<proto::PutFileRequest>,
+    stop: &(
+        tokio_util::sync::CancellationToken,
+        tokio_util::sync::CancellationToken,
+    ),
+) -> Option<Option<proto::PutFileRequest>> {
+    tokio::select! {
+        biased;
+        () = stop.0.cancelled() => None,
+        () = stop.1.cancelled() => None,
+        waited = tokio::time::timeout(IDLE, inbound.message()) => match waited {
+            Ok(Ok(message)) => Some(message),
+            _ => None,
+        },
+    }
+}
+
 /// The stream PutFile answers with.
 pub type PutStream = Pin<Box<dyn Stream<Item = Result<proto::PutFileResponse, Status>> + Send>>;
 /// The stream GetFile answers with.
@@ -26,6 +47,9 @@ pub type GetStream = Pin<Box<dyn Stream<Item = Result<proto::GetFileResponse, St
 
 /// Bytes of a download's chunk.
 const CHUNK: usize = 256 * 1024;
+
+/// The longest an upload waits for its client's next message.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Service {
     fn file_record(&self, ctx: &CallContext, rpc: &str, event: &'static str) -> Record {
@@ -44,6 +68,21 @@ impl Service {
         ctx: CallContext,
         mut inbound: Streaming<proto::PutFileRequest>,
     ) -> Result<Response<PutStream>, Status> {
+        // A file written as the agent's user can be run: a caller whose
+        // Execute is restricted may upload only when the configuration
+        // says so for its role.
+        if !self.may_write_files(&ctx) {
+            return Err(
+                Error::File(FileError::WriteRestricted(ctx.identity.role.to_string())).into(),
+            );
+        }
+        // Transfers are long-lived streams, counted as such per identity
+        // and in all, and keep their session busy.
+        let permit = self
+            .state
+            .streams
+            .open(&ctx.identity)
+            .map_err(Error::Stream)?;
         let hold = self
             .state
             .sessions
@@ -53,13 +92,13 @@ impl Service {
         let state = self.state.clone();
         let service = self.clone();
         self.state.tracker.spawn(async move {
-            let _hold = hold;
+            let _room = (permit, hold);
             let stop = (ctx.session.token.clone(), state.agent_token.clone());
-            let header = match inbound.message().await {
-                Ok(Some(proto::PutFileRequest {
+            let header = match next_message(&mut inbound, &stop).await {
+                Some(Some(proto::PutFileRequest {
                     step: Some(proto::put_file_request::Step::Header(header)),
                 })) => header,
-                Ok(_) => {
+                Some(_) => {
                     let _ = tx
                         .send(Err(Status::invalid_argument(
                             "an upload opens with its header",
@@ -67,12 +106,18 @@ impl Service {
                         .await;
                     return;
                 }
-                Err(_) => return,
+                None => return,
             };
+            let digest = files::digest(&header.sha256);
             let record = Record {
                 path: Some(header.path.chars().take(4096).collect()),
                 size: Some(header.size),
-                sha256: Some(hex::encode(&header.sha256)),
+                sha256: Some(
+                    digest
+                        .as_ref()
+                        .map_or_else(|_| "(malformed)".to_owned(), hex::encode),
+                ),
+                reason: Some(format!("mode {:o}", header.mode)),
                 ..service.file_record(&ctx, "PutFile", "file_put")
             };
             let refuse = |error: Error, record: Record| {
@@ -84,15 +129,19 @@ impl Service {
                 });
                 status
             };
-            // The file system work runs on one blocking thread, fed chunks
-            // through a bounded channel: a slow disk slows the client.
-            let (chunks, mut from_client) = mpsc::channel::<bytes::Bytes>(4);
-            let (started, mut accepted) = tokio::sync::oneshot::channel();
+            let sha256 = match digest {
+                Ok(sha256) => sha256,
+                Err(e) => {
+                    let _ = tx.send(Err(refuse(Error::File(e), record))).await;
+                    return;
+                }
+            };
             let roots = state.files.roots(ctx.identity.role);
             let max = state.files.max_bytes;
             let identity = ctx.identity.name.clone();
-            let writer = tokio::task::spawn_blocking(move || {
-                let sha256 = files::digest(&header.sha256)?;
+            // The file system work runs in short blocking calls, one per
+            // chunk, so that no thread waits on the network.
+            let begun = tokio::task::spawn_blocking(move || {
                 let request = UploadRequest {
                     path: &header.path,
                     mode: header.mode,
@@ -101,30 +150,23 @@ impl Service {
                     replace: header.replace,
                     identity: &identity,
                 };
-                let mut upload = match Upload::begin(&roots, max, &request) {
-                    Ok(upload) => upload,
-                    Err(e) => {
-                        let _ = started.send(None);
-                        return Err(e);
-                    }
-                };
-                let _ = started.send(Some(upload.offset()));
-                while let Some(chunk) = from_client.blocking_recv() {
-                    upload.write(&chunk)?;
+                Upload::begin(&roots, max, &request)
+            })
+            .await;
+            let mut upload = match begun {
+                Ok(Ok(upload)) => upload,
+                Ok(Err(e)) => {
+                    let _ = tx.send(Err(refuse(Error::File(e), record))).await;
+                    return;
                 }
-                upload.finish()
-            });
-            let offset = match (&mut accepted).await {
-                Ok(Some(offset)) => offset,
-                _ => {
-                    let error = match writer.await {
-                        Ok(Err(e)) => Error::File(e),
-                        _ => Error::Internal("the upload's writer died".into()),
-                    };
-                    let _ = tx.send(Err(refuse(error, record))).await;
+                Err(e) => {
+                    let _ = tx
+                        .send(Err(refuse(Error::Internal(e.to_string()), record)))
+                        .await;
                     return;
                 }
             };
+            let offset = upload.offset();
             let answer = proto::PutFileResponse {
                 step: Some(proto::put_file_response::Step::Accepted(
                     proto::PutFileAccepted { offset },
@@ -133,39 +175,37 @@ impl Service {
             if tx.send(Ok(answer)).await.is_err() {
                 return;
             }
-            // Chunks until the client has sent everything (or stops: what
-            // was written then stays for a resume, and the target is
-            // untouched).
-            let cut = loop {
-                let message = tokio::select! {
-                    biased;
-                    () = stop.0.cancelled() => break true,
-                    () = stop.1.cancelled() => break true,
-                    message = inbound.message() => message,
-                };
-                match message {
-                    Ok(Some(proto::PutFileRequest {
+            // Chunks until the client has sent everything. A cut (the
+            // client stops, goes away or idles) keeps what was written for
+            // a resume; the target is untouched.
+            let outcome = loop {
+                match next_message(&mut inbound, &stop).await {
+                    Some(Some(proto::PutFileRequest {
                         step: Some(proto::put_file_request::Step::Chunk(chunk)),
                     })) => {
-                        if chunks.send(chunk).await.is_err() {
-                            // The writer failed: its error is below.
-                            break false;
+                        let written = tokio::task::spawn_blocking(move || {
+                            let result = upload.write(&chunk);
+                            (upload, result)
+                        })
+                        .await;
+                        match written {
+                            Ok((back, Ok(()))) => upload = back,
+                            Ok((_, Err(e))) => break Err(Error::File(e)),
+                            Err(e) => break Err(Error::Internal(e.to_string())),
                         }
                     }
-                    Ok(None) => break false,
-                    Ok(Some(_)) => break true,
-                    Err(_) => break true,
+                    Some(None) => {
+                        break tokio::task::spawn_blocking(move || upload.finish())
+                            .await
+                            .map_err(|e| Error::Internal(e.to_string()))
+                            .and_then(|r| r.map_err(Error::File));
+                    }
+                    Some(Some(_)) | None => {
+                        break Err(Error::File(FileError::Protocol(
+                            "the upload was cut; what arrived is kept for a resume".into(),
+                        )));
+                    }
                 }
-            };
-            drop(chunks);
-            let result = writer.await;
-            let outcome = match (cut, result) {
-                (_, Ok(Ok(done))) => Ok(done),
-                (true, _) => Err(Error::File(FileError::Protocol(
-                    "the upload was cut; what arrived is kept for a resume".into(),
-                ))),
-                (false, Ok(Err(e))) => Err(Error::File(e)),
-                (false, Err(e)) => Err(Error::Internal(e.to_string())),
             };
             match outcome {
                 Ok(done) => {
@@ -173,7 +213,11 @@ impl Service {
                         path: Some(done.path.clone()),
                         sha256: Some(hex::encode(done.sha256)),
                         offset: (offset > 0).then_some(offset),
-                        reason: done.replaced.then(|| "replaced".to_owned()),
+                        reason: Some(format!(
+                            "mode {:o}{}",
+                            done.mode,
+                            if done.replaced { ", replaced" } else { "" }
+                        )),
                         ..record
                     });
                     tracing::info!(path = %done.path, size = done.size, "file uploaded");
@@ -195,6 +239,20 @@ impl Service {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
+    /// True when the caller may write files: its Execute is not restricted,
+    /// or the configuration lets its role write all the same.
+    fn may_write_files(&self, ctx: &CallContext) -> bool {
+        let restricted = !matches!(
+            self.state.exec_policy.scope(&ctx.identity),
+            Ok(crate::server::policy::ExecScope::Unrestricted)
+        );
+        !restricted
+            || self
+                .state
+                .files
+                .writes_despite_restrictions(ctx.identity.role)
+    }
+
     pub(super) async fn get_file(
         &self,
         ctx: CallContext,
@@ -212,7 +270,7 @@ impl Service {
             tokio::task::spawn_blocking(move || Download::open(&roots, max, &path, offset))
                 .await
                 .map_err(|e| Error::Internal(e.to_string()))?;
-        let mut download = match opened {
+        let download = match opened {
             Ok(download) => download,
             Err(e) => {
                 let status = Status::from(Error::File(e));
@@ -224,12 +282,24 @@ impl Service {
                 return Err(status);
             }
         };
+        let permit = self
+            .state
+            .streams
+            .open(&ctx.identity)
+            .map_err(Error::Stream)?;
         let hold = self
             .state
             .sessions
             .hold(&ctx.session)
             .map_err(Error::Session)?;
         let size = download.size;
+        // Recorded when the file is opened, so that a download cut short
+        // is in the log too; its end has a record of its own.
+        self.state.audit.record(&Record {
+            path: Some(download.path.clone()),
+            size: Some(size),
+            ..record.clone()
+        });
         let info = proto::GetFileResponse {
             step: Some(proto::get_file_response::Step::Info(proto::FileInfo {
                 size,
@@ -241,39 +311,69 @@ impl Service {
         let stops = (ctx.session.token.clone(), self.state.agent_token.clone());
         let audit = self.state.audit.clone();
         let path = download.path.clone();
-        // One blocking thread reads and sends; it stops with the session,
-        // the agent, or the client (its channel closes).
-        self.state.tracker.spawn_blocking(move || {
-            let _hold = hold;
-            if tx.blocking_send(Ok(info)).is_err() {
+        let mut download = download;
+        self.state.tracker.spawn(async move {
+            let _room = (permit, hold);
+            // Sends that wait on a slow client watch the stops; reads are
+            // short blocking calls, one per chunk.
+            let send = |message: Result<proto::GetFileResponse, Status>| {
+                let (tx, stops) = (tx.clone(), stops.clone());
+                async move {
+                    tokio::select! {
+                        biased;
+                        () = stops.0.cancelled() => false,
+                        () = stops.1.cancelled() => false,
+                        sent = tx.send(message) => sent.is_ok(),
+                    }
+                }
+            };
+            let end = |outcome: String| Record {
+                event: "file_get_end",
+                path: Some(path.clone()),
+                size: Some(size),
+                reason: Some(outcome),
+                ..record.clone()
+            };
+            if !send(Ok(info)).await {
+                audit.record(&end("cut before the first chunk".into()));
                 return;
             }
             loop {
-                if stops.0.is_cancelled() || stops.1.is_cancelled() {
-                    return;
-                }
-                match download.next_chunk(CHUNK) {
+                let read = tokio::task::spawn_blocking(move || {
+                    let chunk = download.next_chunk(CHUNK);
+                    (download, chunk)
+                })
+                .await;
+                let (back, chunk) = match read {
+                    Ok(read) => read,
+                    Err(e) => {
+                        send(Err(Status::from(Error::Internal(e.to_string())))).await;
+                        return;
+                    }
+                };
+                download = back;
+                match chunk {
                     Ok(chunk) if chunk.is_empty() => break,
                     Ok(chunk) => {
                         let message = proto::GetFileResponse {
                             step: Some(proto::get_file_response::Step::Chunk(chunk.into())),
                         };
-                        if tx.blocking_send(Ok(message)).is_err() {
+                        if !send(Ok(message)).await {
+                            audit.record(&end(format!("cut after {} bytes", download.sent())));
                             return;
                         }
                     }
                     Err(e) => {
-                        let _ = tx.blocking_send(Err(Status::from(Error::File(e))));
+                        audit.record(&end(e.to_string()));
+                        send(Err(Status::from(Error::File(e)))).await;
                         return;
                     }
                 }
             }
             let sha256 = download.finish();
             audit.record(&Record {
-                path: Some(path.clone()),
-                size: Some(size),
                 sha256: Some(hex::encode(sha256)),
-                ..record
+                ..end("sent whole".into())
             });
             tracing::info!(%path, size, "file downloaded");
             let done = proto::GetFileResponse {
@@ -281,7 +381,7 @@ impl Service {
                     sha256: sha256.to_vec(),
                 })),
             };
-            let _ = tx.blocking_send(Ok(done));
+            send(Ok(done)).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
