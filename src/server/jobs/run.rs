@@ -12,8 +12,10 @@ use crate::{
     server::exec::{self, ExecTuning, Spawned, Stops},
 };
 
-/// Runs the job's command to its end and records the end. Returns how it
-/// ended; `truncated` then says whether the log dropped output.
+/// Runs the job's command to its end. Returns how it ended (`truncated`
+/// says whether the log dropped output); the caller records the end with
+/// [`Job::finish`] once its audit record is written, so that whoever sees
+/// the job ended finds the record too.
 pub async fn run(job: Arc<Job>, spawned: Spawned, stops: Stops, tuning: ExecTuning) -> Exit {
     let (tx, mut rx) = mpsc::channel(tuning.channel_capacity);
     let driver = exec::drive(spawned, tx, stops, tuning);
@@ -28,6 +30,5 @@ pub async fn run(job: Arc<Job>, spawned: Spawned, stops: Stops, tuning: ExecTuni
     };
     let (mut exit, ()) = tokio::join!(driver, pump);
     exit.truncated = job.log.bounds().0 > 0;
-    job.finish(exit.clone()).await;
     exit
 }

@@ -147,6 +147,7 @@ impl Service {
                 reason = ?exit.reason,
                 "job ended"
             );
+            running.finish(exit).await;
             jobs.ended();
         });
         Ok(self.attach_stream(ctx, room, job, 0))
