@@ -171,11 +171,16 @@ impl AgentClient {
             .await
             .map_err(|s| self.fail(s))?
             .into_inner();
+        Ok(self.events(stream))
+    }
+
+    /// An Execute or AttachJob stream as domain events.
+    fn events(&self, stream: tonic::Streaming<proto::ExecuteResponse>) -> EventStream {
         let (address, tls) = (self.address.clone(), self.tls);
-        Ok(Box::pin(stream.map(move |item| {
+        Box::pin(stream.map(move |item| {
             let response = item.map_err(|s| Error::from_status(s, &address, tls))?;
             Event::try_from(response).map_err(|e| Error::Protocol(e.to_string()))
-        })))
+        }))
     }
 
     /// Runs a command to its end and collects everything it wrote.
@@ -245,11 +250,7 @@ impl AgentClient {
             .await
             .map_err(|s| self.fail(s))?
             .into_inner();
-        let (address, tls) = (self.address.clone(), self.tls);
-        Ok(Box::pin(stream.map(move |item| {
-            let response = item.map_err(|s| Error::from_status(s, &address, tls))?;
-            Event::try_from(response).map_err(|e| Error::Protocol(e.to_string()))
-        })))
+        Ok(self.events(stream))
     }
 
     /// The jobs this identity may see on the agent, oldest first.

@@ -70,11 +70,58 @@ impl Service {
         })
     }
 
+    /// The audit record of a call: who, from where, in which session.
+    fn call_record(&self, ctx: &CallContext, rpc: &str, event: &'static str) -> Record {
+        Record {
+            event,
+            rpc: Some(rpc.to_owned()),
+            identity: Some(ctx.identity.name.clone()),
+            peer: ctx.conn.peer.map(|p| p.to_string()),
+            session: Some(ctx.session.id.clone()),
+            ..Record::default()
+        }
+    }
+
+    /// What a long-lived stream (WatchMetrics, a job attachment, a file
+    /// transfer) holds while it lasts: one of its identity's streams, so
+    /// that streams are limited per identity and in all, and its session
+    /// kept busy (not reclaimable).
+    fn stream_room(&self, ctx: &CallContext) -> Result<StreamRoom, Status> {
+        let permit = self
+            .state
+            .streams
+            .open(&ctx.identity)
+            .map_err(Error::Stream)?;
+        let hold = self
+            .state
+            .sessions
+            .hold(&ctx.session)
+            .map_err(Error::Session)?;
+        Ok((permit, hold))
+    }
+
     fn ensure_running(&self) -> Result<(), Status> {
         if self.state.closing.is_cancelled() {
             return Err(Error::Stopping("stopping").into());
         }
         Ok(())
+    }
+}
+
+/// A long-lived stream's permit and session hold (see `Service::stream_room`).
+type StreamRoom = (super::streams::StreamPermit, session::SessionHold);
+
+/// `record` with how a command ended: its exit code, signal, reason and
+/// duration.
+fn with_exit(record: Record, exit: &crate::command::Exit) -> Record {
+    Record {
+        exit_code: Some(exit.exit_code),
+        signal: exit.signal,
+        end_reason: serde_json::to_value(exit.reason)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned)),
+        duration_ms: u64::try_from(exit.duration.as_millis()).ok(),
+        ..record
     }
 }
 
@@ -159,16 +206,7 @@ impl RemoteAgent for Service {
         // Each stream samples the host on its own timer: bound how many
         // there are, per identity and in all, and keep the session busy
         // (not reclaimable) while the stream is open.
-        let permit = self
-            .state
-            .streams
-            .open(&ctx.identity)
-            .map_err(Error::Stream)?;
-        let hold = self
-            .state
-            .sessions
-            .hold(&ctx.session)
-            .map_err(Error::Session)?;
+        let room = self.stream_room(&ctx)?;
         let mut sampler = MetricsSampler::new(request.per_core).map_err(Error::Probe)?;
         let interval = Duration::from_millis(u64::from(request.interval_ms));
         let (tx, rx) = mpsc::channel(1);
@@ -178,7 +216,7 @@ impl RemoteAgent for Service {
             cancel: CancellationToken::new(),
         };
         self.state.tracker.spawn(async move {
-            let _counted = (permit, hold);
+            let _counted = room;
             let mut ticks =
                 tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -218,14 +256,7 @@ impl RemoteAgent for Service {
         if request.detach {
             return self.execute_detached(&ctx, &request);
         }
-        let audit = |event: &'static str| Record {
-            event,
-            rpc: Some("Execute".into()),
-            identity: Some(ctx.identity.name.clone()),
-            peer: ctx.conn.peer.map(|p| p.to_string()),
-            session: Some(ctx.session.id.clone()),
-            ..Record::default()
-        };
+        let audit = |event: &'static str| self.call_record(&ctx, "Execute", event);
         let (spawned, slot) = match self.start_command(&ctx, &request) {
             Ok(started) => started,
             Err(error) => {
@@ -275,16 +306,13 @@ impl RemoteAgent for Service {
             let exit = exec::drive(spawned, tx, stops, tuning).await;
             drop(group);
             drop(slot);
-            audit_log.record(&Record {
-                pid: Some(pid),
-                exit_code: Some(exit.exit_code),
-                signal: exit.signal,
-                end_reason: serde_json::to_value(exit.reason)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned)),
-                duration_ms: u64::try_from(exit.duration.as_millis()).ok(),
-                ..end_record
-            });
+            audit_log.record(&with_exit(
+                Record {
+                    pid: Some(pid),
+                    ..end_record
+                },
+                &exit,
+            ));
             tracing::info!(
                 pid,
                 exit_code = exit.exit_code,

@@ -52,17 +52,6 @@ const CHUNK: usize = 256 * 1024;
 const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Service {
-    fn file_record(&self, ctx: &CallContext, rpc: &str, event: &'static str) -> Record {
-        Record {
-            event,
-            rpc: Some(rpc.to_owned()),
-            identity: Some(ctx.identity.name.clone()),
-            peer: ctx.conn.peer.map(|p| p.to_string()),
-            session: Some(ctx.session.id.clone()),
-            ..Record::default()
-        }
-    }
-
     pub(super) fn put_file(
         &self,
         ctx: CallContext,
@@ -78,21 +67,12 @@ impl Service {
         }
         // Transfers are long-lived streams, counted as such per identity
         // and in all, and keep their session busy.
-        let permit = self
-            .state
-            .streams
-            .open(&ctx.identity)
-            .map_err(Error::Stream)?;
-        let hold = self
-            .state
-            .sessions
-            .hold(&ctx.session)
-            .map_err(Error::Session)?;
+        let room = self.stream_room(&ctx)?;
         let (tx, rx) = mpsc::channel(2);
         let state = self.state.clone();
         let service = self.clone();
         self.state.tracker.spawn(async move {
-            let _room = (permit, hold);
+            let _room = room;
             let stop = (ctx.session.token.clone(), state.agent_token.clone());
             let header = match next_message(&mut inbound, &stop).await {
                 Some(Some(proto::PutFileRequest {
@@ -118,7 +98,7 @@ impl Service {
                         .map_or_else(|_| "(malformed)".to_owned(), hex::encode),
                 ),
                 reason: Some(format!("mode {:o}", header.mode)),
-                ..service.file_record(&ctx, "PutFile", "file_put")
+                ..service.call_record(&ctx, "PutFile", "file_put")
             };
             let refuse = |error: Error, record: Record| {
                 let status = Status::from(error);
@@ -261,7 +241,7 @@ impl Service {
         let record = Record {
             path: Some(request.path.chars().take(4096).collect()),
             offset: (request.offset > 0).then_some(request.offset),
-            ..self.file_record(&ctx, "GetFile", "file_get")
+            ..self.call_record(&ctx, "GetFile", "file_get")
         };
         let roots = self.state.files.roots(ctx.identity.role);
         let max = self.state.files.max_bytes;
@@ -282,16 +262,7 @@ impl Service {
                 return Err(status);
             }
         };
-        let permit = self
-            .state
-            .streams
-            .open(&ctx.identity)
-            .map_err(Error::Stream)?;
-        let hold = self
-            .state
-            .sessions
-            .hold(&ctx.session)
-            .map_err(Error::Session)?;
+        let room = self.stream_room(&ctx)?;
         let size = download.size;
         // Recorded when the file is opened, so that a download cut short
         // is in the log too; its end has a record of its own.
@@ -313,7 +284,7 @@ impl Service {
         let path = download.path.clone();
         let mut download = download;
         self.state.tracker.spawn(async move {
-            let _room = (permit, hold);
+            let _room = room;
             // Sends that wait on a slow client watch the stops; reads are
             // short blocking calls, one per chunk.
             let send = |message: Result<proto::GetFileResponse, Status>| {

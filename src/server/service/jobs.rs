@@ -10,7 +10,7 @@ use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 use tokio_util::sync::CancellationToken;
 use tonic::{Response, Status};
 
-use super::{CallContext, EventStream, Service};
+use super::{CallContext, EventStream, Service, StreamRoom, with_exit};
 use crate::{
     clock::ms_since_epoch,
     command::ExecRequest,
@@ -23,24 +23,7 @@ use crate::{
     },
 };
 
-/// An attachment's stream permit and session hold.
-type Room = (
-    crate::server::streams::StreamPermit,
-    crate::server::session::SessionHold,
-);
-
 impl Service {
-    fn job_record(&self, ctx: &CallContext, rpc: &str, event: &'static str) -> Record {
-        Record {
-            event,
-            rpc: Some(rpc.to_owned()),
-            identity: Some(ctx.identity.name.clone()),
-            peer: ctx.conn.peer.map(|p| p.to_string()),
-            session: Some(ctx.session.id.clone()),
-            ..Record::default()
-        }
-    }
-
     /// The job `id`, if the caller may see it; a refusal is audited.
     fn job_for(&self, ctx: &CallContext, rpc: &str, id: &str) -> Result<Arc<Job>, Status> {
         self.state.jobs.get(id, &ctx.identity).map_err(|error| {
@@ -48,7 +31,7 @@ impl Service {
             self.state.audit.record(&Record {
                 job_id: Some(id.chars().take(64).collect()),
                 reason: Some(status.message().to_owned()),
-                ..self.job_record(ctx, rpc, "job_refused")
+                ..self.call_record(ctx, rpc, "job_refused")
             });
             status
         })
@@ -67,13 +50,13 @@ impl Service {
                 command: Some(request.command.clone()),
                 argv: (!request.argv.is_empty()).then(|| request.argv.clone()),
                 reason: Some(status.message().to_owned()),
-                ..self.job_record(ctx, "Execute", "exec_refused")
+                ..self.call_record(ctx, "Execute", "exec_refused")
             });
             status
         };
         // Room for the attachment first: a job is never started for a call
         // that could not then say its id.
-        let room = self.attachment_room(ctx).map_err(refused)?;
+        let room = self.stream_room(ctx).map_err(refused)?;
         let started = (|| {
             let reservation = state.jobs.reserve(&ctx.identity).map_err(Error::Job)?;
             let scope = state
@@ -101,7 +84,7 @@ impl Service {
             command: Some(job.command.clone()),
             argv: Some(job.argv.clone()),
             job_id: Some(job.id.clone()),
-            ..self.job_record(ctx, "Execute", "exec_start")
+            ..self.call_record(ctx, "Execute", "exec_start")
         });
         tracing::info!(
             pid,
@@ -120,7 +103,7 @@ impl Service {
             command: Some(job.command.clone()),
             job_id: Some(job.id.clone()),
             pid: Some(pid),
-            ..self.job_record(ctx, "Execute", "exec_end")
+            ..self.call_record(ctx, "Execute", "exec_end")
         };
         let (tuning, audit, jobs) = (
             state.tuning.clone(),
@@ -131,15 +114,7 @@ impl Service {
         state.tracker.spawn(async move {
             let exit = jobs::run(running.clone(), spawned, stops, tuning).await;
             drop(group);
-            audit.record(&Record {
-                exit_code: Some(exit.exit_code),
-                signal: exit.signal,
-                end_reason: serde_json::to_value(exit.reason)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned)),
-                duration_ms: u64::try_from(exit.duration.as_millis()).ok(),
-                ..end_record
-            });
+            audit.record(&with_exit(end_record, &exit));
             tracing::info!(
                 pid,
                 job = %running.id,
@@ -153,30 +128,12 @@ impl Service {
         Ok(self.attach_stream(ctx, room, job, 0))
     }
 
-    /// What an attachment holds while it lasts: its session kept busy, and
-    /// one of the caller's long-lived streams (the limits WatchMetrics
-    /// streams have, per identity and in all), so that attachments left
-    /// unread cannot pile up.
-    fn attachment_room(&self, ctx: &CallContext) -> Result<Room, Status> {
-        let stream = self
-            .state
-            .streams
-            .open(&ctx.identity)
-            .map_err(Error::Stream)?;
-        let hold = self
-            .state
-            .sessions
-            .hold(&ctx.session)
-            .map_err(Error::Session)?;
-        Ok((stream, hold))
-    }
-
     /// Follows `job` from `offset` on a new stream, for as long as the
     /// caller's session lasts.
     fn attach_stream(
         &self,
         ctx: &CallContext,
-        room: Room,
+        room: StreamRoom,
         job: Arc<Job>,
         offset: u64,
     ) -> Response<EventStream> {
@@ -205,7 +162,7 @@ impl Service {
                 job_id: Some(job.id.clone()),
                 offset: Some(request.offset),
                 reason: Some(status.message().to_owned()),
-                ..self.job_record(ctx, "AttachJob", "job_refused")
+                ..self.call_record(ctx, "AttachJob", "job_refused")
             });
             status
         };
@@ -219,11 +176,11 @@ impl Service {
                 .into(),
             ));
         }
-        let room = self.attachment_room(ctx).map_err(refused)?;
+        let room = self.stream_room(ctx).map_err(refused)?;
         self.state.audit.record(&Record {
             job_id: Some(job.id.clone()),
             offset: Some(request.offset),
-            ..self.job_record(ctx, "AttachJob", "job_attach")
+            ..self.call_record(ctx, "AttachJob", "job_attach")
         });
         Ok(self.attach_stream(ctx, room, job, request.offset))
     }
@@ -232,7 +189,7 @@ impl Service {
         let jobs = self.state.jobs.list(&ctx.identity);
         self.state.audit.record(&Record {
             count: Some(jobs.len() as u64),
-            ..self.job_record(ctx, "ListJobs", "job_list")
+            ..self.call_record(ctx, "ListJobs", "job_list")
         });
         proto::ListJobsResponse {
             jobs: jobs.into_iter().map(wire_job).collect(),
@@ -243,7 +200,7 @@ impl Service {
         let job = self.job_for(ctx, "GetJob", id)?;
         self.state.audit.record(&Record {
             job_id: Some(job.id.clone()),
-            ..self.job_record(ctx, "GetJob", "job_get")
+            ..self.call_record(ctx, "GetJob", "job_get")
         });
         Ok(wire_job(job.info()))
     }
@@ -265,7 +222,7 @@ impl Service {
             pid: Some(job.pid),
             command: Some(job.command.clone()),
             reason: (!was_running).then(|| "it had ended already".to_owned()),
-            ..self.job_record(ctx, "CancelJob", "job_cancel")
+            ..self.call_record(ctx, "CancelJob", "job_cancel")
         });
         tracing::info!(job = %job.id, identity = %ctx.identity.name, "job cancelled");
         // TERM, then KILL after the grace, then the pipes: a little more
