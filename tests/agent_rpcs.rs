@@ -404,6 +404,7 @@ async fn reflection_lists_the_services_in_both_versions() -> TestResult {
                 "CancelJob",
                 "PutFile",
                 "GetFile",
+                "MakeDirectory",
                 "ListProcesses",
                 "SignalProcess",
                 "GetConnectionInfo",

@@ -1,8 +1,9 @@
 //! File transfers against real agents over gRPC: byte-exact round trips,
 //! a corrupted upload detected with the target untouched, a cut upload
 //! resumed, the path rules (traversal, links, outside the roots, roles
-//! without roots), the size cap, and `vigie push` / `vigie pull` to several
-//! hosts.
+//! without roots), the size cap, `vigie push` / `vigie pull` to several
+//! hosts, a tree pushed with its modes, and a bit flipped on the wire by a
+//! proxy in either direction.
 
 mod support;
 
@@ -21,7 +22,8 @@ use vigie::{
 
 use support::{
     TestAgent,
-    cli::{Scratch, hosts_arg, json_lines, run, stderr},
+    cli::{Scratch, hosts_arg, json_lines, run, stderr, stdout},
+    proxy::{Corrupt, FaultProxy, Faults, Link},
 };
 
 /// An agent whose (anonymous, admin) callers may use `root`.
@@ -394,6 +396,230 @@ fn push_and_pull_move_a_file_to_and_from_several_hosts() {
             data
         );
     }
+}
+
+/// The permission bits of `path`.
+fn mode_of(path: &Path) -> u32 {
+    std::os::unix::fs::PermissionsExt::mode(&std::fs::symlink_metadata(path).unwrap().permissions())
+        & 0o7777
+}
+
+#[test]
+fn push_sends_a_tree_with_its_modes_and_leaves_links_out() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let roots: Vec<PathBuf> = (0..2)
+        .map(|i| {
+            let root = canonical(&dir).join(format!("host{i}"));
+            std::fs::create_dir(&root).unwrap();
+            root
+        })
+        .collect();
+    let agents: Vec<TestAgent> = roots.iter().map(|r| agent_with_root(r)).collect();
+    let scratch = Scratch::new();
+    let hosts = scratch.hosts(&[("web1", &agents[0]), ("web2", &agents[1])], "");
+    // app/{run.sh 0755, conf/ 0750 {a.conf 0640, empty/ 0700}, big 1 MiB,
+    // link -> /etc/passwd}
+    let app = scratch.path("app");
+    std::fs::create_dir_all(app.join("conf/empty")).unwrap();
+    std::fs::write(app.join("run.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::write(app.join("conf/a.conf"), "key = 'a value'\n").unwrap();
+    let big = random(1 << 20, 9);
+    std::fs::write(app.join("big"), &big).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", app.join("link")).unwrap();
+    for (path, mode) in [
+        ("run.sh", 0o755),
+        ("conf", 0o750),
+        ("conf/a.conf", 0o640),
+        ("conf/empty", 0o700),
+    ] {
+        std::fs::set_permissions(app.join(path), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    // Each host has its own root, so each is pushed on its own; then both
+    // at once into a directory both have (`/` at the end: by name).
+    for (i, root) in roots.iter().enumerate() {
+        let output = run(scratch
+            .vigie()
+            .args(hosts_arg(&hosts))
+            .args(["--json", "-H", &format!("web{}", i + 1), "push"])
+            .arg(&app)
+            .arg(root.join("deployed")));
+        assert!(output.status.success(), "{}", stderr(&output));
+        let lines = json_lines(&output);
+        assert_eq!(lines[0]["status"], "ok", "{lines:?}");
+        assert_eq!(lines[0]["files"], 3);
+        assert_eq!(lines[0]["dirs"], 3);
+        assert_eq!(lines[0]["dirs_created"], 3);
+        assert!(
+            stderr(&output).contains("left out") && stderr(&output).contains("symbolic link"),
+            "{}",
+            stderr(&output)
+        );
+        let deployed = root.join("deployed");
+        assert_eq!(std::fs::read(deployed.join("big")).unwrap(), big);
+        assert_eq!(
+            std::fs::read_to_string(deployed.join("conf/a.conf")).unwrap(),
+            "key = 'a value'\n"
+        );
+        assert!(deployed.join("conf/empty").is_dir());
+        assert!(
+            !deployed.join("link").exists()
+                && std::fs::symlink_metadata(deployed.join("link")).is_err()
+        );
+        for (path, mode) in [
+            ("run.sh", 0o755),
+            ("conf", 0o750),
+            ("conf/a.conf", 0o640),
+            ("conf/empty", 0o700),
+        ] {
+            assert_eq!(mode_of(&deployed.join(path)), mode, "{path}");
+        }
+        // Nothing of the agent's own is left in the tree.
+        let mut names = Vec::new();
+        let mut stack = vec![deployed.clone()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).unwrap() {
+                let path = entry.unwrap().path();
+                names.push(path.strip_prefix(&deployed).unwrap().display().to_string());
+                if path.is_dir() {
+                    stack.push(path);
+                }
+            }
+        }
+        names.sort();
+        assert_eq!(
+            names,
+            ["big", "conf", "conf/a.conf", "conf/empty", "run.sh"]
+        );
+    }
+
+    // Again on web1 without --replace: the directories are there (kept),
+    // the first file that exists fails the host, named in its line.
+    let output = run(scratch
+        .vigie()
+        .args(hosts_arg(&hosts))
+        .args(["-H", "web1", "push"])
+        .arg(&app)
+        .arg(roots[0].join("deployed")));
+    assert_eq!(output.status.code(), Some(1));
+    let text = stdout(&output);
+    assert!(
+        text.contains(&format!(
+            "{}: ",
+            roots[0].join("deployed").join("big").display()
+        )) && text.contains("exists"),
+        "{text}"
+    );
+    // With --replace, as text: one line for the host, the counts.
+    let output = run(scratch
+        .vigie()
+        .args(hosts_arg(&hosts))
+        .args(["-H", "web1", "push", "--replace"])
+        .arg(&app)
+        .arg(format!("{}/", roots[0].display())));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("3 files, 3 directories (3 new)"),
+        "{}",
+        stdout(&output)
+    );
+    assert_eq!(std::fs::read(roots[0].join("app/big")).unwrap(), big);
+
+    // Several files at once go into a directory by name.
+    let output = run(scratch
+        .vigie()
+        .args(hosts_arg(&hosts))
+        .args(["--json", "-H", "web2", "push"])
+        .arg(app.join("run.sh"))
+        .arg(app.join("big"))
+        .arg(&roots[1]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(std::fs::read(roots[1].join("big")).unwrap(), big);
+    assert_eq!(mode_of(&roots[1].join("run.sh")), 0o755);
+}
+
+#[test]
+fn a_bit_flipped_on_the_wire_is_caught_both_ways_and_nothing_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = canonical(&dir);
+    let agent = agent_with_root(&root);
+    let proxy = FaultProxy::start(agent.addr());
+    let scratch = Scratch::new();
+    let hosts = scratch.hosts_at(&[("web1", proxy.addr())], "");
+    // A file of 0x5a: the proxy's flip lands in its bytes.
+    let data = vec![0x5a_u8; 3 << 20];
+    let local = scratch.path("payload");
+    std::fs::write(&local, &data).unwrap();
+    let target = root.join("payload");
+    std::fs::write(&target, "the old content").unwrap();
+    let corrupt = Some(Corrupt {
+        after: 1 << 20,
+        byte: 0x5a,
+    });
+
+    // Upload: the agent finds the hash wrong, the old file stays.
+    proxy.set(Faults {
+        up: Link {
+            corrupt,
+            ..Link::default()
+        },
+        ..Faults::default()
+    });
+    let output = run(scratch
+        .vigie()
+        .args(hosts_arg(&hosts))
+        .args(["--json", "push", "--replace"])
+        .arg(&local)
+        .arg(&target));
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let lines = json_lines(&output);
+    assert_eq!(lines[0]["status"], "failed", "{lines:?}");
+    let error = lines[0]["error"].as_str().unwrap();
+    assert!(error.contains("SHA-256"), "{error}");
+    assert_eq!(std::fs::read(&target).unwrap(), b"the old content");
+    let names: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["payload"], "nothing else left on the host");
+
+    // The same push through a clean link lands.
+    proxy.set(Faults::default());
+    proxy.reset_all();
+    let output = run(scratch
+        .vigie()
+        .args(hosts_arg(&hosts))
+        .args(["push", "--replace"])
+        .arg(&local)
+        .arg(&target));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(std::fs::read(&target).unwrap(), data);
+
+    // Download: the client finds the hash wrong and writes nothing.
+    proxy.set(Faults {
+        down: Link {
+            corrupt,
+            ..Link::default()
+        },
+        ..Faults::default()
+    });
+    let into = scratch.path("pulled");
+    let output = run(scratch
+        .vigie()
+        .args(hosts_arg(&hosts))
+        .args(["--json", "pull"])
+        .arg(&target)
+        .arg(&into));
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let lines = json_lines(&output);
+    let error = lines[0]["error"].as_str().unwrap();
+    assert!(error.contains("hash to"), "{error}");
+    let left: Vec<_> = std::fs::read_dir(into.join("web1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "nothing written: {left:?}");
 }
 
 mod scripts {

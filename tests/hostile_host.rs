@@ -277,6 +277,13 @@ impl RemoteAgent for Hostile {
         Err(Status::not_found(EVIL))
     }
 
+    async fn make_directory(
+        &self,
+        _: Request<proto::MakeDirectoryRequest>,
+    ) -> Result<Response<proto::MakeDirectoryResponse>, Status> {
+        Err(Status::permission_denied(EVIL))
+    }
+
     type AttachJobStream = Events;
 
     async fn attach_job(

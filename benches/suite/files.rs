@@ -10,7 +10,7 @@ use vigie::client::{
     ConnectionSettings,
     fleet::Fleet,
     hosts::HostEntry,
-    transfer::{self, LocalFile, Progress},
+    transfer::{self, Entry, LocalFile, Plan, Progress},
 };
 
 use crate::{
@@ -64,20 +64,30 @@ pub fn run(run: &mut Run) {
     let remote_text: Vec<String> = (0..10).map(|i| remote(i).display().to_string()).collect();
 
     let singles: Vec<[usize; 1]> = (0..10).map(|i| [i]).collect();
+    let plans: Vec<Plan> = remote_text
+        .iter()
+        .map(|remote| Plan {
+            entries: vec![Entry::File {
+                remote: remote.clone(),
+                file: file.clone(),
+            }],
+            skipped: Vec::new(),
+        })
+        .collect();
     let mut push_1 = Vec::new();
     let mut push_10 = Vec::new();
     let mut pull_1 = Vec::new();
+    let mut floor_10 = Vec::new();
     let pulled = dir.path().join("pulled");
     for _ in 0..runs {
         for i in 0..10 {
             let _ = std::fs::remove_file(remote(i));
         }
         push_1.push(time(|| {
-            let results = run.runtime.block_on(transfer::push(
+            let results = run.runtime.block_on(transfer::push_plan(
                 &fleet,
                 &[0],
-                &file,
-                &remote_text[0],
+                &plans[0],
                 true,
                 Arc::new(Progress::default()),
             ));
@@ -86,17 +96,27 @@ pub fn run(run: &mut Run) {
         // Ten hosts, one push each to its own root, all at once.
         push_10.push(time(|| {
             let pushes = (0..10).map(|i| {
-                transfer::push(
+                transfer::push_plan(
                     &fleet,
                     &singles[i],
-                    &file,
-                    &remote_text[i],
+                    &plans[i],
                     true,
                     Arc::new(Progress::default()),
                 )
             });
             let results = run.runtime.block_on(futures::future::join_all(pushes));
             assert!(results.iter().flatten().all(|(_, r)| r.is_ok()));
+        }));
+        // The receivers' own floor: the work ten agents do on this one
+        // machine, without the network: ten threads each reading the file,
+        // hashing it, writing and syncing a copy under its root.
+        floor_10.push(time(|| {
+            std::thread::scope(|scope| {
+                for (_, root) in &agents {
+                    let local = &local;
+                    scope.spawn(move || local_copy(local, &root.join("floor")));
+                }
+            });
         }));
         let _ = std::fs::remove_dir_all(&pulled);
         pull_1.push(time(|| {
@@ -114,6 +134,7 @@ pub fn run(run: &mut Run) {
     let push_1 = median_f64(&mut push_1);
     let push_10 = median_f64(&mut push_10);
     let pull_1 = median_f64(&mut pull_1);
+    let floor_10 = median_f64(&mut floor_10);
 
     // scp, the same file, to the private sshd's user (its /tmp) and back.
     let scp = run.sshd("scp").map(|sshd| {
@@ -181,6 +202,7 @@ pub fn run(run: &mut Run) {
             push_10,
         )
         .ratio("push to 1 host", Some(push_1))
+        .ratio("10 local copies at once", Some(floor_10))
         .ratio("10 scp at once", scp.map(|(_, ten, _)| ten))
         .target("<= 1.5x the 1-host time", push_10 <= 1.5 * push_1)
         .note(format!("runs={runs}; each host its own file")),
@@ -194,6 +216,17 @@ pub fn run(run: &mut Run) {
         )
         .ratio("scp", scp.map(|(_, _, back)| rate(back)))
         .note(format!("runs={runs}")),
+    );
+    run.report.add(
+        Figure::new(
+            "copy_10",
+            format!("10 local copies of {label} at once (read, SHA-256, write, fsync)"),
+            "s",
+            floor_10,
+        )
+        .note(format!(
+            "baseline: what ten receivers on this machine do, without a network; runs={runs}"
+        )),
     );
     if let Some((one, ten, back)) = scp {
         run.report.add(
@@ -214,6 +247,27 @@ pub fn run(run: &mut Run) {
             .note(format!("baseline; runs={runs}")),
         );
     }
+}
+
+/// What a receiver does with a file, locally: read, hash, write, sync.
+fn local_copy(from: &std::path::Path, to: &std::path::Path) {
+    use sha2::Digest;
+    use std::io::{Read, Write};
+    let mut input = std::fs::File::open(from).expect("the payload");
+    let mut output = std::fs::File::create(to).expect("a copy");
+    let mut hasher = sha2::Sha256::new();
+    let mut buffer = vec![0; 256 * 1024];
+    loop {
+        let n = input.read(&mut buffer).expect("read");
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        output.write_all(&buffer[..n]).expect("written");
+    }
+    output.sync_all().expect("synced");
+    std::hint::black_box(hasher.finalize());
+    let _ = std::fs::remove_file(to);
 }
 
 /// Seconds `work` takes.

@@ -353,6 +353,20 @@ impl AgentClient {
         ))
     }
 
+    /// Creates a directory with `mode`; false when it was there already.
+    pub async fn make_directory(&self, path: &str, mode: u32) -> Result<bool, Error> {
+        let response = self
+            .inner
+            .clone()
+            .make_directory(proto::MakeDirectoryRequest {
+                path: path.to_owned(),
+                mode,
+            })
+            .await
+            .map_err(|s| self.fail(s))?;
+        Ok(response.into_inner().created)
+    }
+
     /// Downloads a file from `offset`: its size and mode first, then its
     /// chunks, then the SHA-256 of the whole file.
     pub async fn get_file(

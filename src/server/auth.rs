@@ -99,6 +99,10 @@ pub const POLICY: &[(&str, Access)] = &[
         Access::AtLeast(Role::Operator),
     ),
     (
+        "/vigie.v1.RemoteAgent/MakeDirectory",
+        Access::AtLeast(Role::Operator),
+    ),
+    (
         "/vigie.v1.RemoteAgent/Shutdown",
         Access::AtLeast(Role::Admin),
     ),

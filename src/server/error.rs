@@ -117,9 +117,10 @@ impl From<Error> for Status {
                 }
                 FileError::NoDirectory(_) | FileError::NotFound(_) => Code::NotFound,
                 FileError::Exists(_) => Code::AlreadyExists,
-                FileError::NotAFile(_) | FileError::Busy(_) | FileError::Tampered(_) => {
-                    Code::FailedPrecondition
-                }
+                FileError::NotAFile(_)
+                | FileError::NotADirectory(_)
+                | FileError::Busy(_)
+                | FileError::Tampered(_) => Code::FailedPrecondition,
                 FileError::Mismatch(_) => Code::DataLoss,
                 FileError::Io(_, io) => match io.kind() {
                     std::io::ErrorKind::PermissionDenied => Code::PermissionDenied,

@@ -385,6 +385,15 @@ impl RemoteAgent for Service {
         self.get_file(ctx, request.into_inner()).await
     }
 
+    async fn make_directory(
+        &self,
+        request: Request<proto::MakeDirectoryRequest>,
+    ) -> Result<Response<proto::MakeDirectoryResponse>, Status> {
+        let ctx = self.context(&request)?;
+        self.ensure_running()?;
+        self.make_directory(ctx, request.into_inner()).await
+    }
+
     async fn list_processes(
         &self,
         request: Request<proto::ListProcessesRequest>,

@@ -4,7 +4,9 @@
 //! and blackhole (everything dropped silently). Open connections can be
 //! reset (RST both ways), or have their client side vanish: the client's
 //! socket closes, the agent's stays open and silent, as when a laptop
-//! drops off the network without a FIN.
+//! drops off the network without a FIN. A direction can also flip one bit
+//! of what it carries, as a faulty middlebox would (TCP's checksum does
+//! not catch what is changed between two sockets).
 //!
 //! The proxy runs on its own thread and runtime, so it keeps forwarding
 //! whatever the test's runtime is doing, and stops on drop.
@@ -38,6 +40,54 @@ pub struct Link {
     pub stall: bool,
     /// Drop everything silently.
     pub blackhole: bool,
+    /// Flip one bit once per connection (see [`Corrupt`]).
+    pub corrupt: Option<Corrupt>,
+}
+
+/// Where a direction flips a bit: in the first run of bytes equal to
+/// `byte` after `after` bytes of the connection, its 32nd byte gets bit
+/// 0x40 flipped. Content made of that byte (a file of 0x5a, say) is hit
+/// inside its data: 32 equal bytes are never an HTTP/2 frame header or a
+/// gRPC message prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Corrupt {
+    /// Bytes of the direction let through first.
+    pub after: u64,
+    /// The byte whose run is looked for.
+    pub byte: u8,
+}
+
+/// A direction's progress towards its bit flip.
+#[derive(Default)]
+struct Flipper {
+    seen: u64,
+    run: usize,
+    done: bool,
+}
+
+impl Flipper {
+    /// Flips the bit in `data` if this is where it goes.
+    fn pass(&mut self, corrupt: Option<Corrupt>, data: &mut [u8]) {
+        let Some(corrupt) = corrupt else {
+            self.seen += data.len() as u64;
+            return;
+        };
+        for byte in data {
+            self.seen += 1;
+            if self.done || self.seen <= corrupt.after {
+                continue;
+            }
+            if *byte == corrupt.byte {
+                self.run += 1;
+                if self.run == 32 {
+                    *byte ^= 0x40;
+                    self.done = true;
+                }
+            } else {
+                self.run = 0;
+            }
+        }
+    }
 }
 
 /// Both directions.
@@ -291,6 +341,7 @@ async fn read(
 ) {
     // Small reads, so that a bandwidth limit paces smoothly.
     let mut buffer = vec![0u8; 16 * 1024];
+    let mut flipper = Flipper::default();
     loop {
         match from.read(&mut buffer).await {
             Ok(0) | Err(_) => {
@@ -309,6 +360,7 @@ async fn read(
                     continue;
                 }
                 let due = Instant::now() + now.delay;
+                flipper.pass(now.corrupt, &mut buffer[..n]);
                 if to
                     .send(Chunk::Data(due, buffer[..n].to_vec()))
                     .await

@@ -1,6 +1,6 @@
-//! `vigie push` and `vigie pull`: one file to or from the selected hosts,
-//! checked end to end by SHA-256, with a progress bar (bytes and hosts)
-//! and one result line per host.
+//! `vigie push` and `vigie pull`: files and trees to the selected hosts,
+//! one file from them, checked end to end by SHA-256, with a progress bar
+//! (bytes and hosts) and one result line per host.
 
 use std::{
     path::PathBuf,
@@ -18,16 +18,19 @@ use super::{
 use crate::client::{
     Error,
     run::Status,
-    transfer::{self, LocalFile, Progress},
+    transfer::{self, Plan, Progress},
 };
 
 /// Arguments of `vigie push`.
 #[derive(Debug, clap::Args)]
 pub struct PushArgs {
-    /// The local file.
-    pub local: PathBuf,
-    /// Where it goes on each host: an absolute path under a directory the
-    /// agent's `file_roots` gives your role.
+    /// The local files and directories (directories are pushed whole,
+    /// modes kept; symbolic links inside them are left out).
+    #[arg(required = true, num_args = 1..)]
+    pub local: Vec<PathBuf>,
+    /// Where they go on each host: an absolute path under a directory the
+    /// agent's `file_roots` gives your role. With one LOCAL, its new name;
+    /// with several, or ending in `/`, a directory they go into by name.
     pub remote: String,
     /// Replace the file on hosts that have one already.
     #[arg(long)]
@@ -56,7 +59,21 @@ struct ResultLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     sha256: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    files: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dirs: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dirs_created: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+}
+
+/// What a tree's push did on a host.
+#[derive(Clone, Copy)]
+struct Counts {
+    files: usize,
+    dirs: usize,
+    dirs_created: usize,
 }
 
 /// One host's outcome, in both front-ends' words.
@@ -66,14 +83,29 @@ struct Row {
     path: Option<String>,
     size: Option<u64>,
     sha256: Option<String>,
+    counts: Option<Counts>,
     error: Option<String>,
+}
+
+impl Row {
+    fn with_counts(self, files: usize, dirs: usize, dirs_created: usize) -> Self {
+        Self {
+            counts: Some(Counts {
+                files,
+                dirs,
+                dirs_created,
+            }),
+            sha256: None,
+            ..self
+        }
+    }
 }
 
 fn row<T>(
     context: &Context,
     index: usize,
     result: Result<T, Error>,
-    ok: impl Fn(T) -> (String, u64, String),
+    ok: impl FnOnce(T) -> (String, u64, String),
 ) -> Row {
     let host = context.name(index).to_owned();
     match result {
@@ -85,6 +117,7 @@ fn row<T>(
                 path: Some(path),
                 size: Some(size),
                 sha256: Some(sha256),
+                counts: None,
                 error: None,
             }
         }
@@ -97,6 +130,7 @@ fn row<T>(
                 path: None,
                 size: None,
                 sha256: None,
+                counts: None,
                 error: outcome.error(),
             }
         }
@@ -113,6 +147,9 @@ fn report(printer: &Printer, rows: &[Row], started: Instant, verb: &str) -> Exit
                 path: r.path.clone(),
                 size: r.size,
                 sha256: r.sha256.clone(),
+                files: r.counts.map(|c| c.files),
+                dirs: r.counts.map(|c| c.dirs),
+                dirs_created: r.counts.map(|c| c.dirs_created),
                 error: r.error.clone(),
             });
         }
@@ -125,12 +162,14 @@ fn report(printer: &Printer, rows: &[Row], started: Instant, verb: &str) -> Exit
                     Cell::status(true, verb.to_owned()),
                     Cell::from(r.path.clone().unwrap_or_default()),
                     Cell::from(crate::client::format::bytes(r.size.unwrap_or(0))),
-                    Cell::from(
-                        r.sha256
-                            .as_deref()
-                            .map(|s| format!("sha256 {}", &s[..s.len().min(16)]))
-                            .unwrap_or_default(),
-                    ),
+                    Cell::from(match (&r.sha256, r.counts) {
+                        (Some(s), _) => format!("sha256 {}", &s[..s.len().min(16)]),
+                        (None, Some(c)) => format!(
+                            "{} files, {} directories ({} new), each checked",
+                            c.files, c.dirs, c.dirs_created
+                        ),
+                        (None, None) => String::new(),
+                    }),
                 ],
                 Some(error) => vec![
                     Cell::host(&r.host),
@@ -140,7 +179,7 @@ fn report(printer: &Printer, rows: &[Row], started: Instant, verb: &str) -> Exit
             .collect();
         table(
             printer,
-            &["HOST", "RESULT", "PATH", "SIZE", "SHA-256"],
+            &["HOST", "RESULT", "PATH", "SIZE", "CHECKED"],
             &cells,
         );
         let good = rows.iter().filter(|r| r.error.is_none()).count();
@@ -185,26 +224,59 @@ pub(super) async fn push(
     printer: &Printer,
 ) -> Result<ExitCode, CliError> {
     let started = Instant::now();
-    let file = LocalFile::hash(&args.local)
+    let remote = args.remote.clone();
+    let plan = tokio::task::spawn_blocking(move || Plan::new(&args.local, &remote))
         .await
+        .map_err(|e| CliError::Usage(e.to_string()))?
         .map_err(|e| CliError::Usage(e.to_string()))?;
+    for skipped in &plan.skipped {
+        printer.note(&format!(
+            "vigie: left out {}: {}",
+            crate::client::text::visible(&skipped.path.display().to_string()),
+            skipped.why
+        ));
+    }
     let progress = Arc::new(Progress::default());
     let bar = printer.progress(context.selection.len(), "pushing");
-    let ticker = watch(&bar, &progress, file.size * context.selection.len() as u64);
-    let results = transfer::push(
+    let ticker = watch(
+        &bar,
+        &progress,
+        plan.bytes() * context.selection.len() as u64,
+    );
+    let results = transfer::push_plan(
         &context.fleet,
         &context.selection,
-        &file,
-        &args.remote,
+        &plan,
         args.replace,
         progress,
     )
     .await;
     ticker.abort();
     bar.finish_and_clear();
+    let single = plan.entries.len() == 1;
     let rows: Vec<Row> = results
         .into_iter()
-        .map(|(i, r)| row(context, i, r, |d| (d.path, d.size, d.sha256)))
+        .map(|(i, result)| match result {
+            Ok(mut pushed) if single && pushed.files.len() == 1 => {
+                let done = pushed.files.remove(0);
+                row(context, i, Ok(()), |()| (done.path, done.size, done.sha256))
+            }
+            Ok(pushed) => row(context, i, Ok(()), |()| {
+                (
+                    args.remote.clone(),
+                    pushed.files.iter().map(|d| d.size).sum(),
+                    String::new(),
+                )
+            })
+            .with_counts(pushed.files.len(), pushed.dirs, pushed.dirs_created),
+            Err(failed) => {
+                let mut row = row::<()>(context, i, Err(failed.error), |()| Default::default());
+                if !single {
+                    row.error = row.error.map(|e| format!("{}: {e}", failed.remote));
+                }
+                row
+            }
+        })
         .collect();
     Ok(report(printer, &rows, started, "pushed"))
 }

@@ -17,10 +17,12 @@
 
 use std::{collections::BTreeMap, path::PathBuf};
 
+pub mod dir;
 pub mod get;
 pub mod paths;
 pub mod put;
 
+pub use dir::{DirDone, make_directory};
 pub use get::Download;
 pub use paths::{Place, Roots};
 pub use put::{Upload, UploadDone};
@@ -58,6 +60,9 @@ pub enum FileError {
     /// The target is not a regular file.
     #[error("{0} is not a regular file")]
     NotAFile(String),
+    /// Something other than a directory is where a directory is wanted.
+    #[error("{0} exists and is not a directory")]
+    NotADirectory(String),
     /// The target does not exist (download).
     #[error("{0} does not exist")]
     NotFound(String),

@@ -1,4 +1,4 @@
-//! The gRPC adapter of file transfers (PutFile, GetFile): it carries
+//! The gRPC adapter of file transfers (PutFile, GetFile, MakeDirectory): it carries
 //! messages between the wire and [`files`](crate::server::files), where the
 //! file system work happens on blocking threads, audits, and maps errors.
 
@@ -217,6 +217,56 @@ impl Service {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    pub(super) async fn make_directory(
+        &self,
+        ctx: CallContext,
+        request: proto::MakeDirectoryRequest,
+    ) -> Result<Response<proto::MakeDirectoryResponse>, Status> {
+        let record = Record {
+            path: Some(request.path.chars().take(4096).collect()),
+            reason: Some(format!("mode {:o}", request.mode)),
+            ..self.call_record(&ctx, "MakeDirectory", "dir_make")
+        };
+        let refuse = |error: Error, record: Record| {
+            let status = Status::from(error);
+            self.state.audit.record(&Record {
+                event: "dir_make_refused",
+                reason: Some(status.message().to_owned()),
+                ..record
+            });
+            status
+        };
+        if !self.may_write_files(&ctx) {
+            return Err(refuse(
+                Error::File(FileError::WriteRestricted(ctx.identity.role.to_string())),
+                record,
+            ));
+        }
+        let roots = self.state.files.roots(ctx.identity.role);
+        let (path, mode) = (request.path, request.mode);
+        let made = tokio::task::spawn_blocking(move || files::make_directory(&roots, &path, mode))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        match made {
+            Ok(done) => {
+                self.state.audit.record(&Record {
+                    path: Some(done.path.clone()),
+                    reason: Some(format!(
+                        "mode {:o}{}",
+                        mode,
+                        if done.created { "" } else { ", there already" }
+                    )),
+                    ..record
+                });
+                Ok(Response::new(proto::MakeDirectoryResponse {
+                    path: done.path,
+                    created: done.created,
+                }))
+            }
+            Err(e) => Err(refuse(Error::File(e), record)),
+        }
     }
 
     /// True when the caller may write files: its Execute is not restricted,
