@@ -1,7 +1,8 @@
 //! The desktop client's real window, driven through Slint's testing backend
 //! (no display needed) against real agents on 127.0.0.1:0: load a hosts
 //! file, select hosts, run a preset and a command, see output arrive,
-//! cancel, see an offline host skipped, add and remove hosts.
+//! cancel, see an offline host skipped, add and remove hosts, push and pull
+//! files with each host's progress.
 
 #![cfg(feature = "gui")]
 
@@ -17,8 +18,8 @@ use slint::{ComponentHandle, Model};
 use support::{TestAgent, marker, processes_with};
 use vigie::client::{
     gui::{
-        CommandAdapter, HistoryAdapter, HostsAdapter, JobsAdapter, OutputAdapter, app::App,
-        app::Options,
+        CommandAdapter, FilesAdapter, HistoryAdapter, HostsAdapter, JobsAdapter, OutputAdapter,
+        TransfersAdapter, app::App, app::Options,
     },
     history::History,
 };
@@ -525,4 +526,190 @@ fn the_jobs_view_lists_reattaches_and_cancels_detached_jobs() {
             .is_some_and(|(_, state)| state == "2 killed by SIGTERM (cancelled)")
     });
     assert!(processes_with(&other).is_empty());
+}
+
+fn transfer_lines(window: &Window) -> Vec<(String, String, String)> {
+    let model = window.app.window().global::<TransfersAdapter>().get_hosts();
+    model
+        .iter()
+        .map(|t| (t.name.to_string(), t.kind.to_string(), t.state.to_string()))
+        .collect()
+}
+
+fn transfer_summary(window: &Window) -> String {
+    window
+        .app
+        .window()
+        .global::<TransfersAdapter>()
+        .get_summary()
+        .to_string()
+}
+
+#[test]
+fn the_files_view_pushes_a_tree_and_pulls_with_each_hosts_progress_and_cancel_resumes() {
+    use support::proxy::{FaultProxy, Faults, Link};
+    let dir = tempfile::tempdir().expect("a directory");
+    let base = dir.path().canonicalize().expect("canonical");
+    // The window pushes one path to every selected host, and both agents
+    // run on this machine: they share one root.
+    let shared = base.join("shared");
+    std::fs::create_dir(&shared).expect("shared");
+    let agents: Vec<TestAgent> = (0..2)
+        .map(|_| {
+            let root = shared.clone();
+            TestAgent::with_config(move |c| {
+                c.file_roots = [(vigie::server::auth::Role::Admin, vec![root])].into();
+            })
+        })
+        .collect();
+    // web2 goes through a proxy that can slow it down.
+    let proxy = FaultProxy::start(agents[1].addr());
+    let hosts = base.join("hosts.csv");
+    std::fs::write(
+        &hosts,
+        format!(
+            "name,address,port,tags\nweb1,127.0.0.1,{},web\nweb2,127.0.0.1,{},web\n",
+            agents[0].addr().port(),
+            proxy.addr().port()
+        ),
+    )
+    .expect("hosts");
+    let window = Window::open(Some(hosts));
+    window.wait_until("the hosts are online", |_| {
+        window.hosts().iter().all(|(_, state, _)| state == "online")
+    });
+    window.click("Files");
+
+    // The tree to push, chosen with the file chooser.
+    let tree = base.join("site");
+    std::fs::create_dir_all(tree.join("css")).expect("tree");
+    std::fs::write(tree.join("index.html"), "<h1>hi</h1>").expect("file");
+    std::fs::write(tree.join("css/a.css"), "h1 {}").expect("file");
+    window.click("Choose what to push");
+    let chooser = window.app.window().global::<FilesAdapter>();
+    assert_eq!(chooser.get_title(), "Choose a file or directory to push");
+    assert!(chooser.get_takes_directory());
+    // The chooser is a popup, outside the window's element tree: its
+    // callbacks are invoked as its Go and Use this directory buttons do.
+    chooser.invoke_choose_path(tree.join("css").display().to_string().into());
+    assert_eq!(chooser.get_dir(), tree.join("css").display().to_string());
+    chooser.invoke_open("..".into());
+    assert_eq!(chooser.get_dir(), tree.display().to_string());
+    chooser.invoke_take_directory();
+    let adapter = window.app.window().global::<TransfersAdapter>();
+    assert_eq!(adapter.get_push_local(), tree.display().to_string());
+
+    // web1 only first: select it, push into shared/one.
+    window.click("web1");
+    window.type_into("Remote path", &shared.join("one").display().to_string());
+    window.click("Push");
+    window.wait_until("the push ends", |_| {
+        !adapter.get_running() && !transfer_lines(&window).is_empty()
+    });
+    let lines = transfer_lines(&window);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0].1, "ok", "{lines:?}");
+    assert!(
+        lines[0].2.contains("pushed 2 files, 2 directories (2 new)"),
+        "{lines:?}"
+    );
+    assert!(transfer_summary(&window).contains("pushed to 1 of 1 hosts"));
+    assert_eq!(
+        std::fs::read_to_string(shared.join("one/css/a.css")).expect("pushed"),
+        "h1 {}"
+    );
+
+    // web2 alone, slowed to 1 MB/s, an 8 MiB file: its line shows the
+    // bytes moving; Cancel cuts it; pushing again resumes and lands.
+    window.click("web1");
+    window.click("web2");
+    let big = base.join("big.bin");
+    let data: Vec<u8> = (0..8u32 << 20).map(|i| (i * 7 + i / 4096) as u8).collect();
+    std::fs::write(&big, &data).expect("big");
+    window.type_into("Local path", &big.display().to_string());
+    window.type_into("Remote path", &shared.join("big.bin").display().to_string());
+    proxy.set(Faults {
+        up: Link {
+            bytes_per_second: Some(1 << 20),
+            ..Link::default()
+        },
+        ..Faults::default()
+    });
+    window.click("Push");
+    window.wait_until("web2's bytes move", |_| {
+        transfer_lines(&window)
+            .first()
+            .is_some_and(|(_, kind, state)| kind == "running" && state.contains(" of 8.0 MiB"))
+    });
+    window.click("Cancel transfer");
+    let lines = transfer_lines(&window);
+    assert_eq!(lines[0].1, "failed");
+    assert!(lines[0].2.contains("resumes"), "{lines:?}");
+    assert!(!adapter.get_running());
+    assert!(!shared.join("big.bin").exists(), "no partial target");
+    proxy.set(Faults::default());
+    // The agent keeps what arrived, and lets go of it once it has noticed
+    // the cut (the upload holds a lock on its partial file until then).
+    window.wait_until("the cut upload is kept for a resume", |_| {
+        let Ok(mut partials) = std::fs::read_dir(shared.join(".vigie-uploads")) else {
+            return false;
+        };
+        let Some(Ok(partial)) = partials.next() else {
+            return false;
+        };
+        let Ok(file) = std::fs::File::open(partial.path()) else {
+            return false;
+        };
+        // SAFETY: flock on a descriptor this closure owns.
+        let free = unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        } == 0;
+        free && file.metadata().is_ok_and(|m| m.len() > 0)
+    });
+    window.click("Push");
+    window.wait_until("the second push ends", |_| {
+        !adapter.get_running()
+            && transfer_lines(&window)
+                .first()
+                .is_some_and(|(_, kind, _)| kind != "running")
+    });
+    let lines = transfer_lines(&window);
+    assert_eq!(lines[0].1, "ok", "{lines:?}");
+    assert_eq!(std::fs::read(shared.join("big.bin")).expect("landed"), data);
+    assert!(!shared.join(".vigie-uploads").exists(), "nothing left");
+
+    // Pull from both into DIR/HOST/NAME.
+    window.click("web1");
+    let into = base.join("pulled");
+    window.type_into("Pull path", &shared.join("big.bin").display().to_string());
+    window.type_into("Pull into", &into.display().to_string());
+    window.click("Pull");
+    window.wait_until("the pull ends", |_| {
+        !adapter.get_running()
+            && transfer_lines(&window).len() == 2
+            && transfer_lines(&window)
+                .iter()
+                .all(|(_, kind, _)| kind != "running")
+    });
+    let lines = transfer_lines(&window);
+    assert!(lines.iter().all(|(_, kind, _)| kind == "ok"), "{lines:?}");
+    for host in ["web1", "web2"] {
+        assert_eq!(
+            std::fs::read(into.join(host).join("big.bin")).expect("pulled"),
+            data
+        );
+    }
+    // Nothing selected: said, nothing started.
+    window.click("web1");
+    window.click("web2");
+    window.click("Pull");
+    let status = window
+        .app
+        .window()
+        .global::<vigie::client::gui::StatusAdapter>()
+        .get_message();
+    assert!(status.contains("select the hosts"), "{status}");
 }

@@ -51,7 +51,7 @@ pub async fn pull(
             let Some(host) = host else {
                 return (index, Err(Error::Protocol("no such host".into())));
             };
-            let result = pull_one(&host, &remote, &dir, &name, &progress).await;
+            let result = pull_one(&host, index, &remote, &dir, &name, &progress).await;
             host.observe(&result);
             progress.hosts.fetch_add(1, Ordering::Relaxed);
             (index, result)
@@ -62,6 +62,7 @@ pub async fn pull(
 
 async fn pull_one(
     host: &crate::client::fleet::Host,
+    index: usize,
     remote: &str,
     dir: &Path,
     name: &std::ffi::OsStr,
@@ -104,6 +105,7 @@ async fn pull_one(
                 GetEvent::Info { mode: m, size: s } => {
                     mode = m;
                     announced = Some(s);
+                    progress.expect(index, s);
                 }
                 GetEvent::Chunk(data) => {
                     // Never more than the agent said: a hostile agent
@@ -115,9 +117,7 @@ async fn pull_one(
                     }
                     hasher.update(&data);
                     size += data.len() as u64;
-                    progress
-                        .bytes
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    progress.add(index, data.len() as u64);
                     file.write_all(&data).await.map_err(local_error)?;
                 }
                 GetEvent::Done { sha256 } => {

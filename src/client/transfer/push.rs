@@ -5,12 +5,16 @@
 
 use std::{
     io::Read,
-    sync::{Arc, Mutex, atomic::Ordering},
+    sync::{Arc, atomic::Ordering},
 };
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{
+    StreamExt,
+    stream::{FuturesOrdered, FuturesUnordered},
+};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::AbortOnDropHandle;
 
 use super::{CHUNK, Entry, LocalFile, Plan, Progress, QUEUED};
 use crate::{
@@ -43,8 +47,30 @@ pub struct Failed {
     pub error: Error,
 }
 
-/// Each host's state during a push.
-type Ledger = Mutex<Vec<(usize, Result<Pushed, Failed>)>>;
+/// Each host's outcome so far, in selection order.
+type Ledger = Vec<(usize, Result<Pushed, Failed>)>;
+
+/// Marks host `index` failed at `remote` (its first failure only).
+fn mark_failed(ledger: &mut Ledger, progress: &Progress, index: usize, remote: &str, error: Error) {
+    if let Some(slot) = ledger.iter_mut().find(|(i, _)| *i == index)
+        && slot.1.is_ok()
+    {
+        slot.1 = Err(Failed {
+            remote: remote.to_owned(),
+            error,
+        });
+        progress.hosts.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The hosts that have not failed.
+fn alive(ledger: &Ledger) -> Vec<usize> {
+    ledger
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(i, _)| *i)
+        .collect()
+}
 
 /// Pushes `plan` to each selected host; each host's outcome in selection
 /// order. A host that fails one entry gets nothing more; the others go on.
@@ -60,101 +86,96 @@ pub async fn push_plan(
         .copied()
         .filter(|&i| fleet.host(i).is_some())
         .collect();
-    let ledger: Ledger = Mutex::new(
-        selection
-            .iter()
-            .map(|&i| (i, Ok(Pushed::default())))
-            .collect(),
-    );
-    let fail = |index: usize, remote: &str, error: Error| {
-        let mut ledger = ledger.lock().expect("ledger");
-        if let Some(slot) = ledger.iter_mut().find(|(i, _)| *i == index)
-            && slot.1.is_ok()
-        {
-            slot.1 = Err(Failed {
-                remote: remote.to_owned(),
-                error,
-            });
-            progress.hosts.fetch_add(1, Ordering::Relaxed);
-        }
-    };
-    // Directories first, each host in order, the hosts at once.
-    let dirs: Vec<(&str, u32)> = plan
-        .entries
+    for &index in &selection {
+        progress.expect(index, plan.bytes());
+    }
+    let mut ledger: Ledger = selection
         .iter()
-        .filter_map(|e| match e {
-            Entry::Dir { remote, mode } => Some((remote.as_str(), *mode)),
-            Entry::File { .. } => None,
-        })
+        .map(|&i| (i, Ok(Pushed::default())))
         .collect();
+    // Directories first, each host in order, the hosts at once.
+    let mut dirs = Vec::new();
+    let mut files = Vec::new();
+    for entry in &plan.entries {
+        match entry {
+            Entry::Dir { remote, mode } => dirs.push((remote.as_str(), *mode)),
+            Entry::File { remote, file } => files.push((remote.as_str(), file)),
+        }
+    }
     if !dirs.is_empty() {
-        futures::future::join_all(selection.iter().map(|&index| {
-            let (dirs, fail, ledger) = (&dirs, &fail, &ledger);
-            async move {
-                let host = fleet.host(index).expect("filtered").clone();
-                let mut created = 0;
-                for &(remote, mode) in dirs {
-                    // The host's channel is kept: only the first call
-                    // connects.
-                    let result =
-                        async { host.client().await?.make_directory(remote, mode).await }.await;
-                    host.observe(&result);
-                    match result {
-                        Ok(true) => created += 1,
-                        Ok(false) => {}
-                        Err(e) => return fail(index, remote, e),
+        let mut making: FuturesUnordered<_> = selection
+            .iter()
+            .map(|&index| make_directories(fleet, index, &dirs))
+            .collect();
+        while let Some((index, made)) = making.next().await {
+            match made {
+                Ok(created) => {
+                    if let Some((_, Ok(pushed))) = ledger.iter_mut().find(|(i, _)| *i == index) {
+                        pushed.dirs = dirs.len();
+                        pushed.dirs_created = created;
                     }
                 }
-                let mut ledger = ledger.lock().expect("ledger");
-                if let Some((_, Ok(pushed))) = ledger.iter_mut().find(|(i, _)| *i == index) {
-                    pushed.dirs = dirs.len();
-                    pushed.dirs_created = created;
-                }
+                Err((remote, error)) => mark_failed(&mut ledger, &progress, index, remote, error),
             }
-        }))
-        .await;
+        }
     }
     // Then the files, a few at once, each to the hosts that have not
-    // failed when it starts.
-    let files = plan.entries.iter().filter_map(|e| match e {
-        Entry::File { remote, file } => Some((remote, file)),
-        Entry::Dir { .. } => None,
-    });
-    let mut uploads = futures::stream::iter(files)
-        .map(|(remote, file)| {
-            let alive: Vec<usize> = ledger
-                .lock()
-                .expect("ledger")
-                .iter()
-                .filter(|(_, r)| r.is_ok())
-                .map(|(i, _)| *i)
-                .collect();
+    // failed when it starts; results taken in the plan's order.
+    let mut pending = files.into_iter();
+    let mut in_flight = FuturesOrdered::new();
+    loop {
+        while in_flight.len() < FILES_AT_ONCE {
+            let Some((remote, file)) = pending.next() else {
+                break;
+            };
+            let hosts = alive(&ledger);
             let progress = progress.clone();
-            async move {
-                let results = push_file(fleet, &alive, file, remote, replace, progress).await;
+            in_flight.push_back(async move {
+                let results = push_file(fleet, &hosts, file, remote, replace, progress).await;
                 (remote, results)
-            }
-        })
-        // In the plan's order, whatever order the uploads end in.
-        .buffered(FILES_AT_ONCE);
-    while let Some((remote, results)) = uploads.next().await {
+            });
+        }
+        let Some((remote, results)) = in_flight.next().await else {
+            break;
+        };
         for (index, result) in results {
             match result {
                 Ok(done) => {
-                    let mut ledger = ledger.lock().expect("ledger");
                     if let Some((_, Ok(pushed))) = ledger.iter_mut().find(|(i, _)| *i == index) {
                         pushed.files.push(done);
                     }
                 }
-                Err(e) => fail(index, remote, e),
+                Err(e) => mark_failed(&mut ledger, &progress, index, remote, e),
             }
         }
     }
-    drop(uploads);
-    let results = ledger.into_inner().expect("ledger");
-    let done = results.iter().filter(|(_, r)| r.is_ok()).count();
+    let done = ledger.iter().filter(|(_, r)| r.is_ok()).count();
     progress.hosts.fetch_add(done as u64, Ordering::Relaxed);
-    results
+    ledger
+}
+
+/// Creates `dirs` in order on host `index`: how many were new, or the
+/// first that failed.
+async fn make_directories<'a>(
+    fleet: &Fleet,
+    index: usize,
+    dirs: &[(&'a str, u32)],
+) -> (usize, Result<usize, (&'a str, Error)>) {
+    let Some(host) = fleet.host(index) else {
+        return (index, Ok(0));
+    };
+    let mut created = 0;
+    for &(remote, mode) in dirs {
+        // The host's channel is kept: only the first call connects.
+        let result = async { host.client().await?.make_directory(remote, mode).await }.await;
+        host.observe(&result);
+        match result {
+            Ok(true) => created += 1,
+            Ok(false) => {}
+            Err(e) => return (index, Err((remote, e))),
+        }
+    }
+    (index, Ok(created))
 }
 
 /// Pushes one file to `remote` on each host of `selection`; each host's
@@ -183,7 +204,9 @@ async fn push_file(
             sha256: file.sha256,
             replace,
         };
-        uploads.push(tokio::spawn(async move {
+        // Aborted when dropped: a push that is itself dropped (cancelled)
+        // cuts every host's upload instead of leaving them running.
+        uploads.push(AbortOnDropHandle::new(tokio::spawn(async move {
             let result = async {
                 let client = host.client().await?;
                 client.put_file(header, accepted, content).await
@@ -191,17 +214,19 @@ async fn push_file(
             .await;
             host.observe(&result);
             (index, result)
-        }));
-        senders.push((chunks, offset));
+        })));
+        senders.push((index, chunks, offset));
     }
     // One reader for all hosts.
     let file = file.clone();
-    let reader = tokio::spawn(async move {
+    let reader = AbortOnDropHandle::new(tokio::spawn(async move {
         let mut hosts = Vec::new();
-        for (chunks, offset) in senders {
-            // A host that failed before accepting gets nothing.
+        for (index, chunks, offset) in senders {
+            // A host that failed before accepting gets nothing; what one
+            // has already (a resume) counts as moved.
             if let Ok(offset) = offset.await {
-                hosts.push((chunks, offset));
+                progress.add(index, offset.min(file.size));
+                hosts.push((index, chunks, offset));
             }
         }
         if hosts.is_empty() {
@@ -235,7 +260,7 @@ async fn push_file(
         let mut at = 0u64;
         while let Some(chunk) = rx.recv().await {
             let end = at + chunk.len() as u64;
-            let sends = hosts.iter().map(|(sender, offset)| {
+            let sends = hosts.iter().map(|(index, sender, offset)| {
                 let part = if *offset >= end {
                     None
                 } else {
@@ -248,7 +273,7 @@ async fn push_file(
                         let len = part.len() as u64;
                         // A host that failed drops its receiver: the others go on.
                         if sender.send(part).await.is_ok() {
-                            progress.bytes.fetch_add(len, Ordering::Relaxed);
+                            progress.add(*index, len);
                         }
                     }
                 }
@@ -258,7 +283,7 @@ async fn push_file(
         }
         let _ = read.await;
         // Dropping the senders tells each agent the content is complete.
-    });
+    }));
     let mut results = Vec::new();
     for upload in uploads {
         if let Ok(result) = upload.await {

@@ -13,8 +13,7 @@ impl App {
             app.load(Path::new(path.trim()));
         }));
         hosts.on_browse(with_app!(self, move |app| {
-            app.refresh_files();
-            app.inner.window.invoke_show_file_dialog();
+            app.open_chooser(files_view::Purpose::HostsFile, None);
         }));
         hosts.on_filter_edited(with_app!(self, move |app, text| {
             app.inner.state.borrow_mut().hosts.set_filter(&text);

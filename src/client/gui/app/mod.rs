@@ -30,6 +30,7 @@ mod hosts_view;
 mod info_view;
 mod jobs_view;
 mod run_view;
+mod transfers_view;
 
 use std::{
     cell::RefCell,
@@ -121,6 +122,8 @@ enum Update {
     },
     /// A job changed (cancelled): ask again.
     JobsChanged,
+    /// A file transfer progressed or ended.
+    Transfer(transfers_view::TransferUpdate),
 }
 
 /// The queue between background tasks and the UI thread.
@@ -183,6 +186,7 @@ struct Models {
     job_detail: Rc<VecModel<LineItem>>,
     files: Rc<VecModel<FileItem>>,
     recent: Rc<VecModel<SharedString>>,
+    transfers: Rc<VecModel<super::TransferItem>>,
 }
 
 struct State {
@@ -214,6 +218,12 @@ struct State {
     attached_job: Option<String>,
     /// True once the user detached from it (Cancel).
     detached: bool,
+    /// What the file chooser is open for.
+    files_purpose: files_view::Purpose,
+    /// The file transfer the Files view shows.
+    transfer: Option<transfers_view::Shown>,
+    /// Counts transfers, so that a cut one's late news is ignored.
+    transfer_generation: u64,
 }
 
 impl App {
@@ -255,6 +265,7 @@ impl App {
             job_detail: Rc::new(VecModel::default()),
             files: Rc::new(VecModel::default()),
             recent: Rc::new(VecModel::default()),
+            transfers: Rc::new(VecModel::default()),
         };
         // The recall fills when the history has been read, off this
         // thread (see `refresh_history`).
@@ -293,6 +304,9 @@ impl App {
                 jobs: Default::default(),
                 attached_job: None,
                 detached: false,
+                files_purpose: Default::default(),
+                transfer: None,
+                transfer_generation: 0,
             }),
             models,
         });
@@ -335,6 +349,7 @@ impl App {
         let mut chart_changed = false;
         let mut jobs_loaded = None;
         let mut jobs_changed = false;
+        let mut transfers = Vec::new();
         {
             let mut state = self.inner.state.borrow_mut();
             for update in updates {
@@ -393,6 +408,7 @@ impl App {
                     }
                     Update::JobsLoaded { jobs } => jobs_loaded = Some(jobs),
                     Update::JobsChanged => jobs_changed = true,
+                    Update::Transfer(update) => transfers.push(update),
                 }
             }
         }
@@ -419,6 +435,9 @@ impl App {
         }
         if jobs_changed {
             self.refresh_jobs();
+        }
+        for update in transfers {
+            self.transfer_update(update);
         }
     }
 
@@ -471,6 +490,7 @@ impl App {
         self.bind_history();
         self.bind_jobs();
         self.bind_files();
+        self.bind_transfers();
     }
 }
 
@@ -481,6 +501,10 @@ impl Drop for Inner {
         state.metrics_stop.cancel();
         if let Some(run) = &state.run {
             run.cancel();
+        }
+        // A transfer never outlives its window.
+        if let Some(shown) = &state.transfer {
+            shown.task.abort();
         }
     }
 }

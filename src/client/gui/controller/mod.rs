@@ -10,3 +10,4 @@ pub mod output;
 pub mod recall;
 pub mod rollout;
 pub mod settings;
+pub mod transfers;
