@@ -961,3 +961,142 @@ async fn detection_times() {
         }
     }
 }
+
+/// Whether the agent has let go of its partial upload in `dir` (an upload
+/// holds a lock on it until it notices its client is gone), and its size.
+fn released_partial(dir: &std::path::Path) -> Option<u64> {
+    let partial = std::fs::read_dir(dir.join(".vigie-uploads"))
+        .ok()?
+        .next()?
+        .ok()?;
+    let file = std::fs::File::open(partial.path()).ok()?;
+    // SAFETY: flock on a descriptor this function owns (closed on return).
+    let free = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    } == 0;
+    free.then(|| file.metadata().map(|m| m.len()).unwrap_or(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_cut_by_a_partition_fails_in_bounded_time_leaves_no_target_and_resumes() {
+    if !netns::available("push partition") {
+        return;
+    }
+    let mut host = NetHost::create("pushcut1");
+    let root = host.dir.path().join("files");
+    std::fs::create_dir(&root).expect("a root");
+    let root = root.canonicalize().expect("canonical");
+    let config = host.init_dir().join("agent.toml");
+    let mut text = std::fs::read_to_string(&config).expect("init's config");
+    text.push_str(&format!(
+        "\n[file_roots]\nadmin = [{:?}]\n",
+        root.display().to_string()
+    ));
+    std::fs::write(&config, text).expect("config");
+    host.start_agent(&[]);
+    let scratch = tempfile::tempdir().expect("a directory");
+    let (client_config, hosts_file) =
+        netns::client_files(std::slice::from_ref(&host), scratch.path());
+    // 512 MiB: long enough to cut in the middle, over mutual TLS.
+    let local = scratch.path().join("payload");
+    {
+        use std::io::Write;
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&local).expect("payload"));
+        let block: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+        for n in 0..512u32 {
+            let mut this = block.clone();
+            this[..4].copy_from_slice(&n.to_le_bytes());
+            file.write_all(&this).expect("written");
+        }
+    }
+    let target = root.join("payload");
+    let push = || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_vigie"));
+        command
+            .arg("--config")
+            .arg(&client_config)
+            .arg("--hosts")
+            .arg(&hosts_file)
+            .args(["--json", "push"])
+            .arg(&local)
+            .arg(&target)
+            .env("HOME", scratch.path())
+            .env("VIGIE_HISTORY", scratch.path().join("history.jsonl"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        command
+    };
+    let child = push().spawn().expect("vigie starts");
+    let uploads = root.join(".vigie-uploads");
+    let started = when(Duration::from_secs(60), || {
+        std::fs::read_dir(&uploads)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .and_then(|e| e.metadata().ok())
+            .is_some_and(|m| m.len() >= 16 << 20)
+    })
+    .await;
+    assert!(started.is_some(), "the upload got going");
+    host.partition();
+    let cut = Instant::now();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().expect("vigie ends"))
+        .await
+        .expect("joined");
+    let took = cut.elapsed();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let line: serde_json::Value = serde_json::from_slice(
+        output
+            .stdout
+            .split(|&b| b == b'\n')
+            .next()
+            .expect("a result line"),
+    )
+    .expect("JSON");
+    assert_ne!(line["status"], "ok", "{line}");
+    assert!(
+        line["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("pushing the same file again resumes")),
+        "{line}"
+    );
+    eprintln!("push cut by a partition: {line} after {took:?}");
+    assert!(
+        took <= CLIENT_DETECTION + MARGIN,
+        "the push took {took:?} to give the host up: {line}"
+    );
+    assert!(!target.exists(), "no partial target");
+
+    // Healed: once the agent has noticed the cut it keeps what arrived,
+    // and the same push resumes from there.
+    host.heal();
+    let kept = when(AGENT_DETECTION + MARGIN + Duration::from_secs(60), || {
+        released_partial(&root).is_some()
+    })
+    .await;
+    assert!(kept.is_some(), "the cut upload is kept for a resume");
+    let kept = released_partial(&root).expect("kept");
+    assert!(kept >= 16 << 20, "{kept} bytes kept");
+    let mut again = push();
+    let output = tokio::task::spawn_blocking(move || again.output().expect("vigie runs"))
+        .await
+        .expect("joined");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        Sha256::digest(std::fs::read(&target).expect("landed")),
+        Sha256::digest(std::fs::read(&local).expect("local"))
+    );
+    assert!(!uploads.exists(), "nothing left beside the target");
+    let resumed: Vec<u64> = host
+        .audit()
+        .iter()
+        .filter(|r| r["event"] == "file_put")
+        .filter_map(|r| r["offset"].as_u64())
+        .collect();
+    assert_eq!(resumed.len(), 1, "{resumed:?}");
+    assert!(resumed[0] >= 16 << 20 && resumed[0] <= kept, "{resumed:?}");
+}

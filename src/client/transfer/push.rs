@@ -55,6 +55,17 @@ fn mark_failed(ledger: &mut Ledger, progress: &Progress, index: usize, remote: &
     if let Some(slot) = ledger.iter_mut().find(|(i, _)| *i == index)
         && slot.1.is_ok()
     {
+        // A connection lost under an upload leaves what arrived with the
+        // agent: say what to do about it.
+        let error = match error {
+            Error::Transport { address, reason } => Error::Transport {
+                address,
+                reason: format!(
+                    "{reason}; pushing the same file again resumes from what the agent kept"
+                ),
+            },
+            other => other,
+        };
         slot.1 = Err(Failed {
             remote: remote.to_owned(),
             error,
