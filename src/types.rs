@@ -437,6 +437,9 @@ pub struct PutDone {
     pub sha256: String,
     /// True when a file was replaced.
     pub replaced: bool,
+    /// True when the host had this content already (nothing was sent).
+    #[serde(default)]
+    pub unchanged: bool,
 }
 
 /// One event of a download.

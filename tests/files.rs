@@ -494,8 +494,23 @@ fn push_sends_a_tree_with_its_modes_and_leaves_links_out() {
         );
     }
 
-    // Again on web1 without --replace: the directories are there (kept),
-    // the first file that exists fails the host, named in its line.
+    // Again on web1 without --replace: what the host has already is left
+    // untouched (nothing sent); a file that changed here is refused as
+    // existing, named in the host's line.
+    let output = run(scratch
+        .vigie()
+        .args(hosts_arg(&hosts))
+        .args(["--json", "-H", "web1", "push"])
+        .arg(&app)
+        .arg(roots[0].join("deployed")));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines = json_lines(&output);
+    assert_eq!(
+        (lines[0]["files"].as_u64(), lines[0]["unchanged"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert_eq!(lines[0]["dirs_created"], 0);
+    std::fs::write(app.join("big"), b"changed").unwrap();
     let output = run(scratch
         .vigie()
         .args(hosts_arg(&hosts))
@@ -511,6 +526,7 @@ fn push_sends_a_tree_with_its_modes_and_leaves_links_out() {
         )) && text.contains("exists"),
         "{text}"
     );
+    std::fs::write(app.join("big"), &big).unwrap();
     // With --replace, as text: one line for the host, the counts.
     let output = run(scratch
         .vigie()

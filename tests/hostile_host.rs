@@ -261,11 +261,37 @@ impl RemoteAgent for Hostile {
 
     type PutFileStream = Pin<Box<dyn Stream<Item = Result<proto::PutFileResponse, Status>> + Send>>;
 
+    // Takes the whole upload, then lies about what landed.
     async fn put_file(
         &self,
-        _: Request<tonic::Streaming<proto::PutFileRequest>>,
+        request: Request<tonic::Streaming<proto::PutFileRequest>>,
     ) -> Result<Response<Self::PutFileStream>, Status> {
-        Err(Status::permission_denied(EVIL))
+        let mut inbound = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let accepted = proto::PutFileResponse {
+                step: Some(proto::put_file_response::Step::Accepted(
+                    proto::PutFileAccepted { offset: 0 },
+                )),
+            };
+            if tx.send(Ok(accepted)).await.is_err() {
+                return;
+            }
+            while let Ok(Some(_)) = inbound.message().await {}
+            let done = proto::PutFileResponse {
+                step: Some(proto::put_file_response::Step::Done(proto::PutFileDone {
+                    path: EVIL.into(),
+                    size: 1,
+                    sha256: EVIL.as_bytes().to_vec(),
+                    replaced: true,
+                    unchanged: false,
+                })),
+            };
+            let _ = tx.send(Ok(done)).await;
+        });
+        let answers: Self::PutFileStream =
+            Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
+        Ok(Response::new(answers))
     }
 
     type GetFileStream = Pin<Box<dyn Stream<Item = Result<proto::GetFileResponse, Status>> + Send>>;
@@ -614,6 +640,28 @@ fn errors_from_hosts_are_shown_instead_of_obeyed() {
             }
         }
     }
+    // A host that says a push landed with another size and digest than
+    // what was sent is not believed; what it said is shown, not obeyed.
+    let local = fleet.scratch.path("payload");
+    std::fs::write(&local, b"twelve bytes").expect("written");
+    let output = fleet.vigie(
+        "never",
+        &[
+            "-H",
+            EVIL_HOST,
+            "push",
+            local.to_str().expect("UTF-8"),
+            "/srv/payload",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_run_inert("push", &output);
+    assert!(
+        stdout(&output).contains("the agent said the file landed with 1 bytes"),
+        "{}",
+        stdout(&output)
+    );
+
     // A boot id cut after eight bytes would split a character.
     let reset = fleet.vigie("never", &["-H", EVIL_HOST, "reset"]);
     assert!(reset.status.success(), "{}", stderr(&reset));

@@ -343,6 +343,7 @@ impl AgentClient {
                         size: done.size,
                         sha256: hex::encode(done.sha256),
                         replaced: done.replaced,
+                        unchanged: done.unchanged,
                     });
                 }
                 None => {}

@@ -118,6 +118,7 @@ impl Record {
         Self {
             command: self.command.as_ref().map(cut),
             reason: self.reason.as_ref().map(cut),
+            path: self.path.as_ref().map(cut),
             argv: self.argv.as_ref().map(|argv| {
                 let mut kept: Vec<String> = argv.iter().take(MOST_ARGUMENTS).map(cut).collect();
                 if argv.len() > MOST_ARGUMENTS {

@@ -119,6 +119,7 @@ impl From<Error> for Status {
                 FileError::Exists(_) => Code::AlreadyExists,
                 FileError::NotAFile(_)
                 | FileError::NotADirectory(_)
+                | FileError::Untrusted(..)
                 | FileError::Busy(_)
                 | FileError::Tampered(_) => Code::FailedPrecondition,
                 FileError::Mismatch(_) => Code::DataLoss,

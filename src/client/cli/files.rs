@@ -65,6 +65,8 @@ struct ResultLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     dirs_created: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    unchanged: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
 
@@ -74,6 +76,8 @@ struct Counts {
     files: usize,
     dirs: usize,
     dirs_created: usize,
+    /// Files the host had already.
+    unchanged: usize,
 }
 
 /// One host's outcome, in both front-ends' words.
@@ -84,16 +88,19 @@ struct Row {
     size: Option<u64>,
     sha256: Option<String>,
     counts: Option<Counts>,
+    /// A single file the host had already.
+    unchanged: bool,
     error: Option<String>,
 }
 
 impl Row {
-    fn with_counts(self, files: usize, dirs: usize, dirs_created: usize) -> Self {
+    fn with_counts(self, pushed: &transfer::Pushed) -> Self {
         Self {
             counts: Some(Counts {
-                files,
-                dirs,
-                dirs_created,
+                files: pushed.files.len(),
+                dirs: pushed.dirs,
+                dirs_created: pushed.dirs_created,
+                unchanged: pushed.files.iter().filter(|d| d.unchanged).count(),
             }),
             sha256: None,
             ..self
@@ -118,6 +125,7 @@ fn row<T>(
                 size: Some(size),
                 sha256: Some(sha256),
                 counts: None,
+                unchanged: false,
                 error: None,
             }
         }
@@ -131,6 +139,7 @@ fn row<T>(
                 size: None,
                 sha256: None,
                 counts: None,
+                unchanged: false,
                 error: outcome.error(),
             }
         }
@@ -150,6 +159,7 @@ fn report(printer: &Printer, rows: &[Row], started: Instant, verb: &str) -> Exit
                 files: r.counts.map(|c| c.files),
                 dirs: r.counts.map(|c| c.dirs),
                 dirs_created: r.counts.map(|c| c.dirs_created),
+                unchanged: r.counts.map(|c| c.unchanged).or(r.unchanged.then_some(1)),
                 error: r.error.clone(),
             });
         }
@@ -159,14 +169,28 @@ fn report(printer: &Printer, rows: &[Row], started: Instant, verb: &str) -> Exit
             .map(|r| match &r.error {
                 None => vec![
                     Cell::host(&r.host),
-                    Cell::status(true, verb.to_owned()),
+                    Cell::status(
+                        true,
+                        if r.unchanged {
+                            "unchanged (the host had it)".to_owned()
+                        } else {
+                            verb.to_owned()
+                        },
+                    ),
                     Cell::from(r.path.clone().unwrap_or_default()),
                     Cell::from(crate::client::format::bytes(r.size.unwrap_or(0))),
                     Cell::from(match (&r.sha256, r.counts) {
                         (Some(s), _) => format!("sha256 {}", &s[..s.len().min(16)]),
                         (None, Some(c)) => format!(
-                            "{} files, {} directories ({} new), each checked",
-                            c.files, c.dirs, c.dirs_created
+                            "{} files{}, {} directories ({} new), each checked",
+                            c.files,
+                            if c.unchanged > 0 {
+                                format!(" ({} unchanged)", c.unchanged)
+                            } else {
+                                String::new()
+                            },
+                            c.dirs,
+                            c.dirs_created
                         ),
                         (None, None) => String::new(),
                     }),
@@ -259,7 +283,11 @@ pub(super) async fn push(
         .map(|(i, result)| match result {
             Ok(mut pushed) if single && pushed.files.len() == 1 => {
                 let done = pushed.files.remove(0);
-                row(context, i, Ok(()), |()| (done.path, done.size, done.sha256))
+                let unchanged = done.unchanged;
+                Row {
+                    unchanged,
+                    ..row(context, i, Ok(()), |()| (done.path, done.size, done.sha256))
+                }
             }
             Ok(pushed) => row(context, i, Ok(()), |()| {
                 (
@@ -268,7 +296,7 @@ pub(super) async fn push(
                     String::new(),
                 )
             })
-            .with_counts(pushed.files.len(), pushed.dirs, pushed.dirs_created),
+            .with_counts(&pushed),
             Err(failed) => {
                 let mut row = row::<()>(context, i, Err(failed.error), |()| Default::default());
                 if !single {

@@ -5,7 +5,10 @@
 
 use std::{
     io::Read,
-    os::unix::fs::{MetadataExt, OpenOptionsExt},
+    os::unix::{
+        ffi::OsStrExt,
+        fs::{MetadataExt, OpenOptionsExt},
+    },
     path::{Path, PathBuf},
 };
 
@@ -87,11 +90,20 @@ impl LocalFile {
 
     /// Reads `path` once to hash it.
     pub fn hash_now(path: &Path) -> Result<Self, LocalError> {
+        let (file, metadata) = open_regular(path)?;
+        Self::hash_open(path, file, &metadata)
+    }
+
+    /// Hashes an opened regular file, known as `path`.
+    fn hash_open(
+        path: &Path,
+        mut file: std::fs::File,
+        metadata: &std::fs::Metadata,
+    ) -> Result<Self, LocalError> {
         let fail = |source| LocalError {
             path: path.to_owned(),
             source,
         };
-        let (mut file, metadata) = open_regular(path)?;
         let mut hasher = Sha256::new();
         let mut buffer = vec![0; CHUNK];
         let mut size = 0u64;
@@ -164,6 +176,9 @@ pub struct Plan {
     pub skipped: Vec<Skipped>,
 }
 
+/// A file's device and inode: what it is, whatever its path.
+type FileId = (u64, u64);
+
 /// Joins a name to a remote directory.
 fn join(remote: &str, name: &str) -> String {
     format!("{}/{name}", remote.trim_end_matches('/'))
@@ -174,9 +189,12 @@ impl Plan {
     /// (blocking). One local and a `remote` without a trailing `/`: the
     /// file or directory becomes `remote`. Several, or a trailing `/`:
     /// `remote` is a directory on each host and each local lands in it
-    /// under its own name. Symbolic links inside a tree, and anything
-    /// that is neither a file nor a directory, are left out (listed in
-    /// `skipped`); a local named on the command line is followed.
+    /// under its own name (as given: a link named on the command line
+    /// lands under the link's name). Symbolic links inside a tree, and
+    /// anything that is neither a file nor a directory, are left out
+    /// (listed in `skipped`); a local named on the command line is
+    /// followed. Two locals that would land on the same remote path are
+    /// refused.
     pub fn new(locals: &[PathBuf], remote: &str) -> Result<Self, LocalError> {
         if locals.is_empty() {
             return Err(LocalError::new(Path::new(""), "nothing to push"));
@@ -190,9 +208,14 @@ impl Plan {
             })?;
             let target = if into {
                 let name = local
-                    .canonicalize()
-                    .ok()
-                    .and_then(|c| c.file_name().map(|n| n.to_owned()))
+                    .file_name()
+                    .map(|n| n.to_owned())
+                    .or_else(|| {
+                        local
+                            .canonicalize()
+                            .ok()
+                            .and_then(|c| c.file_name().map(|n| n.to_owned()))
+                    })
                     .ok_or_else(|| LocalError::new(local, "has no name to give it on the hosts"))?;
                 let name = name
                     .to_str()
@@ -213,65 +236,113 @@ impl Plan {
                 return Err(LocalError::new(local, "not a regular file or a directory"));
             }
         }
+        let mut seen = std::collections::HashSet::new();
+        for entry in &plan.entries {
+            let (remote, what) = match entry {
+                Entry::Dir { remote, .. } => (remote, "directory"),
+                Entry::File { remote, file } => (remote, file.path.to_str().unwrap_or("file")),
+            };
+            if !seen.insert(remote.trim_end_matches('/')) {
+                return Err(LocalError::new(
+                    Path::new(what),
+                    format!("two of the files and directories pushed would both land on {remote}"),
+                ));
+            }
+        }
         Ok(plan)
     }
 
     /// Adds the tree at `dir` as `remote`, depth first, every directory
-    /// before its content, names in byte order.
-    fn walk(&mut self, dir: &Path, remote: String) -> Result<(), LocalError> {
-        let mut stack = vec![(dir.to_owned(), remote)];
-        while let Some((dir, remote)) = stack.pop() {
-            let fail = |source| LocalError {
+    /// before its content, names in byte order. Every entry is looked at
+    /// relative to its directory's descriptor, and every directory and
+    /// file is opened without following a link and checked to be the one
+    /// that was looked at: a link put in place of either while the tree
+    /// is read is never followed.
+    fn walk(&mut self, top: &Path, remote: String) -> Result<(), LocalError> {
+        use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+        let mut stack: Vec<(PathBuf, String, Option<FileId>)> =
+            vec![(top.to_owned(), remote, None)];
+        while let Some((dir, remote, expected)) = stack.pop() {
+            let fail = |e: std::io::Error| LocalError {
                 path: dir.clone(),
-                source,
+                source: e,
             };
-            let metadata = std::fs::metadata(&dir).map_err(fail)?;
+            let mut flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
+            if expected.is_some() {
+                flags |= OFlags::NOFOLLOW;
+            }
+            let fd = rustix::fs::open(&dir, flags, Mode::empty()).map_err(|e| fail(e.into()))?;
+            let stat = rustix::fs::fstat(&fd).map_err(|e| fail(e.into()))?;
+            if expected.is_some_and(|id| id != (stat.st_dev, stat.st_ino)) {
+                return Err(fail(std::io::Error::other(
+                    "it was replaced while the tree was read",
+                )));
+            }
             self.entries.push(Entry::Dir {
                 remote: remote.clone(),
-                mode: carried(metadata.mode()),
+                mode: carried(stat.st_mode),
             });
-            let mut children = std::fs::read_dir(&dir)
-                .map_err(fail)?
-                .map(|entry| entry.map(|e| e.path()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(fail)?;
-            children.sort();
+            let mut names = Vec::new();
+            for entry in rustix::fs::Dir::read_from(&fd).map_err(|e| fail(e.into()))? {
+                let entry = entry.map_err(|e| fail(e.into()))?;
+                let name = entry.file_name().to_bytes();
+                if name != b"." && name != b".." {
+                    names.push(std::ffi::OsStr::from_bytes(name).to_owned());
+                }
+            }
+            names.sort();
             let mut subdirs = Vec::new();
-            for child in children {
-                let Some(name) = child
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .map(str::to_owned)
-                else {
+            for name in names {
+                let child = dir.join(&name);
+                let Some(text) = name.to_str().map(str::to_owned) else {
                     self.skipped.push(Skipped {
                         path: child,
                         why: "its name is not UTF-8",
                     });
                     continue;
                 };
-                let kind = std::fs::symlink_metadata(&child)
-                    .map_err(|source| LocalError {
-                        path: child.clone(),
-                        source,
-                    })?
-                    .file_type();
-                if kind.is_symlink() {
-                    self.skipped.push(Skipped {
+                let child_fail = |e: std::io::Error| LocalError {
+                    path: child.clone(),
+                    source: e,
+                };
+                let seen = rustix::fs::statat(&fd, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| child_fail(e.into()))?;
+                match FileType::from_raw_mode(seen.st_mode) {
+                    FileType::Symlink => self.skipped.push(Skipped {
                         path: child,
                         why: "a symbolic link",
-                    });
-                } else if kind.is_dir() {
-                    subdirs.push((child, join(&remote, &name)));
-                } else if kind.is_file() {
-                    self.entries.push(Entry::File {
-                        remote: join(&remote, &name),
-                        file: LocalFile::hash_now(&child)?,
-                    });
-                } else {
-                    self.skipped.push(Skipped {
+                    }),
+                    FileType::Directory => subdirs.push((
+                        child,
+                        join(&remote, &text),
+                        Some((seen.st_dev, seen.st_ino)),
+                    )),
+                    FileType::RegularFile => {
+                        let opened = rustix::fs::openat(
+                            &fd,
+                            name.as_os_str(),
+                            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+                            Mode::empty(),
+                        )
+                        .map_err(|e| child_fail(e.into()))?;
+                        let file = std::fs::File::from(opened);
+                        let metadata = file.metadata().map_err(child_fail)?;
+                        if !metadata.is_file()
+                            || (metadata.dev(), metadata.ino()) != (seen.st_dev, seen.st_ino)
+                        {
+                            return Err(child_fail(std::io::Error::other(
+                                "it was replaced while the tree was read",
+                            )));
+                        }
+                        self.entries.push(Entry::File {
+                            remote: join(&remote, &text),
+                            file: LocalFile::hash_open(&child, file, &metadata)?,
+                        });
+                    }
+                    _ => self.skipped.push(Skipped {
                         path: child,
                         why: "neither a file nor a directory",
-                    });
+                    }),
                 }
             }
             // Popped in name order.
@@ -361,6 +432,20 @@ mod tests {
         assert_eq!(remotes(&plan)[0].0, "/srv/top");
         let plan = Plan::new(&[tree.join("top")], "/srv/renamed").unwrap();
         assert_eq!(remotes(&plan)[0].0, "/srv/renamed");
+
+        // A link named on the command line lands under its own name.
+        let current = dir.path().join("current");
+        std::os::unix::fs::symlink(&tree, &current).unwrap();
+        let plan = Plan::new(std::slice::from_ref(&current), "/srv/").unwrap();
+        assert_eq!(remotes(&plan)[0].0, "/srv/current/");
+
+        // Two locals landing on one remote path are refused.
+        let other = dir.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(other.join("top"), "o").unwrap();
+        let error = Plan::new(&[tree.join("top"), other.join("top")], "/srv/").unwrap_err();
+        assert!(error.to_string().contains("/srv/top"), "{error}");
+        assert!(Plan::new(&[tree.clone(), current], "/srv/app-and-current/").is_ok());
     }
 
     #[test]

@@ -8,9 +8,13 @@ use std::{
 };
 
 use futures::StreamExt;
+use rustix::fs::{Mode, OFlags};
 use sha2::{Digest, Sha256};
 
 use super::Progress;
+
+/// The longest a download may send nothing before the host is given up.
+const STALL: std::time::Duration = std::time::Duration::from_secs(60);
 use crate::{
     client::{Error, fleet::Fleet},
     types::GetEvent,
@@ -77,32 +81,71 @@ async fn pull_one(
     let client = host.client().await?;
     let mut events = client.get_file(remote, 0).await?;
     let local_error = |e: std::io::Error| Error::Protocol(format!("{}: {e}", host_dir.display()));
-    tokio::fs::create_dir_all(&host_dir)
-        .await
-        .map_err(local_error)?;
+    let errno = |e: rustix::io::Errno| local_error(e.into());
+    tokio::fs::create_dir_all(dir).await.map_err(local_error)?;
+    match tokio::fs::create_dir(&host_dir).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(local_error(e)),
+    }
+    // DIR/HOST is written through its descriptor, opened without following
+    // a link: one planted there (in a shared DIR) is refused, never
+    // written through.
+    let host_fd = rustix::fs::open(
+        &host_dir,
+        OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => Error::Protocol(format!(
+            "{} is a symbolic link or not a directory: not written through",
+            host_dir.display()
+        )),
+        e => errno(e),
+    })?;
     let target = host_dir.join(name);
-    // A fresh name, created exclusively and privately: a link planted in a
-    // shared directory is never followed.
-    let temp = host_dir.join(format!(
+    // A fresh name, created exclusively and privately.
+    let temp = format!(
         ".{}.{}.vigie-part",
         name.to_string_lossy(),
         uuid::Uuid::new_v4().simple()
-    ));
-    let mut file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temp)
-        .await
-        .map_err(local_error)?;
+    );
+    let created = rustix::fs::openat(
+        &host_fd,
+        temp.as_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(errno)?;
+    let mut file = tokio::fs::File::from_std(std::fs::File::from(created));
     let mut announced = None;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     let mut mode = 0o644;
     let outcome = async {
-        while let Some(event) = events.next().await {
+        loop {
+            // A host that sends nothing for this long is given up.
+            let Ok(event) = tokio::time::timeout(STALL, events.next()).await else {
+                return Err(Error::Transport {
+                    address: host.address().to_string(),
+                    reason: format!("the download sent nothing for {} s", STALL.as_secs()),
+                });
+            };
+            let Some(event) = event else { break };
             match event? {
                 GetEvent::Info { mode: m, size: s } => {
+                    // More than this disk holds is refused before a byte
+                    // is written: a host cannot fill it by announcing a
+                    // huge file.
+                    let free = rustix::fs::fstatvfs(&host_fd)
+                        .map(|v| v.f_bavail.saturating_mul(v.f_frsize))
+                        .unwrap_or(u64::MAX);
+                    if s > free {
+                        return Err(Error::Protocol(format!(
+                            "the file has {s} bytes, more than the {free} free in {}",
+                            host_dir.display()
+                        )));
+                    }
                     mode = m;
                     announced = Some(s);
                     progress.expect(index, s);
@@ -142,26 +185,23 @@ async fn pull_one(
         ))
     }
     .await;
+    let file = file.into_std().await;
+    let landed = outcome.and_then(|sha256| {
+        // Pulled files are data: the host's read bits are kept, never its
+        // write-for-others or execute bits.
+        rustix::fs::fchmod(&file, Mode::from_raw_mode(mode & 0o644)).map_err(errno)?;
+        rustix::fs::renameat(&host_fd, temp.as_str(), &host_fd, name).map_err(errno)?;
+        Ok(sha256)
+    });
     drop(file);
-    match outcome {
-        Ok(sha256) => {
-            tokio::fs::set_permissions(
-                &temp,
-                std::os::unix::fs::PermissionsExt::from_mode(mode & 0o755),
-            )
-            .await
-            .map_err(local_error)?;
-            tokio::fs::rename(&temp, &target)
-                .await
-                .map_err(local_error)?;
-            Ok(Pulled {
-                local: target,
-                size,
-                sha256,
-            })
-        }
+    match landed {
+        Ok(sha256) => Ok(Pulled {
+            local: target,
+            size,
+            sha256,
+        }),
         Err(e) => {
-            let _ = tokio::fs::remove_file(&temp).await;
+            let _ = rustix::fs::unlinkat(&host_fd, temp.as_str(), rustix::fs::AtFlags::empty());
             Err(e)
         }
     }

@@ -6,13 +6,11 @@
 use std::{
     io::Read,
     sync::{Arc, atomic::Ordering},
+    time::Duration,
 };
 
 use bytes::Bytes;
-use futures::{
-    StreamExt,
-    stream::{FuturesOrdered, FuturesUnordered},
-};
+use futures::{StreamExt, stream::FuturesUnordered};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::AbortOnDropHandle;
 
@@ -47,8 +45,17 @@ pub struct Failed {
     pub error: Error,
 }
 
+/// What a push did so far on one host: its files with their place in the
+/// plan.
+#[derive(Debug, Default)]
+struct Building {
+    files: Vec<(usize, PutDone)>,
+    dirs: usize,
+    dirs_created: usize,
+}
+
 /// Each host's outcome so far, in selection order.
-type Ledger = Vec<(usize, Result<Pushed, Failed>)>;
+type Ledger = Vec<(usize, Result<Building, Failed>)>;
 
 /// Marks host `index` failed at `remote` (its first failure only).
 fn mark_failed(ledger: &mut Ledger, progress: &Progress, index: usize, remote: &str, error: Error) {
@@ -102,7 +109,7 @@ pub async fn push_plan(
     }
     let mut ledger: Ledger = selection
         .iter()
-        .map(|&i| (i, Ok(Pushed::default())))
+        .map(|&i| (i, Ok(Building::default())))
         .collect();
     // Directories first, each host in order, the hosts at once.
     let mut dirs = Vec::new();
@@ -131,35 +138,52 @@ pub async fn push_plan(
         }
     }
     // Then the files, a few at once, each to the hosts that have not
-    // failed when it starts; results taken in the plan's order.
-    let mut pending = files.into_iter();
-    let mut in_flight = FuturesOrdered::new();
+    // failed when it starts; results taken as they come (a host's failure
+    // stops the next files going to it), reported in the plan's order.
+    let mut pending = files.into_iter().enumerate();
+    let mut in_flight = FuturesUnordered::new();
     loop {
         while in_flight.len() < FILES_AT_ONCE {
-            let Some((remote, file)) = pending.next() else {
+            let Some((order, (remote, file))) = pending.next() else {
                 break;
             };
             let hosts = alive(&ledger);
             let progress = progress.clone();
-            in_flight.push_back(async move {
+            in_flight.push(async move {
                 let results = push_file(fleet, &hosts, file, remote, replace, progress).await;
-                (remote, results)
+                (order, remote, results)
             });
         }
-        let Some((remote, results)) = in_flight.next().await else {
+        let Some((order, remote, results)) = in_flight.next().await else {
             break;
         };
         for (index, result) in results {
             match result {
                 Ok(done) => {
                     if let Some((_, Ok(pushed))) = ledger.iter_mut().find(|(i, _)| *i == index) {
-                        pushed.files.push(done);
+                        pushed.files.push((order, done));
                     }
                 }
                 Err(e) => mark_failed(&mut ledger, &progress, index, remote, e),
             }
         }
     }
+    let ledger: Vec<(usize, Result<Pushed, Failed>)> = ledger
+        .into_iter()
+        .map(|(index, result)| {
+            (
+                index,
+                result.map(|mut pushed| {
+                    pushed.files.sort_by_key(|(order, _)| *order);
+                    Pushed {
+                        files: pushed.files.into_iter().map(|(_, done)| done).collect(),
+                        dirs: pushed.dirs,
+                        dirs_created: pushed.dirs_created,
+                    }
+                }),
+            )
+        })
+        .collect();
     let done = ledger.iter().filter(|(_, r)| r.is_ok()).count();
     progress.hosts.fetch_add(done as u64, Ordering::Relaxed);
     ledger
@@ -189,8 +213,38 @@ async fn make_directories<'a>(
     (index, Ok(created))
 }
 
+/// The longest a host may take to accept an upload's header (it may be
+/// re-reading a large partial upload to resume it) or to answer once the
+/// content is sent (syncing it).
+const ANSWER_WAIT: Duration = Duration::from_secs(120);
+/// The longest a host may take no data: one that stalls this long is given
+/// up, so that it never holds the others back for longer.
+const STALL: Duration = Duration::from_secs(60);
+
+/// One host's upload of a file.
+struct Upload {
+    index: usize,
+    /// Where its content goes; None once it gets no more.
+    chunks: Option<mpsc::Sender<Bytes>>,
+    /// Where the host resumes, once it accepted.
+    offset: Option<u64>,
+    /// The call, cut if dropped.
+    task: AbortOnDropHandle<Result<PutDone, Error>>,
+    /// Why this client gave it up, if it did.
+    given_up: Option<String>,
+}
+
+impl Upload {
+    fn give_up(&mut self, why: String) {
+        self.task.abort();
+        self.chunks = None;
+        self.given_up.get_or_insert(why);
+    }
+}
+
 /// Pushes one file to `remote` on each host of `selection`; each host's
-/// outcome.
+/// outcome. The file is read once for all; a host that does not accept,
+/// stalls or does not answer in time is given up alone.
 async fn push_file(
     fleet: &Fleet,
     selection: &[usize],
@@ -200,8 +254,8 @@ async fn push_file(
     progress: Arc<Progress>,
 ) -> Vec<(usize, Result<PutDone, Error>)> {
     // Every host's upload starts; each says where it resumes.
-    let mut senders = Vec::new();
     let mut uploads = Vec::new();
+    let mut accepts = Vec::new();
     for &index in selection {
         let Some(host) = fleet.host(index).cloned() else {
             continue;
@@ -217,90 +271,194 @@ async fn push_file(
         };
         // Aborted when dropped: a push that is itself dropped (cancelled)
         // cuts every host's upload instead of leaving them running.
-        uploads.push(AbortOnDropHandle::new(tokio::spawn(async move {
+        let task = AbortOnDropHandle::new(tokio::spawn(async move {
             let result = async {
                 let client = host.client().await?;
                 client.put_file(header, accepted, content).await
             }
             .await;
             host.observe(&result);
-            (index, result)
-        })));
-        senders.push((index, chunks, offset));
+            result
+        }));
+        uploads.push(Upload {
+            index,
+            chunks: Some(chunks),
+            offset: None,
+            task,
+            given_up: None,
+        });
+        accepts.push(tokio::time::timeout(ANSWER_WAIT, offset));
     }
-    // One reader for all hosts.
-    let file = file.clone();
-    let reader = AbortOnDropHandle::new(tokio::spawn(async move {
-        let mut hosts = Vec::new();
-        for (index, chunks, offset) in senders {
-            // A host that failed before accepting gets nothing; what one
-            // has already (a resume) counts as moved.
-            if let Ok(offset) = offset.await {
-                progress.add(index, offset.min(file.size));
-                hosts.push((index, chunks, offset));
+    // The answers are awaited together: a slow host delays nobody more
+    // than the slowest of the others.
+    for (upload, accept) in uploads
+        .iter_mut()
+        .zip(futures::future::join_all(accepts).await)
+    {
+        match accept {
+            Ok(Ok(offset)) => {
+                progress.add(upload.index, offset.min(file.size));
+                upload.offset = Some(offset);
+            }
+            // It ended before accepting: refused, or unchanged.
+            Ok(Err(_)) => upload.chunks = None,
+            Err(_) => upload.give_up(format!(
+                "no answer to the upload within {} s",
+                ANSWER_WAIT.as_secs()
+            )),
+        }
+    }
+    let local = if uploads.iter().any(|u| u.chunks.is_some()) {
+        send(file, &mut uploads, &progress).await
+    } else {
+        None
+    };
+    // Dropping the senders tells each agent the content is complete.
+    for upload in &mut uploads {
+        upload.chunks = None;
+    }
+    let mut results = Vec::new();
+    for mut upload in uploads {
+        let result = match upload.given_up.take() {
+            Some(why) => Err(why),
+            None => match tokio::time::timeout(ANSWER_WAIT, &mut upload.task).await {
+                Ok(Ok(result)) => Ok(result),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!(
+                    "no answer within {} s once the content was sent",
+                    ANSWER_WAIT.as_secs()
+                )),
+            },
+        };
+        let address = fleet
+            .host(upload.index)
+            .map_or_else(String::new, |h| h.address().to_string());
+        let result = match result {
+            Err(reason) => Err(Error::Transport { address, reason }),
+            // The local file could not be sent whole: that is the reason,
+            // whatever the host said of the short content.
+            Ok(Err(_)) if local.is_some() && upload.offset.is_some() => Err(Error::Protocol(
+                format!("not sent: {}", local.as_ref().expect("checked")),
+            )),
+            Ok(Ok(done)) => checked(done, file),
+            Ok(Err(e)) => Err(e),
+        };
+        results.push((upload.index, result));
+    }
+    results
+}
+
+/// Reads the file once and hands each chunk to every upload still taking
+/// content, from where it resumes; a host that takes nothing for
+/// [`STALL`] is given up. The local error that stopped the reading, if one
+/// did.
+async fn send(
+    file: &LocalFile,
+    uploads: &mut [Upload],
+    progress: &Progress,
+) -> Option<super::LocalError> {
+    let (tx, mut rx) = mpsc::channel::<Result<Bytes, super::LocalError>>(2);
+    let local = file.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        // A file replaced since it was hashed is not sent: the agents
+        // would refuse its content anyway, and a FIFO in its place must
+        // not hang the push.
+        let mut opened = match local.reopen() {
+            Ok(opened) => opened,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        };
+        let mut left = local.size;
+        while left > 0 {
+            let mut buffer = vec![0; CHUNK.min(usize::try_from(left).unwrap_or(CHUNK))];
+            match opened.read(&mut buffer) {
+                Ok(0) => {
+                    let _ = tx.blocking_send(Err(super::LocalError {
+                        path: local.path.clone(),
+                        source: std::io::Error::other("the file got shorter after it was hashed"),
+                    }));
+                    return;
+                }
+                Ok(n) => {
+                    buffer.truncate(n);
+                    left -= n as u64;
+                    if tx.blocking_send(Ok(Bytes::from(buffer))).is_err() {
+                        return;
+                    }
+                }
+                Err(source) => {
+                    let _ = tx.blocking_send(Err(super::LocalError {
+                        path: local.path.clone(),
+                        source,
+                    }));
+                    return;
+                }
             }
         }
-        if hosts.is_empty() {
-            return;
-        }
-        let (tx, mut rx) = mpsc::channel::<Bytes>(2);
-        let size = file.size;
-        let read = tokio::task::spawn_blocking(move || {
-            // A file replaced since it was hashed is not sent: the agents
-            // would refuse its content anyway, and a FIFO in its place
-            // must not hang the push. Dropping the senders early makes
-            // each agent refuse the short content.
-            let Ok(mut local) = file.reopen() else {
-                return;
+    });
+    let mut at = 0u64;
+    let mut failed = None;
+    while let Some(chunk) = rx.recv().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        };
+        let end = at + chunk.len() as u64;
+        let sends = uploads.iter().map(|upload| {
+            let part = match (&upload.chunks, upload.offset) {
+                (Some(sender), Some(offset)) if offset < end => {
+                    let skip = usize::try_from(offset.saturating_sub(at)).unwrap_or(0);
+                    Some((sender.clone(), chunk.slice(skip..)))
+                }
+                _ => None,
             };
-            let mut left = size;
-            while left > 0 {
-                let mut buffer = vec![0; CHUNK.min(usize::try_from(left).unwrap_or(CHUNK))];
-                match local.read(&mut buffer) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => {
-                        buffer.truncate(n);
-                        left -= n as u64;
-                        if tx.blocking_send(Bytes::from(buffer)).is_err() {
-                            return;
-                        }
-                    }
+            async move {
+                let Some((sender, part)) = part else {
+                    return Ok(0);
+                };
+                let len = part.len() as u64;
+                match sender.send_timeout(part, STALL).await {
+                    Ok(()) => Ok(len),
+                    Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(true),
+                    // The upload ended (the host refused): its result says why.
+                    Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(false),
                 }
             }
         });
-        let mut at = 0u64;
-        while let Some(chunk) = rx.recv().await {
-            let end = at + chunk.len() as u64;
-            let sends = hosts.iter().map(|(index, sender, offset)| {
-                let part = if *offset >= end {
-                    None
-                } else {
-                    let skip = usize::try_from(offset.saturating_sub(at)).unwrap_or(0);
-                    Some(chunk.slice(skip..))
-                };
-                let progress = progress.clone();
-                async move {
-                    if let Some(part) = part {
-                        let len = part.len() as u64;
-                        // A host that failed drops its receiver: the others go on.
-                        if sender.send(part).await.is_ok() {
-                            progress.add(*index, len);
-                        }
-                    }
-                }
-            });
-            futures::future::join_all(sends).await;
-            at = end;
+        let sent = futures::future::join_all(sends).await;
+        for (upload, sent) in uploads.iter_mut().zip(sent) {
+            match sent {
+                Ok(len) => progress.add(upload.index, len),
+                Err(true) => upload.give_up(format!("took no data for {} s", STALL.as_secs())),
+                Err(false) => upload.chunks = None,
+            }
         }
-        let _ = read.await;
-        // Dropping the senders tells each agent the content is complete.
-    }));
-    let mut results = Vec::new();
-    for upload in uploads {
-        if let Ok(result) = upload.await {
-            results.push(result);
+        at = end;
+        if uploads.iter().all(|u| u.chunks.is_none()) {
+            break;
         }
     }
-    let _ = reader.await;
-    results
+    drop(rx);
+    let _ = read.await;
+    failed
+}
+
+/// A host's word that the file landed, checked against what was sent: a
+/// host that reports another size or digest is not believed.
+fn checked(done: PutDone, file: &LocalFile) -> Result<PutDone, Error> {
+    let ours = hex::encode(file.sha256);
+    if done.size != file.size || done.sha256 != ours {
+        return Err(Error::Protocol(format!(
+            "the agent said the file landed with {} bytes and SHA-256 {}, not the {} bytes and {ours} sent",
+            done.size,
+            crate::client::text::visible(&done.sha256.chars().take(64).collect::<String>()),
+            file.size
+        )));
+    }
+    Ok(done)
 }

@@ -51,6 +51,9 @@ pub enum FileError {
     /// A component of the path is a symbolic link (or not a directory).
     #[error("{0} is a symbolic link or not a directory: transfers never follow links")]
     Link(String),
+    /// A directory on the way to a write could be changed by someone else.
+    #[error("{0}: refusing to write through it because {1}")]
+    Untrusted(String, String),
     /// A directory on the path does not exist.
     #[error("directory {0} does not exist")]
     NoDirectory(String),

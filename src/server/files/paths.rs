@@ -16,6 +16,9 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use super::FileError;
 
+/// The longest path a transfer takes (PATH_MAX).
+const LONGEST_PATH: usize = 4096;
+
 /// The directories transfers may use, as the configuration names them
 /// (canonical once loaded).
 #[derive(Debug, Clone, Default)]
@@ -55,11 +58,34 @@ impl Roots {
     /// through directories only, none of them a link) and returns it with
     /// the file's name in it.
     pub fn resolve(&self, path: &str) -> Result<Place, FileError> {
+        self.walk(path, false)
+    }
+
+    /// As [`Roots::resolve`], for writing: no directory from the root to
+    /// the target's may be writable by everyone without the sticky bit,
+    /// since anybody on the host could then rename what the agent writes
+    /// there, or put a directory of their own where it writes next.
+    /// (Directories of another user are allowed: that user can change
+    /// what is in them anyway, and roots in an application's own tree are
+    /// common.)
+    pub fn resolve_to_write(&self, path: &str) -> Result<Place, FileError> {
+        self.walk(path, true)
+    }
+
+    fn walk(&self, path: &str, to_write: bool) -> Result<Place, FileError> {
         if self.is_empty() {
             return Err(FileError::Off);
         }
         if path.contains('\0') {
             return Err(FileError::BadPath(path.into(), "it holds a NUL byte"));
+        }
+        // Longer than the kernel takes in one call: a path built deeper
+        // and deeper one directory at a time ends here.
+        if path.len() > LONGEST_PATH {
+            return Err(FileError::BadPath(
+                path.chars().take(256).collect::<String>() + "…",
+                "it is longer than 4,096 bytes",
+            ));
         }
         let wanted = Path::new(path);
         if !wanted.is_absolute() {
@@ -69,6 +95,14 @@ impl Roots {
         for component in wanted.components() {
             match component {
                 Component::RootDir => {}
+                // The agent's private directory is never reached through a
+                // transfer, at whatever depth.
+                Component::Normal(part) if part == super::put::PRIVATE => {
+                    return Err(FileError::BadPath(
+                        path.into(),
+                        "it goes through a directory vigie keeps for itself",
+                    ));
+                }
                 Component::Normal(part) => parts.push(part.to_owned()),
                 Component::CurDir | Component::ParentDir | Component::Prefix(_) => {
                     return Err(FileError::BadPath(path.into(), "it holds `.` or `..`"));
@@ -102,6 +136,9 @@ impl Roots {
         .map_err(|e| FileError::Io(root.display().to_string(), e.into()))?;
         let name = parts.pop().expect("not empty");
         let mut walked = root.clone();
+        if to_write {
+            not_open_to_all(&dir, &walked)?;
+        }
         for part in &parts[depth..] {
             walked.push(part);
             dir = rustix::fs::openat(
@@ -117,6 +154,9 @@ impl Roots {
                 rustix::io::Errno::NOENT => FileError::NoDirectory(walked.display().to_string()),
                 e => FileError::Io(walked.display().to_string(), e.into()),
             })?;
+            if to_write {
+                not_open_to_all(&dir, &walked)?;
+            }
         }
         walked.push(&name);
         Ok(Place {
@@ -125,6 +165,19 @@ impl Roots {
             shown: walked,
         })
     }
+}
+
+/// Refuses a directory anybody may write in without the sticky bit.
+pub(super) fn not_open_to_all(dir: &OwnedFd, shown: &Path) -> Result<(), FileError> {
+    let stat =
+        rustix::fs::fstat(dir).map_err(|e| FileError::Io(shown.display().to_string(), e.into()))?;
+    if stat.st_mode & 0o002 != 0 && stat.st_mode & 0o1000 == 0 {
+        return Err(FileError::Untrusted(
+            shown.display().to_string(),
+            "anybody may write in it (and it is not sticky)".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// A file's place: its directory, opened, and its name in it.

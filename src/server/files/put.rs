@@ -42,6 +42,9 @@ pub struct UploadDone {
     pub replaced: bool,
     /// Its permission bits.
     pub mode: u32,
+    /// True when the target already held this content with this mode:
+    /// nothing was sent or written.
+    pub unchanged: bool,
 }
 
 /// An upload in progress.
@@ -80,6 +83,58 @@ pub struct UploadRequest<'a> {
 }
 
 impl Upload {
+    /// The answer to an upload whose target already holds exactly the
+    /// content and mode announced (a push run again, after a cut or on a
+    /// host that has the file): it is left untouched. None otherwise.
+    pub fn unchanged(
+        roots: &Roots,
+        max: u64,
+        request: &UploadRequest<'_>,
+    ) -> Result<Option<UploadDone>, FileError> {
+        if request.size > max {
+            return Ok(None);
+        }
+        let place = roots.resolve_to_write(request.path)?;
+        let target = match rustix::fs::openat(
+            place.dir.as_fd(),
+            &place.name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(_) => return Ok(None),
+        };
+        let stat = rustix::fs::fstat(&target)
+            .map_err(|e| FileError::Io(place.shown.display().to_string(), e.into()))?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile
+            || stat.st_size as u64 != request.size
+            || stat.st_mode & 0o7777 != request.mode
+        {
+            return Ok(None);
+        }
+        let mut file = File::from(target);
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0; 256 * 1024];
+        loop {
+            let n = file
+                .read(&mut buffer)
+                .map_err(|e| FileError::Io(place.shown.display().to_string(), e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+        }
+        let sha256: [u8; 32] = hasher.finalize().into();
+        Ok((sha256 == request.sha256).then(|| UploadDone {
+            path: place.shown.display().to_string(),
+            size: request.size,
+            sha256,
+            replaced: false,
+            mode: request.mode,
+            unchanged: true,
+        }))
+    }
+
     /// Checks the request and opens the temporary file; continues a
     /// partial upload of the same content by the same identity when one
     /// is there. [`Upload::offset`] says where the content resumes.
@@ -93,14 +148,8 @@ impl Upload {
                 limit: max,
             });
         }
-        let place = roots.resolve(request.path)?;
+        let place = roots.resolve_to_write(request.path)?;
         let shown = place.shown.display().to_string();
-        if place.name == PRIVATE {
-            return Err(FileError::BadPath(
-                shown,
-                "the name is one vigie keeps for itself",
-            ));
-        }
         let replaced = match place.kind()? {
             None => false,
             Some(FileType::RegularFile) if request.replace => true,
@@ -263,6 +312,7 @@ impl Upload {
             sha256,
             replaced: self.replaced,
             mode: self.mode,
+            unchanged: false,
         })
     }
 
@@ -323,7 +373,7 @@ fn create(
 /// The agent's private directory beside the target, made if missing:
 /// refused unless it is a directory of the agent's user that nobody else
 /// may enter.
-fn private_dir(place: &Place) -> Result<rustix::fd::OwnedFd, FileError> {
+pub(super) fn private_dir(place: &Place) -> Result<rustix::fd::OwnedFd, FileError> {
     let shown = place.shown.with_file_name(PRIVATE).display().to_string();
     match rustix::fs::mkdirat(place.dir.as_fd(), PRIVATE, Mode::from_raw_mode(0o700)) {
         Ok(()) | Err(rustix::io::Errno::EXIST) => {}
@@ -344,7 +394,7 @@ fn private_dir(place: &Place) -> Result<rustix::fd::OwnedFd, FileError> {
 }
 
 /// Removes partial uploads older than [`STALE`] from the private directory.
-fn remove_stale(private: &rustix::fd::OwnedFd) {
+pub(super) fn remove_stale(private: &rustix::fd::OwnedFd) {
     let Ok(dir) = rustix::fs::openat(
         private,
         ".",
@@ -359,7 +409,10 @@ fn remove_stale(private: &rustix::fd::OwnedFd) {
     let now = SystemTime::now();
     for entry in entries.flatten() {
         let name = entry.file_name();
-        if !name.to_bytes().starts_with(PARTIAL.as_bytes()) {
+        // A directory a killed agent was making is empty, and removed as
+        // such once stale like a partial.
+        let making = name.to_bytes().starts_with(super::dir::MAKING.as_bytes());
+        if !making && !name.to_bytes().starts_with(PARTIAL.as_bytes()) {
             continue;
         }
         let Ok(stat) = rustix::fs::statat(private, name, AtFlags::SYMLINK_NOFOLLOW) else {
@@ -367,7 +420,12 @@ fn remove_stale(private: &rustix::fd::OwnedFd) {
         };
         let modified = SystemTime::UNIX_EPOCH + Duration::from_secs(stat.st_mtime.max(0) as u64);
         if now.duration_since(modified).is_ok_and(|age| age > STALE) {
-            let _ = rustix::fs::unlinkat(private, name, AtFlags::empty());
+            let flags = if making {
+                AtFlags::REMOVEDIR
+            } else {
+                AtFlags::empty()
+            };
+            let _ = rustix::fs::unlinkat(private, name, flags);
         }
     }
 }

@@ -130,11 +130,38 @@ impl Service {
                     replace: header.replace,
                     identity: &identity,
                 };
-                Upload::begin(&roots, max, &request)
+                // Content already there is not sent again.
+                match Upload::unchanged(&roots, max, &request) {
+                    Ok(Some(done)) => Ok(Err(done)),
+                    Ok(None) => Upload::begin(&roots, max, &request).map(Ok),
+                    Err(e) => Err(e),
+                }
             })
             .await;
             let mut upload = match begun {
-                Ok(Ok(upload)) => upload,
+                Ok(Ok(Ok(upload))) => upload,
+                Ok(Ok(Err(done))) => {
+                    state.audit.record(&Record {
+                        path: Some(done.path.clone()),
+                        sha256: Some(hex::encode(done.sha256)),
+                        reason: Some(format!(
+                            "mode {:o}, unchanged: the target had this content",
+                            done.mode
+                        )),
+                        ..record
+                    });
+                    let answer = proto::PutFileResponse {
+                        step: Some(proto::put_file_response::Step::Done(proto::PutFileDone {
+                            path: done.path,
+                            size: done.size,
+                            sha256: done.sha256.to_vec(),
+                            replaced: false,
+                            unchanged: true,
+                        })),
+                    };
+                    let _ = tx.send(Ok(answer)).await;
+                    return;
+                }
                 Ok(Err(e)) => {
                     let _ = tx.send(Err(refuse(Error::File(e), record))).await;
                     return;
@@ -207,6 +234,7 @@ impl Service {
                             size: done.size,
                             sha256: done.sha256.to_vec(),
                             replaced: done.replaced,
+                            unchanged: false,
                         })),
                     };
                     let _ = tx.send(Ok(answer)).await;
@@ -226,7 +254,7 @@ impl Service {
     ) -> Result<Response<proto::MakeDirectoryResponse>, Status> {
         let record = Record {
             path: Some(request.path.chars().take(4096).collect()),
-            reason: Some(format!("mode {:o}", request.mode)),
+            reason: Some(format!("mode {:o} asked", request.mode)),
             ..self.call_record(&ctx, "MakeDirectory", "dir_make")
         };
         let refuse = |error: Error, record: Record| {
@@ -251,11 +279,13 @@ impl Service {
             .map_err(|e| Error::Internal(e.to_string()))?;
         match made {
             Ok(done) => {
+                // The mode it has, which for one that was there is not
+                // the mode asked.
                 self.state.audit.record(&Record {
                     path: Some(done.path.clone()),
                     reason: Some(format!(
                         "mode {:o}{}",
-                        mode,
+                        done.mode,
                         if done.created { "" } else { ", there already" }
                     )),
                     ..record

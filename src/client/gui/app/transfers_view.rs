@@ -155,9 +155,26 @@ impl App {
                     return;
                 }
             };
-            for skipped in &plan.skipped {
+            // Everything left out, in one message (the status line shows
+            // one at a time).
+            if !plan.skipped.is_empty() {
+                let named: Vec<String> = plan
+                    .skipped
+                    .iter()
+                    .take(3)
+                    .map(|s| format!("{} ({})", s.path.display(), s.why))
+                    .collect();
+                let more = plan.skipped.len().saturating_sub(named.len());
                 updates.push(Update::Status {
-                    message: format!("left out {}: {}", skipped.path.display(), skipped.why),
+                    message: format!(
+                        "left out of the push: {}{}",
+                        named.join(", "),
+                        if more > 0 {
+                            format!(" and {more} more")
+                        } else {
+                            String::new()
+                        }
+                    ),
                     error: false,
                 });
             }
@@ -259,7 +276,7 @@ impl App {
                     shown.transfer.pulled(results);
                 }
                 TransferUpdate::Failed(_, message) => {
-                    shown.transfer.cancelled();
+                    shown.transfer.not_started(&message);
                     drop(state);
                     self.status(&message, true);
                 }

@@ -112,15 +112,26 @@ impl Transfer {
             match result {
                 Ok(pushed) => {
                     let bytes: u64 = pushed.files.iter().map(|d| d.size).sum();
+                    let unchanged = pushed.files.iter().filter(|d| d.unchanged).count();
                     line.state = match pushed.files.as_slice() {
                         [one] if pushed.dirs == 0 => format!(
-                            "pushed {} · sha256 {}",
+                            "{} {} · sha256 {}",
+                            if one.unchanged {
+                                "unchanged (the host had it):"
+                            } else {
+                                "pushed"
+                            },
                             format::bytes(one.size),
                             &one.sha256[..one.sha256.len().min(16)]
                         ),
                         files => format!(
-                            "pushed {} files, {} directories ({} new) · {}",
+                            "pushed {} files{}, {} directories ({} new) · {}",
                             files.len(),
+                            if unchanged > 0 {
+                                format!(" ({unchanged} unchanged)")
+                            } else {
+                                String::new()
+                            },
                             pushed.dirs,
                             pushed.dirs_created,
                             format::bytes(bytes)
@@ -177,6 +188,16 @@ impl Transfer {
             self.verb(),
             seconds(self.started)
         ));
+    }
+
+    /// Ends a transfer that could not start (the local tree could not be
+    /// read): every host is marked not run, with why.
+    pub fn not_started(&mut self, why: &str) {
+        for line in self.lines.iter_mut().filter(|l| l.good.is_none()) {
+            line.state = format!("not run: {why}");
+            line.good = Some(false);
+        }
+        self.ended = Some(format!("{} {}: not started: {why}", self.verb(), self.what));
     }
 
     /// The line under the controls.
@@ -267,6 +288,7 @@ mod tests {
             size: 2048,
             sha256: "ab".repeat(32),
             replaced: false,
+            unchanged: false,
         };
         transfer.pushed(vec![
             (
@@ -300,6 +322,18 @@ mod tests {
             transfer
                 .summary()
                 .starts_with("app.conf pushed to 1 of 3 hosts in")
+        );
+    }
+
+    #[test]
+    fn a_push_that_cannot_start_says_why_on_every_host() {
+        let mut transfer = Transfer::new(Direction::Push, "x".into(), vec![(0, "db".into())]);
+        transfer.not_started("x: Permission denied");
+        assert_eq!(transfer.lines()[0].state, "not run: x: Permission denied");
+        assert!(!transfer.running());
+        assert_eq!(
+            transfer.summary(),
+            "pushing x: not started: x: Permission denied"
         );
     }
 
