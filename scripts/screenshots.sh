@@ -32,10 +32,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Three agents on free loopback ports; db1 points at a port nobody serves.
+# Three agents on free loopback ports, which may transfer files under
+# $work/srv; db1 points at a port nobody serves.
+mkdir -p "$work/srv"
+head -c 30000000 /dev/urandom > "$work/srv/app.log"
+printf '[file_roots]\nadmin = ["%s"]\n' "$work/srv" > "$work/agent.toml"
 echo "name,address,port,tags" > "$work/hosts.csv"
 for name in web1 web2 web3; do
-    "$bin/vigie-agent" --listen 127.0.0.1:0 --log-level error > "$work/$name.out" &
+    "$bin/vigie-agent" --config "$work/agent.toml" --listen 127.0.0.1:0 --log-level error > "$work/$name.out" &
     pids+=($!)
     for _ in $(seq 50); do [ -s "$work/$name.out" ] && break; sleep 0.1; done
     port=$(sed -n 's/^listening on 127.0.0.1://p' "$work/$name.out")
@@ -75,6 +79,11 @@ cli() { HOME="$work/home" VIGIE_HISTORY="$work/history.jsonl" "$bin/vigie" --hos
 cli -H web1 exec --detach -- 'uname -sr'
 cli -g web exec --detach -- 'for i in $(seq 1 600); do echo step $i; sleep 1; done'
 click 783 185; sleep 2; click 560 268; shot jobs 2   # Jobs, the newest
+# Files: a file on every host pulled into DIR/HOST/NAME (db1 unreachable).
+xdotool key ctrl+shift+a
+click 839 185; click 620 371
+xdotool type --delay 10 "$work/srv/app.log"
+click 1240 371; shot files 3
 click 1240 34; shot confirm                   # Kill asks first
 xdotool key Escape; sleep 0.5; click 820 400
 click 1216 780; click 390 185; shot light     # the light theme
