@@ -79,7 +79,13 @@ async fn pull_one(
         .map(|n| dir.join(n))
         .ok_or_else(|| Error::Protocol(format!("{:?} cannot name a directory", host.name())))?;
     let client = host.client().await?;
-    let mut events = client.get_file(remote, 0).await?;
+    let Ok(opened) = tokio::time::timeout(STALL, client.get_file(remote, 0)).await else {
+        return Err(Error::Transport {
+            address: host.address().to_string(),
+            reason: format!("no answer to the download within {} s", STALL.as_secs()),
+        });
+    };
+    let mut events = opened?;
     let local_error = |e: std::io::Error| Error::Protocol(format!("{}: {e}", host_dir.display()));
     let errno = |e: rustix::io::Errno| local_error(e.into());
     tokio::fs::create_dir_all(dir).await.map_err(local_error)?;
@@ -105,9 +111,10 @@ async fn pull_one(
     })?;
     let target = host_dir.join(name);
     // A fresh name, created exclusively and privately.
+    // (The name is cut so that the temporary one stays a valid name.)
     let temp = format!(
         ".{}.{}.vigie-part",
-        name.to_string_lossy(),
+        name.to_string_lossy().chars().take(100).collect::<String>(),
         uuid::Uuid::new_v4().simple()
     );
     let created = rustix::fs::openat(
@@ -175,7 +182,16 @@ async fn pull_one(
                             "the bytes received hash to {ours}, not the {sha256} the agent sent"
                         )));
                     }
+                    // Written out and synced, errors included (a full disk
+                    // on the last chunk is an error, not a short file).
+                    file.flush().await.map_err(local_error)?;
                     file.sync_all().await.map_err(local_error)?;
+                    let written = file.metadata().await.map_err(local_error)?.len();
+                    if written != size {
+                        return Err(local_error(std::io::Error::other(format!(
+                            "{written} bytes written of {size}"
+                        ))));
+                    }
                     return Ok(sha256);
                 }
             }

@@ -202,7 +202,14 @@ async fn make_directories<'a>(
     let mut created = 0;
     for &(remote, mode) in dirs {
         // The host's channel is kept: only the first call connects.
-        let result = async { host.client().await?.make_directory(remote, mode).await }.await;
+        let call = async { host.client().await?.make_directory(remote, mode).await };
+        let result = match tokio::time::timeout(MAKE_WAIT, call).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Transport {
+                address: host.address().to_string(),
+                reason: format!("no answer within {} s", MAKE_WAIT.as_secs()),
+            }),
+        };
         host.observe(&result);
         match result {
             Ok(true) => created += 1,
@@ -214,12 +221,16 @@ async fn make_directories<'a>(
 }
 
 /// The longest a host may take to accept an upload's header (it may be
-/// re-reading a large partial upload to resume it) or to answer once the
-/// content is sent (syncing it).
+/// re-reading a large partial upload to resume it), and the longest it
+/// may take no data. Both stay well under the 60 s an agent waits for its
+/// client's next message, so that the hosts that are waited for while a
+/// slow one is given up are never cut by their own agents.
+const STALL: Duration = Duration::from_secs(40);
+/// The longest the hosts may take, together, to answer once the content
+/// is sent (each syncs and renames its file).
 const ANSWER_WAIT: Duration = Duration::from_secs(120);
-/// The longest a host may take no data: one that stalls this long is given
-/// up, so that it never holds the others back for longer.
-const STALL: Duration = Duration::from_secs(60);
+/// The longest a directory may take to be made.
+const MAKE_WAIT: Duration = Duration::from_secs(30);
 
 /// One host's upload of a file.
 struct Upload {
@@ -287,7 +298,7 @@ async fn push_file(
             task,
             given_up: None,
         });
-        accepts.push(tokio::time::timeout(ANSWER_WAIT, offset));
+        accepts.push(tokio::time::timeout(STALL, offset));
     }
     // The answers are awaited together: a slow host delays nobody more
     // than the slowest of the others.
@@ -300,11 +311,12 @@ async fn push_file(
                 progress.add(upload.index, offset.min(file.size));
                 upload.offset = Some(offset);
             }
-            // It ended before accepting: refused, or unchanged.
+            // It ended before accepting: refused, or unchanged (which
+            // counts as moved).
             Ok(Err(_)) => upload.chunks = None,
             Err(_) => upload.give_up(format!(
                 "no answer to the upload within {} s",
-                ANSWER_WAIT.as_secs()
+                STALL.as_secs()
             )),
         }
     }
@@ -317,11 +329,12 @@ async fn push_file(
     for upload in &mut uploads {
         upload.chunks = None;
     }
-    let mut results = Vec::new();
-    for mut upload in uploads {
-        let result = match upload.given_up.take() {
+    // Every host's answer, awaited together under one deadline.
+    let deadline = tokio::time::Instant::now() + ANSWER_WAIT;
+    let answers = futures::future::join_all(uploads.iter_mut().map(|upload| async move {
+        match upload.given_up.take() {
             Some(why) => Err(why),
-            None => match tokio::time::timeout(ANSWER_WAIT, &mut upload.task).await {
+            None => match tokio::time::timeout_at(deadline, &mut upload.task).await {
                 Ok(Ok(result)) => Ok(result),
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err(format!(
@@ -329,7 +342,11 @@ async fn push_file(
                     ANSWER_WAIT.as_secs()
                 )),
             },
-        };
+        }
+    }))
+    .await;
+    let mut results = Vec::new();
+    for (upload, result) in uploads.into_iter().zip(answers) {
         let address = fleet
             .host(upload.index)
             .map_or_else(String::new, |h| h.address().to_string());
@@ -340,7 +357,12 @@ async fn push_file(
             Ok(Err(_)) if local.is_some() && upload.offset.is_some() => Err(Error::Protocol(
                 format!("not sent: {}", local.as_ref().expect("checked")),
             )),
-            Ok(Ok(done)) => checked(done, file),
+            Ok(Ok(done)) => {
+                if done.unchanged {
+                    progress.add(upload.index, file.size);
+                }
+                checked(done, file)
+            }
             Ok(Err(e)) => Err(e),
         };
         results.push((upload.index, result));
@@ -357,6 +379,15 @@ async fn send(
     uploads: &mut [Upload],
     progress: &Progress,
 ) -> Option<super::LocalError> {
+    // Read from the smallest offset a host resumes at: what every host has
+    // already is never read again.
+    let start = uploads
+        .iter()
+        .filter(|u| u.chunks.is_some())
+        .filter_map(|u| u.offset)
+        .min()
+        .unwrap_or(file.size)
+        .min(file.size);
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, super::LocalError>>(2);
     let local = file.clone();
     let read = tokio::task::spawn_blocking(move || {
@@ -370,7 +401,14 @@ async fn send(
                 return;
             }
         };
-        let mut left = local.size;
+        if let Err(source) = std::io::Seek::seek(&mut opened, std::io::SeekFrom::Start(start)) {
+            let _ = tx.blocking_send(Err(super::LocalError {
+                path: local.path.clone(),
+                source,
+            }));
+            return;
+        }
+        let mut left = local.size - start;
         while left > 0 {
             let mut buffer = vec![0; CHUNK.min(usize::try_from(left).unwrap_or(CHUNK))];
             match opened.read(&mut buffer) {
@@ -398,7 +436,7 @@ async fn send(
             }
         }
     });
-    let mut at = 0u64;
+    let mut at = start;
     let mut failed = None;
     while let Some(chunk) = rx.recv().await {
         let chunk = match chunk {

@@ -40,11 +40,19 @@ pub fn make_directory(roots: &Roots, path: &str, mode: u32) -> Result<DirDone, F
     // Made in the agent's private directory beside its place and given its
     // mode there, where nobody else can reach it, then moved into place
     // without replacing anything: what gets the mode is what was made.
-    let private = put::private_dir(&place)?;
+    let mut private = put::private_dir(&place)?;
     put::remove_stale(&private);
     let temp = format!("{MAKING}{}", uuid::Uuid::new_v4().simple());
     let io = |e: rustix::io::Errno| FileError::Io(shown.clone(), e.into());
-    rustix::fs::mkdirat(&private, temp.as_str(), Mode::from_raw_mode(0o700)).map_err(io)?;
+    match rustix::fs::mkdirat(&private, temp.as_str(), Mode::from_raw_mode(0o700)) {
+        Ok(()) => {}
+        // Removed by another transfer since it was opened: again.
+        Err(rustix::io::Errno::NOENT) => {
+            private = put::private_dir(&place)?;
+            rustix::fs::mkdirat(&private, temp.as_str(), Mode::from_raw_mode(0o700)).map_err(io)?;
+        }
+        Err(e) => return Err(io(e)),
+    }
     let made = (|| {
         let dir = rustix::fs::openat(
             &private,

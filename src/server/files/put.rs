@@ -95,6 +95,22 @@ impl Upload {
             return Ok(None);
         }
         let place = roots.resolve_to_write(request.path)?;
+        // Only a regular file the agent's user or root owns, with no other
+        // link, counts: a copy a local user planted (in a sticky directory,
+        // say) is not taken for the one pushed, which would then be theirs
+        // to change. Looked at before it is opened, so that a device or a
+        // FIFO there is never opened.
+        let ours = |stat: &rustix::fs::Stat| {
+            FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile
+                && (stat.st_uid == 0 || stat.st_uid == rustix::process::geteuid().as_raw())
+                && stat.st_nlink == 1
+                && stat.st_size as u64 == request.size
+                && stat.st_mode & 0o7777 == request.mode
+        };
+        match rustix::fs::statat(place.dir.as_fd(), &place.name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) if ours(&stat) => {}
+            _ => return Ok(None),
+        }
         let target = match rustix::fs::openat(
             place.dir.as_fd(),
             &place.name,
@@ -106,10 +122,7 @@ impl Upload {
         };
         let stat = rustix::fs::fstat(&target)
             .map_err(|e| FileError::Io(place.shown.display().to_string(), e.into()))?;
-        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile
-            || stat.st_size as u64 != request.size
-            || stat.st_mode & 0o7777 != request.mode
-        {
+        if !ours(&stat) {
             return Ok(None);
         }
         let mut file = File::from(target);
@@ -156,7 +169,7 @@ impl Upload {
             Some(FileType::RegularFile) => return Err(FileError::Exists(shown)),
             Some(_) => return Err(FileError::NotAFile(shown)),
         };
-        let private = private_dir(&place)?;
+        let mut private = private_dir(&place)?;
         remove_stale(&private);
         let temp = partial_name(request, &place);
         let io = |e: rustix::io::Errno| FileError::Io(shown.clone(), e.into());
@@ -189,7 +202,15 @@ impl Upload {
         let resumed = existing.is_some();
         let fd = match existing {
             Some(fd) => fd,
-            None => create(&private, &temp).map_err(io)?,
+            None => match create(&private, &temp) {
+                Ok(fd) => fd,
+                // Removed by another transfer since it was opened: again.
+                Err(rustix::io::Errno::NOENT) => {
+                    private = private_dir(&place)?;
+                    create(&private, &temp).map_err(io)?
+                }
+                Err(e) => return Err(io(e)),
+            },
         };
         // One upload of this content to this place at a time: a second
         // stream would write the same partial under the first one's hash.
@@ -375,17 +396,27 @@ fn create(
 /// may enter.
 pub(super) fn private_dir(place: &Place) -> Result<rustix::fd::OwnedFd, FileError> {
     let shown = place.shown.with_file_name(PRIVATE).display().to_string();
-    match rustix::fs::mkdirat(place.dir.as_fd(), PRIVATE, Mode::from_raw_mode(0o700)) {
-        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-        Err(e) => return Err(FileError::Io(shown, e.into())),
-    }
-    let dir = rustix::fs::openat(
-        place.dir.as_fd(),
-        PRIVATE,
-        OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|_| FileError::Tampered(shown.clone()))?;
+    // Another transfer to this directory removes the private directory
+    // when it leaves it empty, possibly between the two calls here: made
+    // again then, a few times.
+    let mut tries = 0;
+    let dir = loop {
+        tries += 1;
+        match rustix::fs::mkdirat(place.dir.as_fd(), PRIVATE, Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(FileError::Io(shown, e.into())),
+        }
+        match rustix::fs::openat(
+            place.dir.as_fd(),
+            PRIVATE,
+            OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(dir) => break dir,
+            Err(rustix::io::Errno::NOENT) if tries < 5 => continue,
+            Err(_) => return Err(FileError::Tampered(shown)),
+        }
+    };
     let stat = rustix::fs::fstat(&dir).map_err(|e| FileError::Io(shown.clone(), e.into()))?;
     if stat.st_uid != rustix::process::geteuid().as_raw() || stat.st_mode & 0o077 != 0 {
         return Err(FileError::Tampered(shown));
@@ -519,6 +550,59 @@ mod tests {
             Upload::begin(&roots, 1 << 30, &setuid),
             Err(FileError::BadMode(_))
         ));
+    }
+
+    #[test]
+    fn only_the_agents_own_copy_of_the_content_counts_as_unchanged() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let roots = Roots::new(std::slice::from_ref(&root)).unwrap();
+        let path = format!("{}/tool.sh", root.display());
+        let data = b"#!/bin/sh\necho hi\n";
+        std::fs::write(&path, data).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let done = Upload::unchanged(&roots, 1 << 20, &request(&path, data))
+            .unwrap()
+            .expect("the same content and mode");
+        assert!(done.unchanged && !done.replaced);
+        // Other content, another mode: sent as usual.
+        assert!(
+            Upload::unchanged(&roots, 1 << 20, &request(&path, b"other"))
+                .unwrap()
+                .is_none()
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(
+            Upload::unchanged(&roots, 1 << 20, &request(&path, data))
+                .unwrap()
+                .is_none()
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        // A second link to it (someone else's name for it): not taken.
+        std::fs::hard_link(&path, root.join("elsewhere")).unwrap();
+        assert!(
+            Upload::unchanged(&roots, 1 << 20, &request(&path, data))
+                .unwrap()
+                .is_none()
+        );
+        std::fs::remove_file(root.join("elsewhere")).unwrap();
+        if rustix::process::geteuid().is_root() {
+            rustix::fs::chown(path.as_str(), Some(rustix::fs::Uid::from_raw(65534)), None).unwrap();
+            assert!(
+                Upload::unchanged(&roots, 1 << 20, &request(&path, data))
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        // A FIFO there is never opened (this would block).
+        std::fs::remove_file(&path).unwrap();
+        rustix::fs::mkfifoat(rustix::fs::CWD, path.as_str(), Mode::from_raw_mode(0o640)).unwrap();
+        assert!(
+            Upload::unchanged(&roots, 1 << 20, &request(&path, b""))
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::client::{
-    fleet::Fleet,
+    fleet::{Fleet, HostState},
     gui::{
         TransferItem, TransfersAdapter,
         controller::transfers::{Direction, Transfer},
@@ -28,9 +28,15 @@ pub(super) struct Shown {
     pub generation: u64,
 }
 
-/// The hosts a transfer goes to: the fleet, the selection, and each
-/// selected host's index with its name.
-type Chosen = (Fleet, Vec<usize>, Vec<(usize, String)>);
+/// The hosts a transfer goes to: the fleet, the selected hosts not known
+/// to be offline, each selected host's index with its name, and those
+/// known offline with why.
+type Chosen = (
+    Fleet,
+    Vec<usize>,
+    Vec<(usize, String)>,
+    Vec<(usize, String)>,
+);
 
 impl App {
     pub(super) fn bind_transfers(&self) {
@@ -105,7 +111,18 @@ impl App {
             .iter()
             .map(|&i| (i, fleet.host(i).map_or("?", |h| h.name()).to_owned()))
             .collect();
-        Some((fleet, selection, names))
+        // Hosts known to be offline are sent nothing, as for a command.
+        let mut offline = Vec::new();
+        let mut reachable = Vec::new();
+        for index in selection {
+            match fleet.host(index).map(|h| h.status().state) {
+                Some(HostState::Offline { reason }) => {
+                    offline.push((index, format!("offline: {reason}")));
+                }
+                _ => reachable.push(index),
+            }
+        }
+        Some((fleet, reachable, names, offline))
     }
 
     fn start_push(&self) {
@@ -120,14 +137,17 @@ impl App {
             );
             return;
         }
-        let Some((fleet, selection, names)) = self.transfer_hosts() else {
+        let Some((fleet, selection, names, offline)) = self.transfer_hosts() else {
             return;
         };
         let what = local.file_name().map_or_else(
             || local.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
-        let transfer = Transfer::new(Direction::Push, what, names);
+        let mut transfer = Transfer::new(Direction::Push, what, names);
+        for (index, why) in &offline {
+            transfer.skip(*index, why);
+        }
         let (generation, progress) = self.next_transfer(&selection);
         let updates = self.inner.updates.clone();
         let task_progress = progress.clone();
@@ -203,10 +223,13 @@ impl App {
             );
             return;
         }
-        let Some((fleet, selection, names)) = self.transfer_hosts() else {
+        let Some((fleet, selection, names, offline)) = self.transfer_hosts() else {
             return;
         };
-        let transfer = Transfer::new(Direction::Pull, remote.clone(), names);
+        let mut transfer = Transfer::new(Direction::Pull, remote.clone(), names);
+        for (index, why) in &offline {
+            transfer.skip(*index, why);
+        }
         let (generation, progress) = self.next_transfer(&selection);
         let updates = self.inner.updates.clone();
         let task_progress = progress.clone();

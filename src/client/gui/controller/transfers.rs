@@ -67,6 +67,15 @@ impl Transfer {
         }
     }
 
+    /// Marks host `index` skipped (known offline: nothing is sent to it,
+    /// as for a command).
+    pub fn skip(&mut self, index: usize, why: &str) {
+        if let Some(line) = self.line(index) {
+            line.state = format!("skipped: {why}");
+            line.good = Some(false);
+        }
+    }
+
     /// The hosts' lines.
     pub fn lines(&self) -> &[HostLine] {
         &self.lines
@@ -335,6 +344,19 @@ mod tests {
             transfer.summary(),
             "pushing x: not started: x: Permission denied"
         );
+    }
+
+    #[test]
+    fn a_skipped_host_keeps_its_reason_when_the_others_end() {
+        let mut transfer = Transfer::new(
+            Direction::Pull,
+            "x".into(),
+            vec![(0, "web".into()), (1, "db".into())],
+        );
+        transfer.skip(1, "offline: refused");
+        transfer.pulled(Vec::new());
+        assert_eq!(transfer.lines()[1].state, "skipped: offline: refused");
+        assert_eq!(transfer.lines()[0].state, "not run");
     }
 
     #[test]
