@@ -702,6 +702,28 @@ fn the_files_view_pushes_a_tree_and_pulls_with_each_hosts_progress_and_cancel_re
             data
         );
     }
+    // A pull cut by Cancel leaves nothing behind.
+    proxy.set(Faults {
+        down: Link {
+            bytes_per_second: Some(1 << 20),
+            ..Link::default()
+        },
+        ..Faults::default()
+    });
+    let into = base.join("pulled-again");
+    window.type_into("Pull into", &into.display().to_string());
+    window.click("Pull");
+    window.wait_until("web2's pull is under way", |_| {
+        transfer_lines(&window).iter().any(|(name, kind, state)| {
+            name == "web2" && kind == "running" && state.contains(" of ")
+        })
+    });
+    window.click("Cancel transfer");
+    proxy.set(Faults::default());
+    window.wait_until("the cut pull's temporary file is gone", |_| {
+        std::fs::read_dir(into.join("web2")).is_ok_and(|d| d.count() == 0)
+    });
+
     // Nothing selected: said, nothing started.
     window.click("web1");
     window.click("web2");

@@ -124,6 +124,12 @@ async fn pull_one(
         Mode::from_raw_mode(0o600),
     )
     .map_err(errno)?;
+    // Removed however this ends (an error, or the pull dropped because it
+    // was cancelled) unless it was renamed into place.
+    let mut leftover = Leftover {
+        dir: &host_fd,
+        name: Some(temp.clone()),
+    };
     let mut file = tokio::fs::File::from_std(std::fs::File::from(created));
     let mut announced = None;
     let mut hasher = Sha256::new();
@@ -210,15 +216,25 @@ async fn pull_one(
         Ok(sha256)
     });
     drop(file);
-    match landed {
-        Ok(sha256) => Ok(Pulled {
-            local: target,
-            size,
-            sha256,
-        }),
-        Err(e) => {
-            let _ = rustix::fs::unlinkat(&host_fd, temp.as_str(), rustix::fs::AtFlags::empty());
-            Err(e)
+    let sha256 = landed?;
+    leftover.name = None;
+    Ok(Pulled {
+        local: target,
+        size,
+        sha256,
+    })
+}
+
+/// A temporary file removed when this is dropped, unless `name` was taken.
+struct Leftover<'a> {
+    dir: &'a rustix::fd::OwnedFd,
+    name: Option<String>,
+}
+
+impl Drop for Leftover<'_> {
+    fn drop(&mut self) {
+        if let Some(name) = self.name.take() {
+            let _ = rustix::fs::unlinkat(self.dir, name.as_str(), rustix::fs::AtFlags::empty());
         }
     }
 }
