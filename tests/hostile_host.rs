@@ -303,11 +303,12 @@ impl RemoteAgent for Hostile {
         Err(Status::not_found(EVIL))
     }
 
+    // Never answers: a push must give the host up, not hang.
     async fn make_directory(
         &self,
         _: Request<proto::MakeDirectoryRequest>,
     ) -> Result<Response<proto::MakeDirectoryResponse>, Status> {
-        Err(Status::permission_denied(EVIL))
+        std::future::pending().await
     }
 
     type AttachJobStream = Events;
@@ -767,4 +768,35 @@ fn a_single_host_gets_the_bytes_exactly_as_ssh_would() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(output.stdout, evil_stdout().concat());
     assert_eq!(output.stderr, format!("{EVIL}\n").into_bytes());
+}
+
+#[test]
+fn a_host_that_never_answers_is_given_up_in_bounded_time() {
+    let fleet = Fleet::new();
+    let tree = fleet.scratch.path("tree");
+    std::fs::create_dir_all(tree.join("sub")).expect("a tree");
+    std::fs::write(tree.join("sub/file"), b"data").expect("written");
+    let started = std::time::Instant::now();
+    let output = fleet.vigie(
+        "never",
+        &[
+            "-H",
+            EVIL_HOST,
+            "push",
+            tree.to_str().expect("UTF-8"),
+            "/srv/tree",
+        ],
+    );
+    let took = started.elapsed();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("/srv/tree: ")
+            && stdout(&output).contains("no answer within 30 s"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(
+        took >= std::time::Duration::from_secs(30) && took < std::time::Duration::from_secs(45),
+        "given up after {took:?}"
+    );
 }
