@@ -651,23 +651,7 @@ fn the_files_view_pushes_a_tree_and_pulls_with_each_hosts_progress_and_cancel_re
     // The agent keeps what arrived, and lets go of it once it has noticed
     // the cut (the upload holds a lock on its partial file until then).
     window.wait_until("the cut upload is kept for a resume", |_| {
-        let Ok(mut partials) = std::fs::read_dir(shared.join(".vigie-uploads")) else {
-            return false;
-        };
-        let Some(Ok(partial)) = partials.next() else {
-            return false;
-        };
-        let Ok(file) = std::fs::File::open(partial.path()) else {
-            return false;
-        };
-        // SAFETY: flock on a descriptor this closure owns.
-        let free = unsafe {
-            libc::flock(
-                std::os::fd::AsRawFd::as_raw_fd(&file),
-                libc::LOCK_EX | libc::LOCK_NB,
-            )
-        } == 0;
-        free && file.metadata().is_ok_and(|m| m.len() > 0)
+        support::released_partial(&shared).is_some_and(|kept| kept > 0)
     });
     window.click("Push");
     window.wait_until("the second push ends", |_| {

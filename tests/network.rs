@@ -962,24 +962,6 @@ async fn detection_times() {
     }
 }
 
-/// Whether the agent has let go of its partial upload in `dir` (an upload
-/// holds a lock on it until it notices its client is gone), and its size.
-fn released_partial(dir: &std::path::Path) -> Option<u64> {
-    let partial = std::fs::read_dir(dir.join(".vigie-uploads"))
-        .ok()?
-        .next()?
-        .ok()?;
-    let file = std::fs::File::open(partial.path()).ok()?;
-    // SAFETY: flock on a descriptor this function owns (closed on return).
-    let free = unsafe {
-        libc::flock(
-            std::os::fd::AsRawFd::as_raw_fd(&file),
-            libc::LOCK_EX | libc::LOCK_NB,
-        )
-    } == 0;
-    free.then(|| file.metadata().map(|m| m.len()).unwrap_or(0))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_cut_by_a_partition_fails_in_bounded_time_leaves_no_target_and_resumes() {
     if !netns::available("push partition") {
@@ -1075,11 +1057,11 @@ async fn a_push_cut_by_a_partition_fails_in_bounded_time_leaves_no_target_and_re
     // and the same push resumes from there.
     host.heal();
     let kept = when(AGENT_DETECTION + MARGIN + Duration::from_secs(60), || {
-        released_partial(&root).is_some()
+        support::released_partial(&root).is_some()
     })
     .await;
     assert!(kept.is_some(), "the cut upload is kept for a resume");
-    let kept = released_partial(&root).expect("kept");
+    let kept = support::released_partial(&root).expect("kept");
     assert!(kept >= 16 << 20, "{kept} bytes kept");
     let mut again = push();
     let output = tokio::task::spawn_blocking(move || again.output().expect("vigie runs"))

@@ -372,3 +372,21 @@ pub fn with_token(token: &str) -> ConnectionSettings {
         ..ConnectionSettings::default()
     }
 }
+
+/// Whether the agent has let go of its partial upload in `dir` (an upload
+/// holds a lock on it until it notices its client is gone), and its size.
+pub fn released_partial(dir: &std::path::Path) -> Option<u64> {
+    let partial = std::fs::read_dir(dir.join(".vigie-uploads"))
+        .ok()?
+        .next()?
+        .ok()?;
+    let file = std::fs::File::open(partial.path()).ok()?;
+    // SAFETY: flock on a descriptor this function owns (closed on return).
+    let free = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    } == 0;
+    free.then(|| file.metadata().map(|m| m.len()).unwrap_or(0))
+}

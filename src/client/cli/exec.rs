@@ -83,23 +83,29 @@ pub struct ExecArgs {
     pub rollout: super::staged::RolloutArgs,
 }
 
+/// What `--stdin` names: nothing, this process's stdin (`-`) or a file's
+/// bytes, read whole.
+pub(super) fn stdin_of(path: Option<&std::path::Path>) -> Result<Bytes, CliError> {
+    match path {
+        None => Ok(Bytes::new()),
+        Some(path) if path.as_os_str() == "-" => {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+                .map_err(|e| CliError::Usage(format!("cannot read stdin: {e}")))?;
+            Ok(Bytes::from(bytes))
+        }
+        Some(path) => std::fs::read(path)
+            .map(Bytes::from)
+            .map_err(|e| CliError::Usage(format!("{}: {e}", path.display()))),
+    }
+}
+
 pub(super) async fn run(
     context: &Context,
     args: ExecArgs,
     printer: &Printer,
 ) -> Result<ExitCode, CliError> {
-    let stdin = match &args.stdin {
-        None => Bytes::new(),
-        Some(path) if path.as_os_str() == "-" => {
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
-                .map_err(|e| CliError::Usage(format!("cannot read stdin: {e}")))?;
-            Bytes::from(bytes)
-        }
-        Some(path) => Bytes::from(
-            std::fs::read(path).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?,
-        ),
-    };
+    let stdin = stdin_of(args.stdin.as_deref())?;
     // Without a shell the words travel as argv alone: an agent refuses a
     // request that carries both a command line and an argv.
     let request = ExecRequest {

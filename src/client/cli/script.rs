@@ -48,23 +48,12 @@ pub(super) async fn run(
     args: ScriptArgs,
     printer: &Printer,
 ) -> Result<ExitCode, CliError> {
-    let read = |path: &PathBuf| {
-        std::fs::read(path).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
-    };
-    let script = read(&args.file)?;
+    let script = std::fs::read(&args.file)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", args.file.display())))?;
     if script.is_empty() {
         return Err(CliError::Usage(format!("{} is empty", args.file.display())));
     }
-    let stdin = match &args.stdin {
-        None => Bytes::new(),
-        Some(path) if path.as_os_str() == "-" => {
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
-                .map_err(|e| CliError::Usage(format!("cannot read stdin: {e}")))?;
-            Bytes::from(bytes)
-        }
-        Some(path) => Bytes::from(read(path)?),
-    };
+    let stdin = super::exec::stdin_of(args.stdin.as_deref())?;
     let request = ExecRequest {
         shell: Shell::None,
         argv: args.args,

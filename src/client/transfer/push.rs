@@ -57,6 +57,14 @@ struct Building {
 /// Each host's outcome so far, in selection order.
 type Ledger = Vec<(usize, Result<Building, Failed>)>;
 
+/// What host `index` did so far, while it has not failed.
+fn building(ledger: &mut Ledger, index: usize) -> Option<&mut Building> {
+    match ledger.iter_mut().find(|(i, _)| *i == index) {
+        Some((_, Ok(building))) => Some(building),
+        _ => None,
+    }
+}
+
 /// Marks host `index` failed at `remote` (its first failure only).
 fn mark_failed(ledger: &mut Ledger, progress: &Progress, index: usize, remote: &str, error: Error) {
     if let Some(slot) = ledger.iter_mut().find(|(i, _)| *i == index)
@@ -128,7 +136,7 @@ pub async fn push_plan(
         while let Some((index, made)) = making.next().await {
             match made {
                 Ok(created) => {
-                    if let Some((_, Ok(pushed))) = ledger.iter_mut().find(|(i, _)| *i == index) {
+                    if let Some(pushed) = building(&mut ledger, index) {
                         pushed.dirs = dirs.len();
                         pushed.dirs_created = created;
                     }
@@ -160,7 +168,7 @@ pub async fn push_plan(
         for (index, result) in results {
             match result {
                 Ok(done) => {
-                    if let Some((_, Ok(pushed))) = ledger.iter_mut().find(|(i, _)| *i == index) {
+                    if let Some(pushed) = building(&mut ledger, index) {
                         pushed.files.push((order, done));
                     }
                 }

@@ -28,16 +28,6 @@ pub(super) struct Shown {
     pub generation: u64,
 }
 
-/// The hosts a transfer goes to: the fleet, the selected hosts not known
-/// to be offline, each selected host's index with its name, and those
-/// known offline with why.
-type Chosen = (
-    Fleet,
-    Vec<usize>,
-    Vec<(usize, String)>,
-    Vec<(usize, String)>,
-);
-
 impl App {
     pub(super) fn bind_transfers(&self) {
         let w = &self.inner.window;
@@ -87,10 +77,17 @@ impl App {
         }));
     }
 
-    /// The selected hosts with their names, or None (said) when there is
-    /// nothing to transfer with.
-    fn transfer_hosts(&self) -> Option<Chosen> {
-        let state = self.inner.state.borrow();
+    /// Starts a transfer of `what` over the selected hosts, unless one
+    /// runs or none is selected (said): hosts known to be offline are sent
+    /// nothing and shown skipped, as for a command; `work` runs on the
+    /// runtime with the fleet, the other selected hosts, the progress, the
+    /// update queue and the transfer's generation.
+    fn run_transfer<Work, Done>(&self, direction: Direction, what: String, work: Work)
+    where
+        Work: FnOnce(Fleet, Vec<usize>, Arc<Progress>, Arc<Updates>, u64) -> Done,
+        Done: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let mut state = self.inner.state.borrow_mut();
         if state
             .transfer
             .as_ref()
@@ -98,31 +95,47 @@ impl App {
         {
             drop(state);
             self.status("a transfer is running: wait for it or cancel it", true);
-            return None;
+            return;
         }
         let selection = state.hosts.selection();
         if selection.is_empty() {
             drop(state);
             self.status("select the hosts to transfer with first", true);
-            return None;
+            return;
         }
         let fleet = state.hosts.fleet().clone();
         let names = selection
             .iter()
             .map(|&i| (i, fleet.host(i).map_or("?", |h| h.name()).to_owned()))
             .collect();
-        // Hosts known to be offline are sent nothing, as for a command.
-        let mut offline = Vec::new();
+        let mut transfer = Transfer::new(direction, what, names);
         let mut reachable = Vec::new();
-        for index in selection {
+        for &index in &selection {
             match fleet.host(index).map(|h| h.status().state) {
                 Some(HostState::Offline { reason }) => {
-                    offline.push((index, format!("offline: {reason}")));
+                    transfer.skip(index, &format!("offline: {reason}"));
                 }
                 _ => reachable.push(index),
             }
         }
-        Some((fleet, reachable, names, offline))
+        state.transfer_generation += 1;
+        let generation = state.transfer_generation;
+        let progress = Arc::new(Progress::for_hosts(&selection));
+        let task = self.inner.runtime.spawn(work(
+            fleet,
+            reachable,
+            progress.clone(),
+            self.inner.updates.clone(),
+            generation,
+        ));
+        state.transfer = Some(Shown {
+            transfer,
+            progress,
+            task: task.abort_handle(),
+            generation,
+        });
+        drop(state);
+        self.show_transfer();
     }
 
     fn start_push(&self) {
@@ -137,79 +150,58 @@ impl App {
             );
             return;
         }
-        let Some((fleet, selection, names, offline)) = self.transfer_hosts() else {
-            return;
-        };
         let what = local.file_name().map_or_else(
             || local.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
-        let mut transfer = Transfer::new(Direction::Push, what, names);
-        for (index, why) in &offline {
-            transfer.skip(*index, why);
-        }
-        let (generation, progress) = self.next_transfer(&selection);
-        let updates = self.inner.updates.clone();
-        let task_progress = progress.clone();
-        let task = self.inner.runtime.spawn(async move {
-            // Every file is hashed before anything is sent.
-            let planned = tokio::task::spawn_blocking({
-                let (local, remote) = (local.clone(), remote.clone());
-                move || Plan::new(&[local], &remote)
-            })
-            .await;
-            let plan = match planned {
-                Ok(Ok(plan)) => plan,
-                Ok(Err(e)) => {
-                    updates.push(Update::Transfer(TransferUpdate::Failed(
-                        generation,
-                        e.to_string(),
-                    )));
-                    return;
+        self.run_transfer(
+            Direction::Push,
+            what,
+            move |fleet, selection, progress, updates, generation| async move {
+                // Every file is hashed before anything is sent.
+                let planned = tokio::task::spawn_blocking(move || Plan::new(&[local], &remote))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|planned| planned.map_err(|e| e.to_string()));
+                let plan = match planned {
+                    Ok(plan) => plan,
+                    Err(message) => {
+                        updates.push(Update::Transfer(TransferUpdate::Failed(
+                            generation, message,
+                        )));
+                        return;
+                    }
+                };
+                // Everything left out, in one message (the status line
+                // shows one at a time).
+                if !plan.skipped.is_empty() {
+                    let named: Vec<String> = plan
+                        .skipped
+                        .iter()
+                        .take(3)
+                        .map(|s| format!("{} ({})", s.path.display(), s.why))
+                        .collect();
+                    let more = plan.skipped.len().saturating_sub(named.len());
+                    updates.push(Update::Status {
+                        message: format!(
+                            "left out of the push: {}{}",
+                            named.join(", "),
+                            if more > 0 {
+                                format!(" and {more} more")
+                            } else {
+                                String::new()
+                            }
+                        ),
+                        error: false,
+                    });
                 }
-                Err(e) => {
-                    updates.push(Update::Transfer(TransferUpdate::Failed(
-                        generation,
-                        e.to_string(),
-                    )));
-                    return;
-                }
-            };
-            // Everything left out, in one message (the status line shows
-            // one at a time).
-            if !plan.skipped.is_empty() {
-                let named: Vec<String> = plan
-                    .skipped
-                    .iter()
-                    .take(3)
-                    .map(|s| format!("{} ({})", s.path.display(), s.why))
-                    .collect();
-                let more = plan.skipped.len().saturating_sub(named.len());
-                updates.push(Update::Status {
-                    message: format!(
-                        "left out of the push: {}{}",
-                        named.join(", "),
-                        if more > 0 {
-                            format!(" and {more} more")
-                        } else {
-                            String::new()
-                        }
-                    ),
-                    error: false,
-                });
-            }
-            let work = transfer::push_plan(&fleet, &selection, &plan, replace, task_progress);
-            let results = ticking(work, &updates, generation).await;
-            updates.push(Update::Transfer(TransferUpdate::Pushed(
-                generation, results,
-            )));
-        });
-        self.keep(Shown {
-            transfer,
-            progress,
-            task: task.abort_handle(),
-            generation,
-        });
+                let work = transfer::push_plan(&fleet, &selection, &plan, replace, progress);
+                let results = ticking(work, &updates, generation).await;
+                updates.push(Update::Transfer(TransferUpdate::Pushed(
+                    generation, results,
+                )));
+            },
+        );
     }
 
     fn start_pull(&self) {
@@ -223,45 +215,17 @@ impl App {
             );
             return;
         }
-        let Some((fleet, selection, names, offline)) = self.transfer_hosts() else {
-            return;
-        };
-        let mut transfer = Transfer::new(Direction::Pull, remote.clone(), names);
-        for (index, why) in &offline {
-            transfer.skip(*index, why);
-        }
-        let (generation, progress) = self.next_transfer(&selection);
-        let updates = self.inner.updates.clone();
-        let task_progress = progress.clone();
-        let task = self.inner.runtime.spawn(async move {
-            let work = transfer::pull(&fleet, &selection, &remote, &into, task_progress);
-            let results = ticking(work, &updates, generation).await;
-            updates.push(Update::Transfer(TransferUpdate::Pulled(
-                generation, results,
-            )));
-        });
-        self.keep(Shown {
-            transfer,
-            progress,
-            task: task.abort_handle(),
-            generation,
-        });
-    }
-
-    /// A new transfer's generation and progress.
-    fn next_transfer(&self, selection: &[usize]) -> (u64, Arc<Progress>) {
-        let mut state = self.inner.state.borrow_mut();
-        state.transfer_generation += 1;
-        (
-            state.transfer_generation,
-            Arc::new(Progress::for_hosts(selection)),
-        )
-    }
-
-    /// Shows a transfer that was just started.
-    fn keep(&self, shown: Shown) {
-        self.inner.state.borrow_mut().transfer = Some(shown);
-        self.show_transfer();
+        self.run_transfer(
+            Direction::Pull,
+            remote.clone(),
+            move |fleet, selection, progress, updates, generation| async move {
+                let work = transfer::pull(&fleet, &selection, &remote, &into, progress);
+                let results = ticking(work, &updates, generation).await;
+                updates.push(Update::Transfer(TransferUpdate::Pulled(
+                    generation, results,
+                )));
+            },
+        );
     }
 
     /// Cuts the running transfer.
