@@ -235,6 +235,11 @@ impl From<MetricsSample> for proto::WatchMetricsResponse {
             cpu_usage_per_core: m.cpu_usage_per_core,
             memory: Some(m.memory.into()),
             load_average: m.load_average.map(Into::into),
+            fullest_disk: m.fullest_disk.map(|d| proto::DiskUsage {
+                mount_point: d.mount_point,
+                total_bytes: d.total_bytes,
+                available_bytes: d.available_bytes,
+            }),
         }
     }
 }
@@ -247,6 +252,11 @@ impl From<proto::WatchMetricsResponse> for MetricsSample {
             cpu_usage_per_core: m.cpu_usage_per_core,
             memory: m.memory.map(Into::into).unwrap_or_default(),
             load_average: m.load_average.map(Into::into),
+            fullest_disk: m.fullest_disk.map(|d| crate::types::DiskUsage {
+                mount_point: d.mount_point,
+                total_bytes: d.total_bytes,
+                available_bytes: d.available_bytes,
+            }),
         }
     }
 }

@@ -132,6 +132,28 @@ pub struct LoadAverage {
     pub fifteen: f64,
 }
 
+/// How full one file system is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiskUsage {
+    /// Where it is mounted.
+    pub mount_point: String,
+    /// Size.
+    pub total_bytes: u64,
+    /// Space available to unprivileged users.
+    pub available_bytes: u64,
+}
+
+impl DiskUsage {
+    /// How much of it is used, in percent (0 for an empty size).
+    pub fn used_percent(&self) -> f64 {
+        if self.total_bytes == 0 {
+            return 0.0;
+        }
+        let used = self.total_bytes.saturating_sub(self.available_bytes);
+        used as f64 * 100.0 / self.total_bytes as f64
+    }
+}
+
 /// One CPU and memory sample of a WatchMetrics stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricsSample {
@@ -145,6 +167,9 @@ pub struct MetricsSample {
     pub memory: Memory,
     /// Load averages, where the OS has them.
     pub load_average: Option<LoadAverage>,
+    /// The local writable file system with the least room left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fullest_disk: Option<DiskUsage>,
 }
 
 /// One process.

@@ -487,3 +487,70 @@ fn a_low_open_file_limit_fails_no_host() {
     let history = std::fs::read_to_string(scratch.path("history.jsonl")).expect("recorded");
     assert_eq!(history.lines().count(), 1);
 }
+
+/// When even the hard limit cannot hold a connection to every host, the
+/// CLI keeps as many open as it can, closes each host's when it is done
+/// and says so once: no host fails, and the history is still written.
+#[test]
+fn a_hard_limit_below_the_fleet_bounds_connections_instead_of_failing_hosts() {
+    let agents: Vec<TestAgent> = (0..10).map(|_| TestAgent::start()).collect();
+    let scratch = Scratch::new();
+    let names: Vec<String> = (1..=300).map(|i| format!("h{i:03}")).collect();
+    let hosts: Vec<(&str, std::net::SocketAddr)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (name.as_str(), agents[i % agents.len()].addr()))
+        .collect();
+    let file = scratch.hosts_at(&hosts, "");
+    let limited = |args: &[&str]| {
+        let command = scratch.vigie();
+        let mut limited = std::process::Command::new("sh");
+        limited
+            .env_clear()
+            .stdin(std::process::Stdio::null())
+            .arg("-c")
+            // Hard and soft: the CLI cannot raise it back.
+            .arg("ulimit -n 128 && exec \"$0\" \"$@\"")
+            .arg(command.get_program())
+            .args(hosts_arg(&file))
+            .args(args);
+        for (key, value) in command.get_envs() {
+            match value {
+                Some(value) => limited.env(key, value),
+                None => limited.env_remove(key),
+            };
+        }
+        run(&mut limited)
+    };
+    let output = limited(&["--json", "--concurrency", "300", "exec", "--", "echo hi"]);
+    let err = stderr(&output);
+    assert!(output.status.success(), "{err}");
+    let lines = json_lines(&output);
+    let said: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["type"] == "output")
+        .filter_map(|l| l["text"].as_str())
+        .collect();
+    assert_eq!(said.len(), 300, "every host's output");
+    assert!(said.iter().all(|text| *text == "hi"));
+    let summary = lines.last().expect("a summary");
+    assert_eq!(summary["ok"], 300, "{summary}");
+    assert_eq!(
+        err.matches("open-file limit (128").count(),
+        1,
+        "said once: {err}"
+    );
+    assert!(err.contains("at most 32 are kept open at once"), "{err}");
+    assert!(!err.contains("Too many open files"), "{err}");
+    let history = std::fs::read_to_string(scratch.path("history.jsonl")).expect("recorded");
+    assert_eq!(history.lines().count(), 1);
+
+    // Reads go the same way.
+    let info = limited(&["--json", "info"]);
+    assert!(info.status.success(), "{}", stderr(&info));
+    let answers = json_lines(&info)
+        .iter()
+        .filter(|l| l["status"] == "ok" && l["info"]["os_family"] == "linux")
+        .count();
+    assert_eq!(answers, 300, "{}", stdout(&info));
+}

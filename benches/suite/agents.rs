@@ -140,14 +140,24 @@ pub const AGENTS_PER_PROCESS: usize = 20;
 
 impl AgentFarm {
     pub fn start(count: usize) -> Self {
+        Self::start_with(count, AGENTS_PER_PROCESS, None)
+    }
+
+    /// `count` agents, `per_process` in each child; with `tls`, each agent
+    /// serves mutual TLS with the files `vigie-agent init` wrote there.
+    pub fn start_with(count: usize, per_process: usize, tls: Option<&std::path::Path>) -> Self {
         let mut children = Vec::new();
         let mut ports = Vec::with_capacity(count);
         let mut left = count;
         while left > 0 {
-            let here = left.min(AGENTS_PER_PROCESS);
+            let here = left.min(per_process);
             left -= here;
-            let mut child = Command::new(std::env::current_exe().expect("this program"))
-                .args(["--agent-farm", &here.to_string()])
+            let mut command = Command::new(std::env::current_exe().expect("this program"));
+            command.args(["--agent-farm", &here.to_string()]);
+            if let Some(dir) = tls {
+                command.arg(dir);
+            }
+            let mut child = command
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()
@@ -181,14 +191,16 @@ impl AgentFarm {
             1 => "1 process".to_owned(),
             n => format!("{n} processes"),
         };
+        let per_process = self.ports.len().div_ceil(self.children.len().max(1));
         format!(
-            "agents served by {processes} of up to {AGENTS_PER_PROCESS} on {} loopback ports",
+            "agents served by {processes} of up to {per_process} on {} loopback ports",
             self.ports.len()
         )
     }
 
-    /// The child side: serves `count` agents until stdin closes.
-    pub fn serve(count: usize) {
+    /// The child side: serves `count` agents until stdin closes; with
+    /// `tls`, mutual TLS with the files `vigie-agent init` wrote there.
+    pub fn serve(count: usize, tls: Option<std::path::PathBuf>) {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -199,11 +211,17 @@ impl AgentFarm {
             let mut tasks = Vec::new();
             let mut out = std::io::stdout().lock();
             for _ in 0..count {
-                let agent = vigie::server::Agent::bind(vigie::server::AgentConfig {
+                let mut config = vigie::server::AgentConfig {
                     listen: "127.0.0.1:0".into(),
                     ..vigie::server::AgentConfig::default()
-                })
-                .expect("an agent binds");
+                };
+                if let Some(dir) = &tls {
+                    config.tls_cert = Some(dir.join("agent.pem"));
+                    config.tls_key = Some(dir.join("agent-key.pem"));
+                    config.client_ca = Some(dir.join("ca.pem"));
+                    config.access_file = Some(dir.join("access.toml"));
+                }
+                let agent = vigie::server::Agent::bind(config).expect("an agent binds");
                 let port = agent
                     .tcp_listener()
                     .and_then(|l| l.local_addr().ok())

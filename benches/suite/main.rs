@@ -21,6 +21,7 @@ mod jobs;
 mod latency;
 mod memory;
 mod report;
+mod scale;
 mod ssh;
 mod stream;
 
@@ -30,7 +31,7 @@ use report::Report;
 
 /// The groups of figures, in the order they run.
 const GROUPS: &[&str] = &[
-    "latency", "stream", "jobs", "files", "fanout", "memory", "gui",
+    "latency", "stream", "jobs", "files", "fanout", "scale", "memory", "gui",
 ];
 
 /// What the run was asked to do.
@@ -115,7 +116,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     if args.next().as_deref() == Some("--agent-farm") {
         let count = args.next().and_then(|n| n.parse().ok()).unwrap_or(1);
-        agents::AgentFarm::serve(count);
+        agents::AgentFarm::serve(count, args.next().map(PathBuf::from));
         return;
     }
     let options = match Options::parse() {
@@ -155,6 +156,9 @@ fn main() {
     }
     if run.options.wants("fanout") {
         fanout::run(&mut run);
+    }
+    if run.options.wants("scale") {
+        scale::run(&mut run);
     }
     if run.options.wants("memory") {
         memory::run(&mut run);

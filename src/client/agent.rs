@@ -59,6 +59,10 @@ pub struct AgentClient {
     /// The agent's address, for error messages.
     address: Arc<str>,
     tls: bool,
+    /// Whatever must live as long as this client and its clones: the
+    /// fleet's connection lease when connections are bounded (see
+    /// `fleet::connections`).
+    hold: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl AgentClient {
@@ -142,7 +146,14 @@ impl AgentClient {
             session_id,
             address: Arc::from("the agent"),
             tls: false,
+            hold: None,
         })
+    }
+
+    /// This client, keeping `hold` alive as long as it or a clone lives.
+    pub(crate) fn holding(mut self, hold: Arc<dyn std::any::Any + Send + Sync>) -> Self {
+        self.hold = Some(hold);
+        self
     }
 
     /// The session id this client sends.
@@ -176,8 +187,10 @@ impl AgentClient {
 
     /// An Execute or AttachJob stream as domain events.
     fn events(&self, stream: tonic::Streaming<proto::ExecuteResponse>) -> EventStream {
-        let (address, tls) = (self.address.clone(), self.tls);
+        let (address, tls, hold) = (self.address.clone(), self.tls, self.hold.clone());
         Box::pin(stream.map(move |item| {
+            // The connection's lease lives as long as the stream using it.
+            let _ = &hold;
             let response = item.map_err(|s| Error::from_status(s, &address, tls))?;
             Event::try_from(response).map_err(|e| Error::Protocol(e.to_string()))
         }))
@@ -230,8 +243,9 @@ impl AgentClient {
             .await
             .map_err(|s| self.fail(s))?
             .into_inner();
-        let (address, tls) = (self.address.clone(), self.tls);
+        let (address, tls, hold) = (self.address.clone(), self.tls, self.hold.clone());
         Ok(Box::pin(stream.map(move |item| {
+            let _ = &hold;
             item.map(Into::into)
                 .map_err(|s| Error::from_status(s, &address, tls))
         })))
@@ -386,8 +400,9 @@ impl AgentClient {
             .await
             .map_err(|s| self.fail(s))?
             .into_inner();
-        let (address, tls) = (self.address.clone(), self.tls);
+        let (address, tls, hold) = (self.address.clone(), self.tls, self.hold.clone());
         Ok(Box::pin(stream.map(move |item| {
+            let _ = &hold;
             use crate::types::GetEvent;
             use proto::get_file_response::Step;
             let response = item.map_err(|s| Error::from_status(s, &address, tls))?;

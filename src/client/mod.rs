@@ -6,6 +6,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod connect;
+pub mod dashboard;
 pub mod deploy;
 pub mod enroll;
 pub mod fleet;
@@ -22,6 +23,7 @@ pub mod present;
 pub mod ranges;
 pub mod run;
 pub mod text;
+pub mod top;
 pub mod transfer;
 mod verify;
 

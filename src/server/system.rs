@@ -16,8 +16,8 @@ use sysinfo::{
 use crate::{
     command::OsFamily,
     types::{
-        Disk, InterfaceAddress, LoadAverage, Memory, MetricsSample, NetworkInterface, ProcessInfo,
-        SystemInfo,
+        Disk, DiskUsage, InterfaceAddress, LoadAverage, Memory, MetricsSample, NetworkInterface,
+        ProcessInfo, SystemInfo,
     },
 };
 
@@ -229,6 +229,7 @@ impl ProbeState {
 pub struct MetricsSampler {
     system: System,
     per_core: bool,
+    disks: Disks,
 }
 
 impl MetricsSampler {
@@ -236,7 +237,38 @@ impl MetricsSampler {
     pub fn new(per_core: bool) -> Result<Self, ProbeError> {
         let mut system = System::new().map_err(|e| ProbeError(e.to_string()))?;
         system.refresh_cpu_list(CpuRefreshKind::nothing().with_usage());
-        Ok(Self { system, per_core })
+        let disks = Disks::new().map_err(|e| ProbeError(e.to_string()))?;
+        Ok(Self {
+            system,
+            per_core,
+            disks,
+        })
+    }
+
+    /// The local writable file system with the least room left (its size
+    /// read again now; the list of mounts too, so that one mounted since
+    /// the stream began counts).
+    fn fullest_disk(&mut self) -> Option<DiskUsage> {
+        self.disks
+            .refresh_specifics(true, DiskRefreshKind::nothing().with_storage());
+        self.disks
+            .iter()
+            .filter(|d| {
+                let kind = d.file_system().to_string_lossy();
+                // Memory-backed and image file systems fill by design.
+                !d.is_read_only()
+                    && d.total_space() > 0
+                    && !matches!(
+                        &*kind,
+                        "tmpfs" | "devtmpfs" | "squashfs" | "iso9660" | "ramfs"
+                    )
+            })
+            .map(|d| DiskUsage {
+                mount_point: d.mount_point().to_string_lossy().into_owned(),
+                total_bytes: d.total_space(),
+                available_bytes: d.available_space(),
+            })
+            .max_by(|a, b| a.used_percent().total_cmp(&b.used_percent()))
     }
 
     /// Takes a sample: usage since the previous one.
@@ -254,6 +286,7 @@ impl MetricsSampler {
             },
             memory: memory(&self.system),
             load_average: load_average(),
+            fullest_disk: self.fullest_disk(),
         }
     }
 }

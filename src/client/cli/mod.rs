@@ -18,6 +18,7 @@ mod pki;
 mod ps;
 mod script;
 mod staged;
+mod top;
 mod watch;
 
 pub mod output;
@@ -163,6 +164,18 @@ pub enum Command {
         /// Stop after this many samples per host.
         #[arg(long)]
         count: Option<u64>,
+    },
+    /// A full-screen live view of the selected hosts (CPU, memory, load,
+    /// fullest disk), sorted and filtered, with keys to select hosts and
+    /// run a command on them. Needs a terminal; `watch` prints lines.
+    Top {
+        /// Time between samples (100ms to 60s).
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// Where a host becomes hot, e.g. `cpu=95,memory=90,load=8,disk=90`
+        /// (percent; the load in runnable processes).
+        #[arg(long, value_parser = crate::client::dashboard::Thresholds::parse)]
+        thresholds: Option<crate::client::dashboard::Thresholds>,
     },
     /// What each agent sees of this client, and its own state.
     Conn,
@@ -322,6 +335,10 @@ async fn dispatch(cli: Cli, printer: &Printer) -> Result<ExitCode, CliError> {
                 Command::Watch { interval, count } => {
                     watch::watch(&context, interval, count, printer).await
                 }
+                Command::Top {
+                    interval,
+                    thresholds,
+                } => top::top(&context, interval, thresholds.unwrap_or_default()).await,
                 Command::Conn => conn::conn(&context, printer).await,
                 Command::Disconnect => {
                     lifecycle::lifecycle(&context, lifecycle::Lifecycle::Disconnect, false, printer)
@@ -470,6 +487,9 @@ impl Context {
             return Err(CliError::Usage(
                 "no hosts selected: the hosts file is empty".into(),
             ));
+        }
+        if let Some(notice) = fleet.connection_notice() {
+            eprintln!("vigie: note: {notice}");
         }
         Ok(Self {
             fleet,

@@ -9,6 +9,8 @@ use std::{
 
 use tokio::sync::watch;
 
+use super::connections::{self, Slot};
+
 use crate::{
     client::{
         AgentClient, ConnectionSettings, Error,
@@ -50,7 +52,10 @@ pub struct Host {
     /// Its entry in the hosts file.
     pub entry: HostEntry,
     settings: ConnectionSettings,
-    client: tokio::sync::OnceCell<Result<AgentClient, String>>,
+    /// Its connection: kept, or leased when the fleet is larger than the
+    /// process's connection budget (see `connections`).
+    client: tokio::sync::Mutex<Slot>,
+    leased: bool,
     status: watch::Sender<HostStatus>,
     session: String,
     /// The certificate the agent last showed on this host's channel.
@@ -58,11 +63,12 @@ pub struct Host {
 }
 
 impl Host {
-    pub(super) fn new(entry: HostEntry, settings: ConnectionSettings) -> Self {
+    pub(super) fn new(entry: HostEntry, settings: ConnectionSettings, leased: bool) -> Self {
         Self {
             entry,
             settings,
-            client: tokio::sync::OnceCell::new(),
+            client: tokio::sync::Mutex::new(Slot::Empty),
+            leased,
             status: watch::Sender::new(HostStatus {
                 state: HostState::Unknown,
                 last_seen: None,
@@ -125,34 +131,48 @@ impl Host {
     }
 
     /// The host's client: one channel and one session for the life of the
-    /// fleet. The channel dials on first use and reconnects by itself.
+    /// fleet, dialled on first use and reconnecting by itself. A leased
+    /// host's channel lives only while a client of it does: this may wait
+    /// for another host's connection to close.
     pub async fn client(&self) -> Result<AgentClient, Error> {
-        let client = self
-            .client
-            .get_or_init(|| async {
-                let address = self.address();
-                let channel = connect::channel_seeing(
-                    &address,
-                    &self.settings,
-                    true,
-                    Some(self.seen.clone()),
-                    Some(&self.entry.name),
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-                AgentClient::with_channel(
-                    channel,
-                    self.session.clone(),
-                    self.settings.token.as_ref(),
-                )
-                .map(|c| c.described_as(&address.to_string(), self.settings.uses_tls()))
-                .map_err(|e| e.to_string())
-            })
-            .await;
-        client.clone().map_err(|reason| Error::Settings {
+        let mut slot = self.client.lock().await;
+        let client = match slot.current() {
+            Some(client) => client,
+            None if self.leased => connections::lease(&mut slot, self.make_client()).await,
+            None => {
+                let client = self.make_client().await;
+                slot.keep(client.clone());
+                client
+            }
+        };
+        client.map_err(|reason| Error::Settings {
             address: self.entry.endpoint(),
             reason,
         })
+    }
+
+    /// True when this host's connection is closed whenever it is not in
+    /// use (its fleet is larger than the connection budget).
+    pub fn is_leased(&self) -> bool {
+        self.leased
+    }
+
+    /// A new client on a lazily dialled channel: reads the TLS files, dials
+    /// nothing.
+    async fn make_client(&self) -> Result<AgentClient, String> {
+        let address = self.address();
+        let channel = connect::channel_seeing(
+            &address,
+            &self.settings,
+            true,
+            Some(self.seen.clone()),
+            Some(&self.entry.name),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        AgentClient::with_channel(channel, self.session.clone(), self.settings.token.as_ref())
+            .map(|c| c.described_as(&address.to_string(), self.settings.uses_tls()))
+            .map_err(|e| e.to_string())
     }
 
     pub(super) fn set(&self, state: HostState) {

@@ -11,6 +11,7 @@
 //! concurrency limit and per-host deadlines, can be cancelled whole or per
 //! host, and reports per-host events as they happen and a result per host.
 
+pub mod connections;
 mod fanout;
 mod host;
 mod rollout;
@@ -79,16 +80,36 @@ impl Fleet {
         entries: impl IntoIterator<Item = HostEntry>,
         settings: impl Fn(&HostEntry) -> ConnectionSettings,
     ) -> Self {
+        let entries: Vec<HostEntry> = entries.into_iter().collect();
+        let leased = connections::budget().must_lease(entries.len());
         let hosts = entries
             .into_iter()
             .map(|entry| {
                 let settings = settings(&entry);
-                Arc::new(Host::new(entry, settings))
+                Arc::new(Host::new(entry, settings, leased))
             })
             .collect();
         Self {
             hosts: Arc::new(hosts),
         }
+    }
+
+    /// When this fleet is too large to keep a connection to each host: the
+    /// notice to give once, saying how many are kept open at once.
+    pub fn connection_notice(&self) -> Option<String> {
+        let budget = connections::budget();
+        budget
+            .must_lease(self.hosts.len())
+            .then(|| budget.notice(self.hosts.len()))
+    }
+
+    /// How many hosts' connections may be open at once (the process's
+    /// budget), when this fleet cannot keep them all.
+    pub fn connection_limit(&self) -> Option<usize> {
+        let budget = connections::budget();
+        budget
+            .must_lease(self.hosts.len())
+            .then_some(budget.connections)
     }
 
     /// A fleet of these hosts that reuses this fleet's hosts whose name,
@@ -99,6 +120,8 @@ impl Fleet {
         entries: impl IntoIterator<Item = HostEntry>,
         settings: impl Fn(&HostEntry) -> ConnectionSettings,
     ) -> Self {
+        let entries: Vec<HostEntry> = entries.into_iter().collect();
+        let leased = connections::budget().must_lease(entries.len());
         let hosts = entries
             .into_iter()
             .map(|entry| {
@@ -108,11 +131,12 @@ impl Fleet {
                         h.entry.name == entry.name
                             && h.entry.address == entry.address
                             && h.entry.port == entry.port
+                            && h.is_leased() == leased
                     })
                     .cloned()
                     .unwrap_or_else(|| {
                         let settings = settings(&entry);
-                        Arc::new(Host::new(entry, settings))
+                        Arc::new(Host::new(entry, settings, leased))
                     })
             })
             .collect();
@@ -411,7 +435,7 @@ impl Fleet {
 }
 
 /// A random duration between half and all of `base`.
-fn jitter(base: Duration) -> Duration {
+pub(crate) fn jitter(base: Duration) -> Duration {
     let mut byte = [0u8; 2];
     let _ = getrandom::fill(&mut byte);
     let fraction = f64::from(u16::from_le_bytes(byte)) / f64::from(u16::MAX);

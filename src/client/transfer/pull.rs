@@ -43,6 +43,10 @@ pub async fn pull(
         .file_name()
         .map(|n| n.to_owned())
         .unwrap_or_else(|| "file".into());
+    // A pull holds a connection and a local file open while it runs: a
+    // few dozen at once fill any network, and a fleet of thousands would
+    // otherwise open thousands of files at once.
+    let at_once = Arc::new(tokio::sync::Semaphore::new(PULLS_AT_ONCE));
     let pulls = selection.iter().map(|&index| {
         let host = fleet.host(index).cloned();
         let (remote, name, dir, progress) = (
@@ -51,9 +55,13 @@ pub async fn pull(
             dir.to_owned(),
             progress.clone(),
         );
+        let at_once = at_once.clone();
         async move {
             let Some(host) = host else {
                 return (index, Err(Error::Protocol("no such host".into())));
+            };
+            let Ok(_turn) = at_once.acquire().await else {
+                return (index, Err(Error::Protocol("the pull was stopped".into())));
             };
             let result = pull_one(&host, index, &remote, &dir, &name, &progress).await;
             host.observe(&result);
@@ -63,6 +71,9 @@ pub async fn pull(
     });
     futures::future::join_all(pulls).await
 }
+
+/// How many hosts a pull reads from at once.
+const PULLS_AT_ONCE: usize = 64;
 
 async fn pull_one(
     host: &crate::client::fleet::Host,

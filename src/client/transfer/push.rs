@@ -100,7 +100,28 @@ fn alive(ledger: &Ledger) -> Vec<usize> {
 
 /// Pushes `plan` to each selected host; each host's outcome in selection
 /// order. A host that fails one entry gets nothing more; the others go on.
+///
+/// Each file goes to its hosts at once, at the pace of the slowest, so
+/// every host of a group must hold its connection together: a fleet too
+/// large to keep them all is pushed to in groups the connection budget
+/// holds, one after the other.
 pub async fn push_plan(
+    fleet: &Fleet,
+    selection: &[usize],
+    plan: &Plan,
+    replace: bool,
+    progress: Arc<Progress>,
+) -> Vec<(usize, Result<Pushed, Failed>)> {
+    let group = fleet.connection_limit().unwrap_or(usize::MAX).max(1);
+    let mut outcomes = Vec::with_capacity(selection.len());
+    for hosts in selection.chunks(group) {
+        outcomes.extend(push_group(fleet, hosts, plan, replace, progress.clone()).await);
+    }
+    outcomes
+}
+
+/// Pushes `plan` to every host of `selection` at once.
+async fn push_group(
     fleet: &Fleet,
     selection: &[usize],
     plan: &Plan,

@@ -80,22 +80,25 @@ impl App {
                     .set_window_title(format!("vigie — {}", path.display()).into());
                 self.watch_fleet();
                 self.refresh_hosts();
-                let count = self.inner.state.borrow().hosts.fleet().hosts().len();
-                match errors.first() {
-                    None => self.status(
-                        &format!("loaded {count} hosts from {}", path.display()),
-                        false,
-                    ),
-                    Some(first) => self.status(
-                        &format!(
-                            "loaded {count} hosts from {}; {} lines skipped ({first}{})",
-                            path.display(),
-                            errors.len(),
-                            if errors.len() > 1 { ", …" } else { "" }
-                        ),
-                        true,
-                    ),
+                let (count, notice) = {
+                    let state = self.inner.state.borrow();
+                    let fleet = state.hosts.fleet();
+                    (fleet.hosts().len(), fleet.connection_notice())
+                };
+                let mut message = format!("loaded {count} hosts from {}", path.display());
+                if let Some(first) = errors.first() {
+                    message.push_str(&format!(
+                        "; {} lines skipped ({first}{})",
+                        errors.len(),
+                        if errors.len() > 1 { ", …" } else { "" }
+                    ));
                 }
+                // Said once per file opened: a too-small limit slows the
+                // window down; it does not fail hosts.
+                if let Some(notice) = &notice {
+                    message.push_str(&format!("; {notice}"));
+                }
+                self.status(&message, !errors.is_empty() || notice.is_some());
             }
             Err(e) => self.status(&e, true),
         }

@@ -150,6 +150,7 @@ mod tests {
                 ..Memory::default()
             },
             load_average: None,
+            fullest_disk: None,
         }
     }
 
