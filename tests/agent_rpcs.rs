@@ -90,6 +90,18 @@ async fn metrics_stream_at_the_asked_interval_until_cancelled() -> TestResult {
         got.windows(2)
             .all(|w| w[0].timestamp_ms <= w[1].timestamp_ms)
     );
+    // The fullest disk is read on a thread of its own, ready from the
+    // first sample or soon after; this machine has a local file system.
+    let disk = got
+        .iter()
+        .find_map(|s| s.fullest_disk.clone())
+        .expect("a sample names the fullest disk");
+    assert!(disk.mount_point.starts_with('/'), "{disk:?}");
+    assert!(
+        disk.total_bytes > 0 && disk.available_bytes <= disk.total_bytes,
+        "{disk:?}"
+    );
+    assert!((0.0..=100.0).contains(&disk.used_percent()));
     drop(samples);
 
     let coarse = client

@@ -139,14 +139,25 @@ impl Terminal {
             "raw mode left on: {:?}",
             modes.local_modes
         );
-        // Let the last bytes reach the emulator.
-        std::thread::sleep(Duration::from_millis(200));
-        let parser = self.screen.lock().unwrap();
-        assert!(
-            !parser.screen().alternate_screen(),
-            "still on the alternate screen"
-        );
-        assert!(!parser.screen().hide_cursor(), "the cursor left hidden");
+        // The last bytes may still be on their way to the emulator.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (alternate, hidden) = {
+                let parser = self.screen.lock().unwrap();
+                (
+                    parser.screen().alternate_screen(),
+                    parser.screen().hide_cursor(),
+                )
+            };
+            if !alternate && !hidden {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "left on the alternate screen ({alternate}) or with the cursor hidden ({hidden})"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -221,9 +232,16 @@ fn ctrl_c_and_sigterm_leave_the_terminal_as_it_was_and_a_host_going_down_shows_l
     let scratch = Scratch::new();
     let hosts = scratch.hosts(&[("up", &agent)], "down=127.0.0.1:1\n");
     let mut term = Terminal::start(top_of(&scratch, &hosts));
-    let screen = term.wait_for("1 live");
-    term.wait_for("lost: ");
-    assert!(screen.contains("up"), "{screen}");
+    let screen = term.wait_for("2 hosts: 1 live, 1 lost");
+    let row = |name: &str| {
+        screen
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{screen}"))
+            .to_owned()
+    };
+    assert!(row("down").contains("lost: "), "{screen}");
+    assert!(row("up").contains("live"), "{screen}");
     term.keys("\x03");
     assert_eq!(term.wait_exit(), Some(0), "Ctrl-C leaves");
     term.assert_restored();

@@ -144,6 +144,26 @@ fn measured(command: &mut Command) -> (Duration, u64) {
         let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
         text
     });
+    // A command that hangs must not hang the suite: it is killed after
+    // two minutes (and then fails the assertion below). Through a pidfd,
+    // which names this process even once its pid is reaped and reused.
+    let pidfd = rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(pid).expect("a pid"),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .expect("pidfd_open");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let finished = done.clone();
+    let watchdog = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if finished.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL);
+    });
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value, and wait4 writes one.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -152,6 +172,8 @@ fn measured(command: &mut Command) -> (Duration, u64) {
     let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let elapsed = started.elapsed();
     assert_eq!(waited, pid, "wait4: {}", std::io::Error::last_os_error());
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = watchdog.join();
     let stderr = reader.join().unwrap_or_default();
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,

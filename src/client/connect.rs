@@ -139,25 +139,137 @@ pub async fn channel_seeing(
     seen: Option<Captured>,
     host: Option<&str>,
 ) -> Result<Channel, Error> {
-    let prepared = prepare(address, settings, seen, host)?;
-    // The connector dials the address itself; the URL only has to be one.
-    let url = if address.socket_path().is_some() {
-        "http://localhost".to_owned()
-    } else {
-        format!("http://{address}")
-    };
-    let endpoint = endpoint(&url, Keepalive::from_settings(address, settings)?)?;
-    let connector = tower::service_fn(move |_: Uri| {
-        let prepared = prepared.clone();
-        async move { dial(&prepared).await.map(TokioIo::new) }
-    });
+    let dialer = Dialer::new(address, settings, seen, host)?;
     if lazy {
-        Ok(endpoint.connect_with_connector_lazy(connector))
+        Ok(dialer.lazy_channel(None))
     } else {
-        endpoint
-            .connect_with_connector(connector)
+        dialer
+            .endpoint
+            .connect_with_connector(dialer.connector(None))
             .await
             .map_err(|e| Error::connect(&address.to_string(), &e))
+    }
+}
+
+/// Everything a host's channels are made from, read once: the address,
+/// the TLS settings with their files parsed and their resumption tickets,
+/// the HTTP/2 endpoint. A fleet host keeps one for its life, so that each
+/// new channel (a leased connection taken again) costs no file reading and
+/// resumes the TLS session of the last.
+#[derive(Clone)]
+pub struct Dialer {
+    prepared: Prepared,
+    endpoint: Endpoint,
+}
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dialer")
+            .field("address", &self.prepared.address)
+            .field("tls", &self.prepared.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dialer {
+    /// Reads the settings' files and checks them.
+    pub fn new(
+        address: &Address,
+        settings: &ConnectionSettings,
+        seen: Option<Captured>,
+        host: Option<&str>,
+    ) -> Result<Self, Error> {
+        let prepared = prepare(address, settings, seen, host)?;
+        // The connector dials the address itself; the URL only has to be one.
+        let url = if address.socket_path().is_some() {
+            "http://localhost".to_owned()
+        } else {
+            format!("http://{address}")
+        };
+        let endpoint = endpoint(&url, Keepalive::from_settings(address, settings)?)?;
+        Ok(Self { prepared, endpoint })
+    }
+
+    /// A new channel that dials on its first call and again after its
+    /// connection is lost. Each connection it dials keeps `hold` alive
+    /// until its socket is closed (a fleet's connection permit: given back
+    /// only once the descriptor is).
+    pub fn lazy_channel(&self, hold: Option<Hold>) -> Channel {
+        self.endpoint
+            .connect_with_connector_lazy(self.connector(hold))
+    }
+
+    fn connector(
+        &self,
+        hold: Option<Hold>,
+    ) -> impl tower::Service<
+        Uri,
+        Response = TokioIo<Held>,
+        Error = DialError,
+        Future = impl Future<Output = Result<TokioIo<Held>, DialError>> + Send,
+    > + Clone
+    + Send
+    + 'static {
+        let prepared = self.prepared.clone();
+        tower::service_fn(move |_: Uri| {
+            let (prepared, hold) = (prepared.clone(), hold.clone());
+            async move {
+                let stream = dial(&prepared).await?;
+                Ok(TokioIo::new(Held {
+                    stream,
+                    _hold: hold,
+                }))
+            }
+        })
+    }
+}
+
+/// Something a connection keeps alive for as long as its socket is open.
+pub type Hold = Arc<dyn std::any::Any + Send + Sync>;
+
+/// A dialled connection and what it keeps alive.
+struct Held {
+    stream: Stream,
+    _hold: Option<Hold>,
+}
+
+impl AsyncRead for Held {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Held {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
 
@@ -180,7 +292,10 @@ pub async fn enrollment_channel(address: &Address) -> Result<(Channel, Captured)
         address: address.to_string(),
         reason,
     };
-    let config = tls_config(provider, verifier).map_err(invalid)?;
+    let mut config = tls_config(provider, verifier).map_err(invalid)?;
+    // The proofs bind the certificate the verifier captured: a resumed
+    // session would skip it.
+    config.resumption = rustls::client::Resumption::disabled();
     let server_name = ServerName::try_from(address.host.clone())
         .unwrap_or_else(|_| ServerName::try_from("vigie-agent").expect("a valid name"));
     let prepared = Prepared {
@@ -341,6 +456,15 @@ fn tls_config(
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec()];
+    // Each host's connections have settings of their own, so each keeps
+    // its own resumption tickets: a reconnection (after an agent restart,
+    // a dropped connection, a leased connection taken again) resumes
+    // instead of repeating the full handshake. rustls's default store has
+    // room for 256 server names, some 70 KiB allocated up front: ten
+    // thousand hosts would spend most of their memory on empty caches. One
+    // agent answers on a host's channel; two names leave room for a
+    // server name changed under a running fleet.
+    config.resumption = rustls::client::Resumption::in_memory_sessions(2);
     Ok(config)
 }
 

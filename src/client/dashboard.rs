@@ -426,13 +426,21 @@ pub enum Feed {
     Lost(String),
 }
 
-/// The longest pause before a failed stream is opened again.
+/// The longest pause before a failed stream is opened again; a stream
+/// that lived this long before failing starts the pauses again from one
+/// second.
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Keeps one metrics stream per selected host open until `stop`: each
 /// sample, and each failure (the stream is opened again after a pause that
 /// doubles from one second to 30, jittered, so that hosts coming back are
-/// not dialled as one herd). Bounded: a slow reader slows the streams.
+/// not dialled as one herd). At most [`DEFAULT_CONCURRENCY`] streams are
+/// being opened at once, the first ones spread over a second. A host of a
+/// leased fleet (more hosts than the client's open-file limit holds)
+/// gives its connection back after each sample, so that every host is
+/// sampled in turn. Bounded: a slow reader slows the streams.
+///
+/// [`DEFAULT_CONCURRENCY`]: super::fleet::DEFAULT_CONCURRENCY
 pub fn feed(
     fleet: &Fleet,
     selection: &[usize],
@@ -440,60 +448,95 @@ pub fn feed(
     stop: CancellationToken,
 ) -> mpsc::Receiver<(usize, Feed)> {
     let (tx, rx) = mpsc::channel(1024);
+    let opening = std::sync::Arc::new(tokio::sync::Semaphore::new(
+        super::fleet::DEFAULT_CONCURRENCY,
+    ));
     for &index in selection {
         let Some(host) = fleet.host(index).cloned() else {
             continue;
         };
-        let (tx, stop) = (tx.clone(), stop.clone());
+        let (tx, stop, opening) = (tx.clone(), stop.clone(), opening.clone());
         tokio::spawn(async move {
-            let mut pause = Duration::from_secs(1);
-            loop {
-                let watched = async {
-                    let client = host.client().await?;
-                    client.watch_metrics(interval, false).await
-                };
-                let failure: super::Error = tokio::select! {
-                    () = stop.cancelled() => return,
-                    stream = watched => match stream {
-                        Ok(mut samples) => loop {
-                            let next = tokio::select! {
-                                () = stop.cancelled() => return,
-                                next = samples.next() => next,
-                            };
-                            match next {
-                                Some(Ok(sample)) => {
-                                    pause = Duration::from_secs(1);
-                                    if tx.send((index, Feed::Sample(sample))).await.is_err() {
-                                        return;
-                                    }
-                                }
-                                Some(Err(e)) => break e,
-                                None => {
-                                    break super::Error::Protocol(
-                                        "the agent ended the metrics stream".into(),
-                                    );
-                                }
-                            }
-                        },
-                        Err(e) => e,
-                    },
-                };
-                // An agent that answers (even to refuse) is online; one that
-                // cannot be reached is offline, for every view of the host.
-                let reason = failure.to_string();
-                host.observe::<()>(&Err(failure));
-                if tx.send((index, Feed::Lost(reason))).await.is_err() {
-                    return;
-                }
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(super::fleet::jitter(pause)) => {}
-                }
-                pause = (pause * 2).min(RETRY_MAX);
+            let stopped = stop.clone();
+            tokio::select! {
+                () = stopped.cancelled() => {}
+                () = watch_host(&host, index, interval, &tx, &opening) => {}
             }
         });
     }
     rx
+}
+
+/// One host's part of [`feed`], until its receiver goes (the caller's
+/// `stop` ends it from outside).
+async fn watch_host(
+    host: &super::fleet::Host,
+    index: usize,
+    interval: Duration,
+    tx: &mpsc::Sender<(usize, Feed)>,
+    opening: &tokio::sync::Semaphore,
+) {
+    let one_each = host.is_leased();
+    let mut pause = Duration::from_secs(1);
+    tokio::time::sleep(super::fleet::jitter(Duration::from_secs(1))).await;
+    loop {
+        let opened = async {
+            let _turn = opening.acquire().await;
+            let client = host.client().await?;
+            let samples = client.watch_metrics(interval, false).await?;
+            Ok::<_, super::Error>((client, samples))
+        }
+        .await;
+        let since = std::time::Instant::now();
+        let failure = match opened {
+            // The client is kept while its stream runs (a leased host's
+            // connection lives as long as both).
+            Ok((_client, mut samples)) => {
+                let mut first = true;
+                loop {
+                    match samples.next().await {
+                        Some(Ok(sample)) => {
+                            if first {
+                                // Answering means online, for every view.
+                                host.observe::<()>(&Ok(()));
+                                first = false;
+                            }
+                            if tx.send((index, Feed::Sample(sample))).await.is_err() {
+                                return;
+                            }
+                            if one_each {
+                                break None;
+                            }
+                        }
+                        Some(Err(e)) => break Some(e),
+                        None => {
+                            break Some(super::Error::Protocol(
+                                "the agent ended the metrics stream".into(),
+                            ));
+                        }
+                    }
+                }
+            }
+            Err(e) => Some(e),
+        };
+        let Some(failure) = failure else {
+            // A leased host's turn is over: the connection goes back.
+            tokio::time::sleep(super::fleet::jitter(interval)).await;
+            continue;
+        };
+        if since.elapsed() >= RETRY_MAX {
+            pause = Duration::from_secs(1);
+        }
+        let reason = failure.to_string();
+        // An agent that answers (even to refuse) is online; one that
+        // cannot be reached is offline, for every view of the host.
+        host.observe::<()>(&Err(failure));
+        if tx.send((index, Feed::Lost(reason))).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(super::fleet::jitter(pause)).await;
+        pause = (pause * 2).min(RETRY_MAX);
+    }
 }
 
 #[cfg(test)]

@@ -207,22 +207,28 @@ pub async fn ask(
                 HostJob::Failed(Status::Failed, "no such host".into()),
             );
         };
-        let call = async {
-            let client = host.client().await?;
-            if cancel {
-                client.cancel_job(&id).await
-            } else {
-                client.get_job(&id).await
+        // Waiting for a connection (a leased fleet) is not the host's
+        // silence: only the call itself is bounded.
+        let result = match host.client().await {
+            Ok(client) => {
+                let call = async {
+                    if cancel {
+                        client.cancel_job(&id).await
+                    } else {
+                        client.get_job(&id).await
+                    }
+                };
+                tokio::time::timeout(CALL_DEADLINE, call)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Error::Transport {
+                            address: host.entry.endpoint(),
+                            reason: format!("no answer within {CALL_DEADLINE:?}"),
+                        })
+                    })
             }
+            Err(e) => Err(e),
         };
-        let result = tokio::time::timeout(CALL_DEADLINE, call)
-            .await
-            .unwrap_or_else(|_| {
-                Err(Error::Transport {
-                    address: host.entry.endpoint(),
-                    reason: format!("no answer within {CALL_DEADLINE:?}"),
-                })
-            });
         host.observe(&result);
         let answer = match result {
             Err(e) if e.code() == Some(tonic::Code::NotFound) => HostJob::Forgotten,

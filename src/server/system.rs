@@ -4,9 +4,14 @@
 //! Nothing here runs in the background: the agent samples only when a client
 //! asks, so an idle agent uses no CPU. CPU usage is a difference between two
 //! samples, so the probe keeps the previous one and reports usage since then
-//! (refreshed at most every `MINIMUM_CPU_UPDATE_INTERVAL`).
+//! (refreshed at most every `MINIMUM_CPU_UPDATE_INTERVAL`). The fullest
+//! disk that metrics samples carry is read on a thread of its own at most
+//! every 10 s while streams ask for it, and shared by them all.
 
-use std::{sync::Mutex, time::Instant};
+use std::{
+    sync::{Mutex, OnceLock},
+    time::{Duration, Instant},
+};
 
 use sysinfo::{
     CpuRefreshKind, DiskRefreshKind, Disks, MemoryRefreshKind, Networks, ProcessRefreshKind,
@@ -229,7 +234,6 @@ impl ProbeState {
 pub struct MetricsSampler {
     system: System,
     per_core: bool,
-    disks: Disks,
 }
 
 impl MetricsSampler {
@@ -237,38 +241,9 @@ impl MetricsSampler {
     pub fn new(per_core: bool) -> Result<Self, ProbeError> {
         let mut system = System::new().map_err(|e| ProbeError(e.to_string()))?;
         system.refresh_cpu_list(CpuRefreshKind::nothing().with_usage());
-        let disks = Disks::new().map_err(|e| ProbeError(e.to_string()))?;
-        Ok(Self {
-            system,
-            per_core,
-            disks,
-        })
-    }
-
-    /// The local writable file system with the least room left (its size
-    /// read again now; the list of mounts too, so that one mounted since
-    /// the stream began counts).
-    fn fullest_disk(&mut self) -> Option<DiskUsage> {
-        self.disks
-            .refresh_specifics(true, DiskRefreshKind::nothing().with_storage());
-        self.disks
-            .iter()
-            .filter(|d| {
-                let kind = d.file_system().to_string_lossy();
-                // Memory-backed and image file systems fill by design.
-                !d.is_read_only()
-                    && d.total_space() > 0
-                    && !matches!(
-                        &*kind,
-                        "tmpfs" | "devtmpfs" | "squashfs" | "iso9660" | "ramfs"
-                    )
-            })
-            .map(|d| DiskUsage {
-                mount_point: d.mount_point().to_string_lossy().into_owned(),
-                total_bytes: d.total_space(),
-                available_bytes: d.available_space(),
-            })
-            .max_by(|a, b| a.used_percent().total_cmp(&b.used_percent()))
+        // Ready, most likely, by the first sample, one interval from now.
+        let _ = fullest_disk();
+        Ok(Self { system, per_core })
     }
 
     /// Takes a sample: usage since the previous one.
@@ -286,9 +261,113 @@ impl MetricsSampler {
             },
             memory: memory(&self.system),
             load_average: load_average(),
-            fullest_disk: self.fullest_disk(),
+            fullest_disk: fullest_disk(),
         }
     }
+}
+
+/// How often the fullest disk is looked at again: file systems fill over
+/// minutes, and every stream of the agent shares the one figure.
+const DISK_EVERY: Duration = Duration::from_secs(10);
+
+/// A figure older than this is not reported: the thread reading the mounts
+/// is stuck (a hung mount that `statvfs` never returns from).
+const DISK_STALE: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+struct DiskCache {
+    value: Option<DiskUsage>,
+    at: Option<Instant>,
+    reading: bool,
+}
+
+/// The local writable file system with the least room left, as last read;
+/// reads it again on a thread of its own when it is older than
+/// [`DISK_EVERY`]. Never blocks: a stream's sample must not wait on a
+/// mount, and a mount that hangs holds one thread, once, not the agent.
+fn fullest_disk() -> Option<DiskUsage> {
+    static CACHE: OnceLock<Mutex<DiskCache>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Mutex::default);
+    let mut state = cache.lock().unwrap_or_else(|e| e.into_inner());
+    let due = state.at.is_none_or(|at| at.elapsed() >= DISK_EVERY);
+    if due && !state.reading {
+        state.reading = true;
+        let spawned = std::thread::Builder::new()
+            .name("vigie-disks".into())
+            .spawn(move || {
+                let value = read_fullest_disk();
+                let mut state = cache.lock().unwrap_or_else(|e| e.into_inner());
+                *state = DiskCache {
+                    value,
+                    at: Some(Instant::now()),
+                    reading: false,
+                };
+            });
+        if spawned.is_err() {
+            state.reading = false;
+        }
+    }
+    match state.at {
+        Some(at) if at.elapsed() < DISK_STALE => state.value.clone(),
+        _ => None,
+    }
+}
+
+/// Reads every mount's room (blocking): the fullest of the local, writable,
+/// fixed ones. Left out: memory-backed and image file systems (full by
+/// design), network and FUSE ones (remote, and the ones that hang), loop
+/// devices and removable media (a user may attach a full one to hide a
+/// filling disk), and each device's mounts after its first (bind mounts).
+fn read_fullest_disk() -> Option<DiskUsage> {
+    let disks =
+        Disks::new_with_refreshed_list_specifics(DiskRefreshKind::nothing().with_storage()).ok()?;
+    let mut devices = std::collections::HashSet::new();
+    disks
+        .iter()
+        .filter(|d| {
+            let kind = d.file_system().to_string_lossy();
+            let device = d.name().to_string_lossy();
+            let local = is_local(&kind, d.mount_point());
+            local
+                && !d.is_read_only()
+                && !d.is_removable()
+                && d.total_space() > 0
+                && !device.starts_with("/dev/loop")
+                && devices.insert(device.into_owned())
+        })
+        .map(|d| DiskUsage {
+            mount_point: d.mount_point().to_string_lossy().into_owned(),
+            total_bytes: d.total_space(),
+            available_bytes: d.available_space(),
+        })
+        .max_by(|a, b| a.used_percent().total_cmp(&b.used_percent()))
+}
+
+/// True for a file system whose room is this host's own to watch: not
+/// memory-backed or an image (full by design), not remote or FUSE (the
+/// ones that hang), and, of overlays, only the root (a container's).
+fn is_local(kind: &str, mount: &std::path::Path) -> bool {
+    const NOT_LOCAL: &[&str] = &[
+        "tmpfs",
+        "devtmpfs",
+        "ramfs",
+        "squashfs",
+        "iso9660",
+        "udf",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "9p",
+        "ceph",
+        "glusterfs",
+        "lustre",
+        "afs",
+        "virtiofs",
+    ];
+    !kind.starts_with("fuse")
+        && !kind.starts_with("nfs")
+        && !NOT_LOCAL.contains(&kind)
+        && (kind != "overlay" || mount == std::path::Path::new("/"))
 }
 
 fn memory(system: &System) -> Memory {

@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::client::AgentClient;
+use crate::client::{AgentClient, connect::Hold};
 
 /// Descriptors left for everything that is not a host's connection: the
 /// standard streams, the runtime's own, the history and its lock, the
@@ -90,13 +90,21 @@ impl Budget {
     }
 }
 
-/// A leased connection: its client and the permit it holds. When the last
-/// client using it is dropped, the channel goes first (fields drop in
-/// order), closing the connection, then the permit is given back.
+/// Waits for a permit for one connection. It is given back when the last
+/// thing holding it goes: the lease, and each socket dialled under it
+/// (sockets close a little after their channel is dropped: the permit
+/// must outlive them, or the limit would be overshot while they close).
+pub(super) async fn permit() -> Hold {
+    Arc::new(budget().acquire().await)
+}
+
+/// A leased connection: its client and its permit. When the last client
+/// using it is dropped, the channel goes, and with it the lease's share of
+/// the permit; its sockets hold the rest until they are closed.
 #[derive(Debug)]
 pub(super) struct Lease {
     client: AgentClient,
-    _permit: OwnedSemaphorePermit,
+    _permit: Hold,
 }
 
 /// A host's connection as the host keeps it.
@@ -132,21 +140,17 @@ impl Slot {
     }
 }
 
-/// Waits for a connection permit and leases `make`'s client under it,
-/// recording the lease in `slot`; a client that cannot be made gives the
-/// permit back at once.
-pub(super) async fn lease(
-    slot: &mut Slot,
-    make: impl std::future::Future<Output = Result<AgentClient, String>>,
-) -> Result<AgentClient, String> {
-    let permit = budget().acquire().await;
-    let client = make.await?;
-    let lease = Arc::new(Lease {
-        client: client.clone(),
-        _permit: permit,
-    });
-    *slot = Slot::Leased(Arc::downgrade(&lease));
-    Ok(client.holding(lease))
+impl Slot {
+    /// Leases `client`, made under `permit`: the slot keeps only a weak
+    /// reference, the client returned (and its clones) the lease.
+    pub(super) fn lease(&mut self, client: AgentClient, permit: Hold) -> AgentClient {
+        let lease = Arc::new(Lease {
+            client: client.clone(),
+            _permit: permit,
+        });
+        *self = Slot::Leased(Arc::downgrade(&lease));
+        client.holding(lease)
+    }
 }
 
 #[cfg(test)]

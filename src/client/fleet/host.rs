@@ -56,6 +56,8 @@ pub struct Host {
     /// process's connection budget (see `connections`).
     client: tokio::sync::Mutex<Slot>,
     leased: bool,
+    /// What its channels are made from, once read.
+    dialer: std::sync::OnceLock<Result<connect::Dialer, String>>,
     status: watch::Sender<HostStatus>,
     session: String,
     /// The certificate the agent last showed on this host's channel.
@@ -69,6 +71,7 @@ impl Host {
             settings,
             client: tokio::sync::Mutex::new(Slot::Empty),
             leased,
+            dialer: std::sync::OnceLock::new(),
             status: watch::Sender::new(HostStatus {
                 state: HostState::Unknown,
                 last_seen: None,
@@ -135,20 +138,38 @@ impl Host {
     /// host's channel lives only while a client of it does: this may wait
     /// for another host's connection to close.
     pub async fn client(&self) -> Result<AgentClient, Error> {
-        let mut slot = self.client.lock().await;
-        let client = match slot.current() {
-            Some(client) => client,
-            None if self.leased => connections::lease(&mut slot, self.make_client()).await,
-            None => {
-                let client = self.make_client().await;
-                slot.keep(client.clone());
-                client
-            }
-        };
-        client.map_err(|reason| Error::Settings {
+        let settings_error = |reason| Error::Settings {
             address: self.entry.endpoint(),
             reason,
-        })
+        };
+        if !self.leased {
+            let mut slot = self.client.lock().await;
+            let client = match slot.current() {
+                Some(client) => client,
+                None => {
+                    let client = self.make_client(None);
+                    slot.keep(client.clone());
+                    client
+                }
+            };
+            return client.map_err(settings_error);
+        }
+        // Leased. The host's slot is never held while waiting for a
+        // permit, so that a call to this host that can share a lease
+        // already made never waits behind one that cannot.
+        if let Some(client) = self.client.lock().await.current() {
+            return client.map_err(settings_error);
+        }
+        let permit = connections::permit().await;
+        let mut slot = self.client.lock().await;
+        if let Some(client) = slot.current() {
+            // Leased by another call meanwhile: this permit goes back.
+            return client.map_err(settings_error);
+        }
+        let client = self
+            .make_client(Some(permit.clone()))
+            .map_err(settings_error)?;
+        Ok(slot.lease(client, permit))
     }
 
     /// True when this host's connection is closed whenever it is not in
@@ -157,19 +178,25 @@ impl Host {
         self.leased
     }
 
-    /// A new client on a lazily dialled channel: reads the TLS files, dials
-    /// nothing.
-    async fn make_client(&self) -> Result<AgentClient, String> {
+    /// A new client on a lazily dialled channel (nothing is dialled yet),
+    /// whose sockets each keep `hold` alive. The TLS files are read on the
+    /// first and kept for the host's life, with the session tickets that
+    /// let each new channel resume.
+    fn make_client(&self, hold: Option<connect::Hold>) -> Result<AgentClient, String> {
         let address = self.address();
-        let channel = connect::channel_seeing(
-            &address,
-            &self.settings,
-            true,
-            Some(self.seen.clone()),
-            Some(&self.entry.name),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        let dialer = self
+            .dialer
+            .get_or_init(|| {
+                connect::Dialer::new(
+                    &address,
+                    &self.settings,
+                    Some(self.seen.clone()),
+                    Some(&self.entry.name),
+                )
+                .map_err(|e| e.to_string())
+            })
+            .clone()?;
+        let channel = dialer.lazy_channel(hold);
         AgentClient::with_channel(channel, self.session.clone(), self.settings.token.as_ref())
             .map(|c| c.described_as(&address.to_string(), self.settings.uses_tls()))
             .map_err(|e| e.to_string())

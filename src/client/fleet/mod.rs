@@ -259,8 +259,14 @@ impl Fleet {
                 if let HostState::Offline { reason } = host.status().state {
                     return Outcome::Skipped(format!("offline: {reason}"));
                 }
+                // The deadline is the agent's: time spent waiting for a
+                // connection of the budget (a leased fleet) is not counted,
+                // or a reachable host would be reported unreachable.
+                let client = match host.client().await {
+                    Ok(client) => client,
+                    Err(e) => return Outcome::from_result(Err(e)),
+                };
                 let run = async {
-                    let client = host.client().await?;
                     if retry {
                         host::read_once_more(host.name(), || action(client.clone())).await
                     } else {

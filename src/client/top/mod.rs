@@ -97,6 +97,14 @@ pub async fn run(options: Options<'_>) -> Result<Vec<String>, TopError> {
     // A terminal half set up (raw mode on, no alternate screen) is put
     // back too.
     let mut screen = Screen(ratatui::try_init().inspect_err(|_| ratatui::restore())?);
+    // ratatui's hook puts the terminal back on a panic; a panic in any
+    // task (which tokio would catch, leaving this loop drawing on a
+    // terminal no longer raw) must then end the program too.
+    let restoring = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        restoring(info);
+        std::process::exit(101);
+    }));
     let mut execution: Option<Execution> = None;
     let mut redraw = tokio::time::interval(REDRAW);
     redraw.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -162,11 +170,7 @@ pub async fn run(options: Options<'_>) -> Result<Vec<String>, TopError> {
                     }
                     None => {
                         execution = None;
-                        if let (Some(history), Some(entry)) = (options.history, top.run.as_ref().and_then(Run::history_entry))
-                            && let Err(e) = history.append(&entry)
-                        {
-                            notes.push(format!("not recorded in the history: {e}"));
-                        }
+                        record(options.history, top.run.as_ref(), &mut notes);
                     }
                 }
                 dirty = true;
@@ -176,13 +180,32 @@ pub async fn run(options: Options<'_>) -> Result<Vec<String>, TopError> {
             _ = hangups.recv() => break,
         }
     }
-    if let Some(execution) = execution {
-        // Leaving kills what the screen started, as Ctrl-C does for exec.
+    drop(screen);
+    if let Some(mut execution) = execution {
+        // Leaving kills what the screen started, as Ctrl-C does for exec,
+        // and records what it did: it may have run on some hosts.
         execution.cancel();
         notes.push("the command still running was cancelled".into());
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(event) = execution.events.recv().await {
+                if let Some(run) = &mut top.run {
+                    run.apply(&event, |_, _, _| {});
+                }
+            }
+        })
+        .await;
+        record(options.history, top.run.as_ref(), &mut notes);
     }
-    drop(screen);
     Ok(notes)
+}
+
+/// Writes a finished command's entry in the history.
+fn record(history: Option<&History>, run: Option<&Run>, notes: &mut Vec<String>) {
+    if let (Some(history), Some(entry)) = (history, run.and_then(Run::history_entry))
+        && let Err(e) = history.append(&entry)
+    {
+        notes.push(format!("not recorded in the history: {e}"));
+    }
 }
 
 /// The next event of the command running, if one is; pending forever

@@ -229,9 +229,17 @@ async fn make_directories<'a>(
         return (index, Ok(0));
     };
     let mut created = 0;
+    // One client for every directory: one connection, even for a leased
+    // host; waiting for it is not counted against the host's answer.
+    let client = match host.client().await {
+        Ok(client) => client,
+        Err(e) => {
+            let first = dirs.first().map_or("", |(remote, _)| *remote);
+            return (index, Err((first, e)));
+        }
+    };
     for &(remote, mode) in dirs {
-        // The host's channel is kept: only the first call connects.
-        let call = async { host.client().await?.make_directory(remote, mode).await };
+        let call = client.make_directory(remote, mode);
         let result = match tokio::time::timeout(MAKE_WAIT, call).await {
             Ok(result) => result,
             Err(_) => Err(Error::Transport {
