@@ -185,6 +185,17 @@ impl AgentFarm {
         std::fs::write(path, text).expect("a hosts file");
     }
 
+    /// The CPU time (user and system) every farm process has used so far.
+    pub fn cpu(&self) -> std::time::Duration {
+        let ticks: u64 = self
+            .children
+            .iter()
+            .map(|child| Activity::of(child.id()).ticks)
+            .sum();
+        // Clock ticks are hundredths of a second on Linux.
+        std::time::Duration::from_millis(ticks * 10)
+    }
+
     /// Says how the agents are served, for the notes of the figures.
     pub fn describe(&self) -> String {
         let processes = match self.children.len() {

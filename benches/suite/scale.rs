@@ -1,9 +1,10 @@
 //! The CLI at fleet scale over mutual TLS: `hosts check`, `info` and
 //! `exec -- true` to 1,000 and 10,000 agents, each a cold `vigie` process
 //! (new connections, full handshakes, a client certificate each), with the
-//! client's peak memory; beside them, the floor the agents' own work sets
-//! on this machine: as many `sh -c true` spawned and reaped, as many at
-//! once as the CLI runs. The agents are the farm's (real agents serving
+//! client's peak memory and the CPU time of the client and of the agents;
+//! beside them, the floors this one machine sets: as many `sh -c true`
+//! spawned and reaped, and as many mutual-TLS handshakes, as many at once
+//! as the CLI runs. The agents are the farm's (real agents serving
 //! the real service, many per process), each with the certificate, client
 //! CA and access file `vigie-agent init` makes.
 
@@ -51,25 +52,30 @@ pub fn run(run: &mut Run) {
                 .args(args);
             command
         };
-        let mut figures: Vec<(&str, &str, Vec<Duration>, u64)> = Vec::new();
+        let mut figures = Vec::new();
         for (key, what, args) in [
             ("check", "`hosts check`", &["hosts", "check"][..]),
             ("info", "`info`", &["info"][..]),
             ("exec", "`exec -- true`", &["exec", "--", "true"][..]),
         ] {
             let mut times = Vec::new();
-            let mut peak = 0;
+            let (mut peak, mut cpu, mut agents_cpu) = (0, Duration::ZERO, Duration::ZERO);
             for _ in 0..repeats {
-                let (time, rss) = measured(&mut cli(args));
-                times.push(time);
-                peak = peak.max(rss);
+                let before = farm.cpu();
+                let cost = measured(&mut cli(args));
+                agents_cpu = agents_cpu.max(farm.cpu().saturating_sub(before));
+                times.push(cost.wall);
+                peak = peak.max(cost.rss);
+                cpu = cpu.max(cost.cpu);
             }
-            figures.push((key, what, times, peak));
+            figures.push((key, what, times, peak, cpu, agents_cpu));
         }
-        let floor: Vec<Duration> = (0..repeats).map(|_| spawn_floor(run, count)).collect();
-        let floor = ms(median(floor));
         let farm_note = farm.describe();
         drop(farm);
+        let floor: Vec<Duration> = (0..repeats).map(|_| spawn_floor(run, count)).collect();
+        let floor = ms(median(floor));
+        let tls: Vec<Duration> = (0..repeats).map(|_| tls_floor(run, &pki, count)).collect();
+        let tls = ms(median(tls));
 
         run.report.add(
             Figure::new(
@@ -83,8 +89,21 @@ pub fn run(run: &mut Run) {
                 vigie::client::fleet::DEFAULT_CONCURRENCY
             )),
         );
+        run.report.add(
+            Figure::new(
+                format!("scale_tls_floor_{count}"),
+                format!("{count} mutual-TLS handshakes on loopback"),
+                "ms",
+                tls,
+            )
+            .note(format!(
+                "baseline: rustls client and server in one process, {} at once, the same \
+                 certificates and algorithms, one byte each way, no HTTP/2",
+                vigie::client::fleet::DEFAULT_CONCURRENCY
+            )),
+        );
         let mut peak_all = 0;
-        for (key, what, times, peak) in figures {
+        for (key, what, times, peak, cpu, agents_cpu) in figures {
             peak_all = peak_all.max(peak);
             let time = ms(median(times));
             let mut figure = Figure::new(
@@ -93,9 +112,13 @@ pub fn run(run: &mut Run) {
                 "ms",
                 time,
             )
+            .ratio("TLS floor", Some(tls))
             .note(format!(
-                "`vigie --config client.toml --hosts FILE {}`, start to exit; peak RSS {:.0} MiB; {farm_note}",
+                "`vigie --config client.toml --hosts FILE {}`, start to exit; CPU: client {:.1} s, \
+                 agents {:.1} s; peak RSS {:.0} MiB; {farm_note}",
                 what.trim_matches('`'),
+                cpu.as_secs_f64(),
+                agents_cpu.as_secs_f64(),
                 peak as f64 / 1024.0
             ));
             if key == "exec" {
@@ -123,12 +146,108 @@ pub fn run(run: &mut Run) {
     }
 }
 
-/// Runs `command` to its end (its output discarded); how long it took and
-/// its peak RSS in KiB, from the kernel's accounting of the child.
+/// `count` mutual-TLS handshakes over loopback between a rustls client and
+/// server in this process, as many at once as a fan-out runs, with the
+/// certificates `vigie-agent init` made and vigie's algorithms: the share
+/// of a cold fan-out that TLS itself costs on this machine, both ends.
+fn tls_floor(run: &Run, pki: &std::path::Path, count: usize) -> Duration {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let certs = |name: &str| -> Vec<CertificateDer<'static>> {
+        CertificateDer::pem_file_iter(pki.join(name))
+            .expect("a PEM file")
+            .map(|c| c.expect("a certificate"))
+            .collect()
+    };
+    let key = |name: &str| PrivateKeyDer::from_pem_file(pki.join(name)).expect("a key");
+    let provider = vigie::tls::crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in certs("ca.pem") {
+        roots.add(ca).expect("the CA");
+    }
+    let roots = std::sync::Arc::new(roots);
+    let client_verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots.clone(),
+        provider.clone(),
+    )
+    .build()
+    .expect("a client verifier");
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_client_cert_verifier(client_verifier)
+        .with_single_cert(certs("agent.pem"), key("agent-key.pem"))
+        .expect("the agent's certificate");
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs("client.pem"), key("client-key.pem"))
+        .expect("the client's certificate");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server));
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    run.runtime.block_on(async {
+        use futures::StreamExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a listener");
+        let address = listener.local_addr().expect("its address");
+        let serving = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let mut tls = acceptor.accept(tcp).await.expect("a handshake");
+                    let mut byte = [0u8; 1];
+                    tls.read_exact(&mut byte).await.expect("a byte");
+                    tls.write_all(&byte).await.expect("its echo");
+                    tls.flush().await.expect("flushed");
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("a name");
+        let started = Instant::now();
+        futures::stream::iter(0..count)
+            .map(|_| {
+                let (connector, name) = (connector.clone(), name.clone());
+                async move {
+                    let tcp = tokio::net::TcpStream::connect(address)
+                        .await
+                        .expect("connected");
+                    let mut tls = connector.connect(name, tcp).await.expect("a handshake");
+                    tls.write_all(b"x").await.expect("a byte");
+                    tls.flush().await.expect("flushed");
+                    let mut byte = [0u8; 1];
+                    tls.read_exact(&mut byte).await.expect("its echo");
+                }
+            })
+            .buffer_unordered(vigie::client::fleet::DEFAULT_CONCURRENCY)
+            .collect::<()>()
+            .await;
+        let elapsed = started.elapsed();
+        serving.abort();
+        elapsed
+    })
+}
+
+/// What one run of the CLI cost.
+struct Cost {
+    wall: Duration,
+    /// Peak RSS, KiB.
+    rss: u64,
+    /// The client's CPU time, user and system.
+    cpu: Duration,
+}
+
+/// Runs `command` to its end (its output discarded); how long it took, its
+/// peak RSS and CPU time, from the kernel's accounting of the child.
 // The child is waited for with wait4, for its resource usage, which
 // `Child::wait` does not give.
 #[allow(clippy::zombie_processes)]
-fn measured(command: &mut Command) -> (Duration, u64) {
+fn measured(command: &mut Command) -> Cost {
     let started = Instant::now();
     let child = command
         .stdin(Stdio::null())
@@ -179,7 +298,15 @@ fn measured(command: &mut Command) -> (Duration, u64) {
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "{command:?} failed ({status}): {stderr}"
     );
-    (elapsed, u64::try_from(usage.ru_maxrss).unwrap_or(0))
+    let time = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    Cost {
+        wall: elapsed,
+        rss: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+        cpu: time(usage.ru_utime) + time(usage.ru_stime),
+    }
 }
 
 /// `count` `sh -c true` spawned and reaped, as many at once as a fan-out

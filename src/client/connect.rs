@@ -279,7 +279,7 @@ impl AsyncWrite for Held {
 /// that holds the join code. Never used for anything but Enroll.
 pub async fn enrollment_channel(address: &Address) -> Result<(Channel, Captured), Error> {
     let captured = Captured::default();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crate::tls::crypto_provider();
     let verifier = Arc::new(Verifier {
         ca: None,
         pin: None,
@@ -364,7 +364,7 @@ fn prepare(
         });
     }
 
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crate::tls::crypto_provider();
     let pin = settings
         .fingerprint
         .as_deref()

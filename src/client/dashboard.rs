@@ -451,6 +451,8 @@ pub fn feed(
     let opening = std::sync::Arc::new(tokio::sync::Semaphore::new(
         super::fleet::DEFAULT_CONCURRENCY,
     ));
+    // Streams to every host cannot all be open: each host gets its turn.
+    let one_each = fleet.connection_limit().is_some();
     for &index in selection {
         let Some(host) = fleet.host(index).cloned() else {
             continue;
@@ -460,7 +462,7 @@ pub fn feed(
             let stopped = stop.clone();
             tokio::select! {
                 () = stopped.cancelled() => {}
-                () = watch_host(&host, index, interval, &tx, &opening) => {}
+                () = watch_host(&host, index, interval, one_each, &tx, &opening) => {}
             }
         });
     }
@@ -473,10 +475,10 @@ async fn watch_host(
     host: &super::fleet::Host,
     index: usize,
     interval: Duration,
+    one_each: bool,
     tx: &mpsc::Sender<(usize, Feed)>,
     opening: &tokio::sync::Semaphore,
 ) {
-    let one_each = host.is_leased();
     let mut pause = Duration::from_secs(1);
     tokio::time::sleep(super::fleet::jitter(Duration::from_secs(1))).await;
     loop {

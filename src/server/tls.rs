@@ -57,7 +57,7 @@ impl ResolvesServerCert for One {
 }
 
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    crate::tls::crypto_provider()
 }
 
 impl ServerTls {

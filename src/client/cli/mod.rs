@@ -463,7 +463,9 @@ impl Context {
                 entries.push(HostEntry::new(name.clone(), address, port));
             }
         }
-        let fleet = Fleet::new(entries, |entry| {
+        // Each command talks to each host once: connections close when
+        // done, so that memory does not grow with the number of hosts.
+        let fleet = Fleet::closing_idle(entries, |entry| {
             let settings = overrides.merged_over(&config.settings_for(&entry.name));
             // The agent started here runs without access control; it needs
             // no credentials and speaks plaintext.

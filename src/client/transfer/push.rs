@@ -136,6 +136,16 @@ async fn push_group(
     for &index in &selection {
         progress.expect(index, plan.bytes());
     }
+    // Each host's client is held for the whole push, so that a host whose
+    // connection closes when idle (the CLI's) makes one connection for all
+    // its directories and files, not one each.
+    let _held: Vec<_> = futures::future::join_all(
+        selection
+            .iter()
+            .filter_map(|&index| fleet.host(index))
+            .map(|host| host.client()),
+    )
+    .await;
     let mut ledger: Ledger = selection
         .iter()
         .map(|&i| (i, Ok(Building::default())))
