@@ -448,14 +448,9 @@ fn completions_and_help_are_there() {
     }
 }
 
-/// With a soft open-file limit of 256 (a hard one above it), a fan-out to
-/// 300 hosts used to report some "Too many open files"; the CLI raises
-/// its soft limit to the hard one at start, so every host answers and the
-/// run is recorded.
-#[test]
-fn a_low_open_file_limit_fails_no_host() {
+/// Ten agents behind a hosts file of 300 hosts (30 names each).
+fn three_hundred_hosts(scratch: &Scratch) -> (Vec<TestAgent>, std::path::PathBuf) {
     let agents: Vec<TestAgent> = (0..10).map(|_| TestAgent::start()).collect();
-    let scratch = Scratch::new();
     let names: Vec<String> = (1..=300).map(|i| format!("h{i:03}")).collect();
     let hosts: Vec<(&str, std::net::SocketAddr)> = names
         .iter()
@@ -463,24 +458,49 @@ fn a_low_open_file_limit_fails_no_host() {
         .map(|(i, name)| (name.as_str(), agents[i % agents.len()].addr()))
         .collect();
     let file = scratch.hosts_at(&hosts, "");
+    (agents, file)
+}
+
+/// Runs `vigie --hosts FILE ARGS…` under the shell's `ulimit LIMIT`.
+fn under_ulimit(
+    scratch: &Scratch,
+    limit: &str,
+    file: &std::path::Path,
+    args: &[&str],
+) -> std::process::Output {
     let command = scratch.vigie();
-    let program = command.get_program().to_owned();
     let mut limited = std::process::Command::new("sh");
     limited
         .env_clear()
         .stdin(std::process::Stdio::null())
         .arg("-c")
-        .arg("ulimit -Sn 256 && exec \"$0\" \"$@\"")
-        .arg(&program)
-        .args(hosts_arg(&file))
-        .args(["--json", "--concurrency", "300", "exec", "--", "true"]);
+        .arg(format!("ulimit {limit} && exec \"$0\" \"$@\""))
+        .arg(command.get_program())
+        .args(hosts_arg(file))
+        .args(args);
     for (key, value) in command.get_envs() {
         match value {
             Some(value) => limited.env(key, value),
             None => limited.env_remove(key),
         };
     }
-    let output = run(&mut limited);
+    run(&mut limited)
+}
+
+/// With a soft open-file limit of 256 (a hard one above it), a fan-out to
+/// 300 hosts used to report some "Too many open files"; the CLI raises
+/// its soft limit to the hard one at start, so every host answers and the
+/// run is recorded.
+#[test]
+fn a_low_open_file_limit_fails_no_host() {
+    let scratch = Scratch::new();
+    let (_agents, file) = three_hundred_hosts(&scratch);
+    let output = under_ulimit(
+        &scratch,
+        "-Sn 256",
+        &file,
+        &["--json", "--concurrency", "300", "exec", "--", "true"],
+    );
     assert!(output.status.success(), "{}", stderr(&output));
     let summary = json_lines(&output).pop().expect("a summary");
     assert_eq!(summary["ok"], 300, "{summary}");
@@ -493,35 +513,10 @@ fn a_low_open_file_limit_fails_no_host() {
 /// and says so once: no host fails, and the history is still written.
 #[test]
 fn a_hard_limit_below_the_fleet_bounds_connections_instead_of_failing_hosts() {
-    let agents: Vec<TestAgent> = (0..10).map(|_| TestAgent::start()).collect();
     let scratch = Scratch::new();
-    let names: Vec<String> = (1..=300).map(|i| format!("h{i:03}")).collect();
-    let hosts: Vec<(&str, std::net::SocketAddr)> = names
-        .iter()
-        .enumerate()
-        .map(|(i, name)| (name.as_str(), agents[i % agents.len()].addr()))
-        .collect();
-    let file = scratch.hosts_at(&hosts, "");
-    let limited = |args: &[&str]| {
-        let command = scratch.vigie();
-        let mut limited = std::process::Command::new("sh");
-        limited
-            .env_clear()
-            .stdin(std::process::Stdio::null())
-            .arg("-c")
-            // Hard and soft: the CLI cannot raise it back.
-            .arg("ulimit -n 128 && exec \"$0\" \"$@\"")
-            .arg(command.get_program())
-            .args(hosts_arg(&file))
-            .args(args);
-        for (key, value) in command.get_envs() {
-            match value {
-                Some(value) => limited.env(key, value),
-                None => limited.env_remove(key),
-            };
-        }
-        run(&mut limited)
-    };
+    let (_agents, file) = three_hundred_hosts(&scratch);
+    // Hard and soft: the CLI cannot raise it back.
+    let limited = |args: &[&str]| under_ulimit(&scratch, "-n 128", &file, args);
     let output = limited(&["--json", "--concurrency", "300", "exec", "--", "echo hi"]);
     let err = stderr(&output);
     assert!(output.status.success(), "{err}");
