@@ -24,6 +24,23 @@ pub fn fingerprint(cert_der: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(cert_der)))
 }
 
+/// The TLS algorithms both ends use: rustls's ring provider with
+/// AES-128-GCM first among the TLS 1.3 suites (rustls puts AES-256 first).
+/// AES-128 is the level the key exchange (X25519) and the certificates
+/// (ECDSA P-256) give anyway, and its SHA-256 key schedule and ten AES
+/// rounds cost less on every handshake and every byte than AES-256's
+/// SHA-384 and fourteen: measured at ten thousand handshakes, SHA-384
+/// alone was 3 % of the client's CPU.
+pub fn crypto_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    use rustls::crypto::ring::cipher_suite;
+    let mut provider = rustls::crypto::ring::default_provider();
+    let preferred = cipher_suite::TLS13_AES_128_GCM_SHA256;
+    provider
+        .cipher_suites
+        .sort_by_key(|suite| suite.suite() != preferred.suite());
+    std::sync::Arc::new(provider)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,21 +64,4 @@ mod tests {
             Ok(printed[7..].to_owned())
         );
     }
-}
-
-/// The TLS algorithms both ends use: rustls's ring provider with
-/// AES-128-GCM first among the TLS 1.3 suites (rustls puts AES-256 first).
-/// AES-128 is the level the key exchange (X25519) and the certificates
-/// (ECDSA P-256) give anyway, and its SHA-256 key schedule and ten AES
-/// rounds cost less on every handshake and every byte than AES-256's
-/// SHA-384 and fourteen: measured at ten thousand handshakes, SHA-384
-/// alone was 3 % of the client's CPU.
-pub fn crypto_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
-    use rustls::crypto::ring::cipher_suite;
-    let mut provider = rustls::crypto::ring::default_provider();
-    let preferred = cipher_suite::TLS13_AES_128_GCM_SHA256;
-    provider
-        .cipher_suites
-        .sort_by_key(|suite| suite.suite() != preferred.suite());
-    std::sync::Arc::new(provider)
 }

@@ -433,32 +433,73 @@ impl Fleet {
     /// every `interval`, offline ones retried with exponential backoff (from
     /// one second up to `interval`), each with random jitter, so that a
     /// thousand agents restarting are not all dialled in the same instant.
-    /// Stops when `stop` is cancelled.
+    /// One task and one timer for the whole fleet (the next check due),
+    /// whatever its size, and at most [`MONITOR_AT_ONCE`] checks under way;
+    /// each host's first check is spread over the first 200 ms. Stops when
+    /// `stop` is cancelled.
     pub fn monitor(&self, interval: Duration, stop: CancellationToken) {
-        for host in self.hosts.iter() {
-            let host = host.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let mut backoff = Duration::from_secs(1);
-                // Spread the first checks too.
-                let mut wait = jitter(Duration::from_millis(200));
-                loop {
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        () = tokio::time::sleep(wait) => {}
+        let hosts = self.hosts.clone();
+        tokio::spawn(async move {
+            use std::{cmp::Reverse, collections::BinaryHeap};
+            let start = tokio::time::Instant::now();
+            // When each host is due, earliest first.
+            let mut due: BinaryHeap<Reverse<(tokio::time::Instant, usize)>> = (0..hosts.len())
+                .map(|i| Reverse((start + jitter(Duration::from_millis(200)), i)))
+                .collect();
+            let mut backoff = vec![Duration::from_secs(1); hosts.len()];
+            let at_once = Arc::new(Semaphore::new(MONITOR_AT_ONCE));
+            let (done_tx, mut done) = mpsc::unbounded_channel::<(usize, bool)>();
+            loop {
+                let next = due.peek().map(|Reverse((at, _))| *at);
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    // A check ended: schedule the host's next one.
+                    Some((index, online)) = done.recv() => {
+                        let wait = if online {
+                            backoff[index] = Duration::from_secs(1);
+                            jitter(interval)
+                        } else {
+                            let wait = jitter(backoff[index]);
+                            backoff[index] = (backoff[index] * 2).min(interval);
+                            wait
+                        };
+                        due.push(Reverse((tokio::time::Instant::now() + wait, index)));
                     }
-                    let online = host.probe(Duration::from_secs(5)).await.is_ok();
-                    wait = if online {
-                        backoff = Duration::from_secs(1);
-                        jitter(interval)
-                    } else {
-                        let next = jitter(backoff);
-                        backoff = (backoff * 2).min(interval);
-                        next
-                    };
+                    () = sleep_until(next) => {
+                        let Some(Reverse((_, index))) = due.pop() else { continue };
+                        let turn = tokio::select! {
+                            () = stop.cancelled() => return,
+                            turn = at_once.clone().acquire_owned() => match turn {
+                                Ok(turn) => turn,
+                                Err(_) => return,
+                            },
+                        };
+                        let (host, done_tx, stop) = (hosts[index].clone(), done_tx.clone(), stop.clone());
+                        tokio::spawn(async move {
+                            let _turn = turn;
+                            let online = tokio::select! {
+                                () = stop.cancelled() => return,
+                                probed = host.probe(Duration::from_secs(5)) => probed.is_ok(),
+                            };
+                            let _ = done_tx.send((index, online));
+                        });
+                    }
                 }
-            });
-        }
+            }
+        });
+    }
+}
+
+/// How many checks the monitor has under way at once: as many as a
+/// fan-out, so that hosts that do not answer (each held up to its 5 s
+/// deadline) slow the round down only when there are hundreds of them.
+pub const MONITOR_AT_ONCE: usize = DEFAULT_CONCURRENCY;
+
+/// Sleeps until `at`, or forever when nothing is due.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
