@@ -216,7 +216,7 @@ fn top_shows_sorts_filters_selects_runs_and_restores_the_terminal_on_q() {
     term.keys("!");
     term.keys(&format!("echo {marker}\r"));
     let screen = term.wait_for(&format!("web2 {marker}"));
-    assert!(screen.contains("on 1 hosts: 1 ok"), "{screen}");
+    assert!(screen.contains("on 1 host: 1 ok"), "{screen}");
     assert!(screen.contains("exit 0"), "{screen}");
     term.keys("q");
     assert_eq!(term.wait_exit(), Some(0));

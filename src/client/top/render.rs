@@ -59,8 +59,8 @@ fn status_line(top: &mut Top) -> Line<'static> {
     let mut spans = vec![
         Span::from("vigie top ").bold(),
         Span::from(format!(
-            "{} hosts: {} live",
-            top.board.rows().len(),
+            "{}: {} live",
+            hosts(top.board.rows().len()),
             counts.live
         )),
     ];
@@ -170,8 +170,8 @@ fn result_lines(top: &Top) -> Vec<Line<'static>> {
     let mut lines = vec![Line::from(vec![
         Span::from(format!("$ {}", visible(run.command()))).bold(),
         Span::from(format!(
-            "  on {} hosts: {} ok, {} failed, {} unreachable{}",
-            run.hosts().len(),
+            "  on {}: {} ok, {} failed, {} unreachable{}",
+            hosts(run.hosts().len()),
             summary.ok,
             summary.failed,
             summary.unreachable,
@@ -204,11 +204,20 @@ fn result_lines(top: &Top) -> Vec<Line<'static>> {
     lines
 }
 
+/// "1 host", "2 hosts".
+fn hosts(count: usize) -> String {
+    if count == 1 {
+        "1 host".to_owned()
+    } else {
+        format!("{count} hosts")
+    }
+}
+
 fn key_line(top: &mut Top) -> Line<'static> {
     if let Some(message) = &top.message {
         return Line::from(message.clone()).yellow();
     }
-    let hosts = top.targets().len();
+    let targets = top.targets().len();
     match &top.mode {
         Mode::Browse => Line::from(
             "c m l d n sort (again: reverse) · / filter · space select · a select shown · \
@@ -220,8 +229,8 @@ fn key_line(top: &mut Top) -> Line<'static> {
             visible(text)
         )),
         Mode::Command(text) => Line::from(format!(
-            "run on {hosts} host{}: {}▏  (Enter runs, Esc cancels)",
-            if hosts == 1 { "" } else { "s" },
+            "run on {}: {}▏  (Enter runs, Esc cancels)",
+            hosts(targets),
             visible(text)
         )),
     }
