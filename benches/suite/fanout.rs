@@ -21,7 +21,7 @@ use vigie::{
 use crate::{
     Run,
     agents::AgentFarm,
-    report::{Figure, ms},
+    report::{Figure, median, ms},
     ssh,
 };
 
@@ -167,9 +167,4 @@ fn ssh_fan_out(sshd: &ssh::Sshd, count: usize) -> Duration {
         assert!(child.wait().expect("ssh exits").success(), "ssh failed");
     }
     t.elapsed()
-}
-
-fn median(values: &mut [Duration]) -> Duration {
-    values.sort();
-    values[values.len() / 2]
 }

@@ -16,7 +16,7 @@ use std::{
 use crate::{
     Run,
     agents::AgentFarm,
-    report::{Figure, ms},
+    report::{Figure, median, ms},
 };
 
 /// Agents per farm process here: a hundred processes serve ten thousand
@@ -72,10 +72,10 @@ pub fn run(run: &mut Run) {
         }
         let farm_note = farm.describe();
         drop(farm);
-        let floor: Vec<Duration> = (0..repeats).map(|_| spawn_floor(run, count)).collect();
-        let floor = ms(median(floor));
-        let tls: Vec<Duration> = (0..repeats).map(|_| tls_floor(run, &pki, count)).collect();
-        let tls = ms(median(tls));
+        let mut floor: Vec<Duration> = (0..repeats).map(|_| spawn_floor(run, count)).collect();
+        let floor = ms(median(&mut floor));
+        let mut tls: Vec<Duration> = (0..repeats).map(|_| tls_floor(run, &pki, count)).collect();
+        let tls = ms(median(&mut tls));
 
         run.report.add(
             Figure::new(
@@ -103,9 +103,9 @@ pub fn run(run: &mut Run) {
             )),
         );
         let mut peak_all = 0;
-        for (key, what, times, peak, cpu, agents_cpu) in figures {
+        for (key, what, mut times, peak, cpu, agents_cpu) in figures {
             peak_all = peak_all.max(peak);
-            let time = ms(median(times));
+            let time = ms(median(&mut times));
             let mut figure = Figure::new(
                 format!("scale_{key}_{count}"),
                 format!("{what} to {count} agents, mTLS, cold CLI"),
@@ -330,9 +330,4 @@ fn spawn_floor(run: &Run, count: usize) -> Duration {
             .await;
         started.elapsed()
     })
-}
-
-fn median(mut values: Vec<Duration>) -> Duration {
-    values.sort();
-    values[values.len() / 2]
 }

@@ -62,7 +62,7 @@ pub struct AgentClient {
     /// Whatever must live as long as this client and its clones: the
     /// fleet's connection lease when connections are bounded (see
     /// `fleet::connections`).
-    hold: Option<Arc<dyn std::any::Any + Send + Sync>>,
+    hold: Option<connect::Hold>,
 }
 
 impl AgentClient {
@@ -151,7 +151,7 @@ impl AgentClient {
     }
 
     /// This client, keeping `hold` alive as long as it or a clone lives.
-    pub(crate) fn holding(mut self, hold: Arc<dyn std::any::Any + Send + Sync>) -> Self {
+    pub(crate) fn holding(mut self, hold: connect::Hold) -> Self {
         self.hold = Some(hold);
         self
     }

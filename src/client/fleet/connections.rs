@@ -138,9 +138,7 @@ impl Slot {
     pub(super) fn keep(&mut self, client: Result<AgentClient, String>) {
         *self = Self::Kept(Box::new(client));
     }
-}
 
-impl Slot {
     /// Leases `client`, made under `permit`: the slot keeps only a weak
     /// reference, the client returned (and its clones) the lease.
     pub(super) fn lease(&mut self, client: AgentClient, permit: Hold) -> AgentClient {

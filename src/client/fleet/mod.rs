@@ -119,10 +119,8 @@ impl Fleet {
     /// When this fleet is too large to keep a connection to each host: the
     /// notice to give once, saying how many are kept open at once.
     pub fn connection_notice(&self) -> Option<String> {
-        let budget = connections::budget();
-        budget
-            .must_lease(self.hosts.len())
-            .then(|| budget.notice(self.hosts.len()))
+        self.connection_limit()
+            .map(|_| connections::budget().notice(self.hosts.len()))
     }
 
     /// How many hosts' connections may be open at once (the process's
@@ -286,7 +284,11 @@ impl Fleet {
                 // or a reachable host would be reported unreachable.
                 let client = match host.client().await {
                     Ok(client) => client,
-                    Err(e) => return Outcome::from_result(Err(e)),
+                    Err(e) => {
+                        let result = Err(e);
+                        host.observe(&result);
+                        return Outcome::from_result(result);
+                    }
                 };
                 let run = async {
                     if retry {

@@ -110,12 +110,16 @@ pub async fn run(options: Options<'_>) -> Result<Vec<String>, TopError> {
     redraw.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut dirty = true;
     let mut feeding = !options.selection.is_empty();
+    // The table's height at the last draw: a resize or the result pane
+    // appearing redraws before the next key.
+    let mut page = 0;
     loop {
         if dirty {
-            screen.0.draw(|frame| render::draw(frame, &mut top))?;
+            screen
+                .0
+                .draw(|frame| page = render::draw(frame, &mut top))?;
             dirty = false;
         }
-        let page = render::page(screen.0.size()?.height, top.run.is_some());
         tokio::select! {
             event = keys.next() => {
                 let Some(event) = event else { break };

@@ -22,14 +22,9 @@ use crate::client::{
 /// Lines kept for the last command's result.
 const RESULT_LINES: u16 = 6;
 
-/// How many table rows fit a screen of `height` lines with `result` shown.
-pub fn page(height: u16, result: bool) -> usize {
-    let fixed = 1 + 1 + 1 + if result { RESULT_LINES } else { 0 };
-    usize::from(height.saturating_sub(fixed))
-}
-
-/// Draws the whole screen.
-pub fn draw(frame: &mut Frame, top: &mut Top) {
+/// Draws the whole screen; returns how many table rows it holds (what
+/// the keys that page move by).
+pub fn draw(frame: &mut Frame, top: &mut Top) -> usize {
     let result = top.run.is_some();
     let [status, table, outcome, keys] = Layout::vertical([
         Constraint::Length(1),
@@ -47,6 +42,7 @@ pub fn draw(frame: &mut Frame, top: &mut Top) {
         frame.render_widget(Paragraph::new(result_lines(top)), outcome);
     }
     frame.render_widget(Paragraph::new(key_line(top)), keys);
+    rows_on_screen
 }
 
 fn status_line(top: &mut Top) -> Line<'static> {
@@ -248,7 +244,11 @@ mod tests {
 
     fn screen(top: &mut Top) -> String {
         let mut terminal = Terminal::new(TestBackend::new(100, 12)).unwrap();
-        terminal.draw(|frame| draw(frame, top)).unwrap();
+        terminal
+            .draw(|frame| {
+                draw(frame, top);
+            })
+            .unwrap();
         let buffer = terminal.backend().buffer();
         (0..buffer.area.height)
             .map(|y| {
@@ -300,7 +300,11 @@ mod tests {
         assert!(text.contains("lost: refused^G"), "{text}");
         assert!(!text.contains('\u{1b}'));
         let mut terminal = Terminal::new(TestBackend::new(100, 12)).unwrap();
-        terminal.draw(|frame| draw(frame, &mut top)).unwrap();
+        terminal
+            .draw(|frame| {
+                draw(frame, &mut top);
+            })
+            .unwrap();
         let buffer = terminal.backend().buffer();
         let y = (0..12)
             .find(|&y| {

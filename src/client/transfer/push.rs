@@ -244,8 +244,10 @@ async fn make_directories<'a>(
     let client = match host.client().await {
         Ok(client) => client,
         Err(e) => {
+            let result = Err(e);
+            host.observe::<bool>(&result);
             let first = dirs.first().map_or("", |(remote, _)| *remote);
-            return (index, Err((first, e)));
+            return (index, result.map(|_| 0).map_err(|e| (first, e)));
         }
     };
     for &(remote, mode) in dirs {
