@@ -87,3 +87,41 @@ click 1240 371; shot files 3
 click 1240 34; shot confirm                   # Kill asks first
 xdotool key Escape; sleep 0.5; click 820 400
 click 1216 780; click 390 185; shot light     # the light theme
+
+# The dashboard of a thousand hosts: agents of the benchmark suite's farm
+# (a hundred per process, each a real agent on its own loopback port),
+# twenty entries where nothing listens, and a busy loop so that the CPU
+# figures differ from one sample to the next.
+kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+cargo bench --bench suite --features gui --no-run
+suite=$(ls -t "${CARGO_TARGET_DIR:-target}"/release/deps/suite-* | grep -v '\.d$' | head -n 1)
+: > "$work/fleet.txt"
+n=0
+for farm in $(seq 10); do
+    mkfifo "$work/farm$farm.in"
+    "$suite" --agent-farm 100 < "$work/farm$farm.in" > "$work/farm$farm.out" &
+    pids+=($!)
+    exec {keep}> "$work/farm$farm.in"   # the farm serves while this is open
+    for _ in $(seq 100); do [ "$(wc -l < "$work/farm$farm.out")" -ge 100 ] && break; sleep 0.1; done
+    while read -r port; do
+        printf 'node%04d=127.0.0.1:%s\n' "$n" "$port" >> "$work/fleet.txt"
+        n=$((n + 1))
+    done < "$work/farm$farm.out"
+done
+for i in $(seq 20); do
+    free=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    printf 'gone%02d=127.0.0.1:%s\n' "$i" "$free" >> "$work/fleet.txt"
+done
+HOME="$work/home" "$bin/vigie-gui" "$work/fleet.txt" > "$work/gui2.log" 2>&1 &
+pids+=($!)
+window=$(xdotool search --sync --name fleet | head -n 1)
+xdotool windowfocus --sync "$window"
+sleep 4
+( timeout 40 sh -c 'while :; do :; done' & )
+click 1216 780                                # back to the dark theme
+click 917 185                                 # Dashboard
+sleep 6
+# Thresholds the busy machine's hosts are near: some cross them.
+click 1040 259; xdotool key ctrl+a; xdotool type --delay 10 "cpu=69,memory=90,load=4,disk=90"; xdotool key Return
+xdotool mousemove 800 350                     # point at a square
+shot dashboard 6

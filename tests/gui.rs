@@ -17,9 +17,10 @@ use i_slint_backend_testing::ElementHandle;
 use slint::{ComponentHandle, Model};
 use support::{TestAgent, marker, processes_with};
 use vigie::client::{
+    gui::controller::settings::Settings,
     gui::{
-        CommandAdapter, FilesAdapter, HistoryAdapter, HostsAdapter, JobsAdapter, OutputAdapter,
-        TransfersAdapter, app::App, app::Options,
+        ChartAdapter, CommandAdapter, DashboardAdapter, FilesAdapter, HistoryAdapter, HostsAdapter,
+        JobsAdapter, OutputAdapter, TransfersAdapter, app::App, app::Options,
     },
     history::History,
 };
@@ -82,6 +83,17 @@ impl Window {
 
     fn click(&self, label: &str) {
         self.element(label).invoke_accessible_default_action();
+    }
+
+    /// Toggles a host in the hosts list (the dashboard's lines carry host
+    /// names too).
+    fn click_host(&self, name: &str) {
+        ElementHandle::find_by_accessible_label(self.app.window(), name)
+            .find(|e| {
+                e.accessible_role() == Some(i_slint_backend_testing::AccessibleRole::Checkbox)
+            })
+            .unwrap_or_else(|| panic!("no host {name:?} in the list"))
+            .invoke_accessible_default_action();
     }
 
     fn type_into(&self, label: &str, text: &str) {
@@ -718,4 +730,173 @@ fn the_files_view_pushes_a_tree_and_pulls_with_each_hosts_progress_and_cancel_re
         .global::<vigie::client::gui::StatusAdapter>()
         .get_message();
     assert!(status.contains("select the hosts"), "{status}");
+}
+
+fn dashboard_rows(window: &Window) -> Vec<(String, String, String, bool)> {
+    let model = window.app.window().global::<DashboardAdapter>().get_rows();
+    model
+        .iter()
+        .map(|r| {
+            (
+                r.name.to_string(),
+                r.standing.to_string(),
+                r.cpu.to_string(),
+                r.cpu_hot,
+            )
+        })
+        .collect()
+}
+
+/// Opens a metrics stream to `agent` as any anonymous client would: the
+/// agent allows one per identity, so a refusal for that reason says that
+/// another client (the window) holds it. Any other failure fails the test.
+fn stream_free(window: &Window, agent: &TestAgent) -> bool {
+    let result = window._runtime.block_on(async {
+        agent
+            .client()
+            .await
+            .watch_metrics(Duration::from_secs(1), false)
+            .await
+            .map(drop)
+    });
+    // Seldom: while this probe holds the agent's one stream, the
+    // dashboard's own opening would be refused.
+    std::thread::sleep(Duration::from_millis(200));
+    match result {
+        Ok(()) => true,
+        Err(e)
+            if e.to_string()
+                .contains("too many open streams for anonymous") =>
+        {
+            false
+        }
+        Err(e) => panic!("the probe failed otherwise: {e}"),
+    }
+}
+
+#[test]
+fn the_dashboard_streams_only_while_open_sorts_filters_marks_hot_hosts_and_opens_a_chart() {
+    let a = TestAgent::start();
+    // One metrics stream per identity on web2: whether the dashboard holds
+    // its stream there can be seen from outside.
+    let b = TestAgent::with_config(|c| c.max_streams_per_identity = 1);
+    let files = tempfile::tempdir().expect("a directory");
+    let path = hosts_file(files.path(), &[("web1", &a), ("web2", &b)], true);
+    let window = Window::open(Some(path));
+    assert!(
+        stream_free(&window, &b),
+        "nothing streams before the view opens"
+    );
+
+    window.click("Dashboard");
+    window.wait_until("both agents stream and the missing host is lost", |_| {
+        let rows = dashboard_rows(&window);
+        rows.len() == 3
+            && rows
+                .iter()
+                .all(|(name, standing, cpu, _)| match name.as_str() {
+                    "down" => standing == "lost",
+                    _ => standing == "live" && cpu.ends_with(" %"),
+                })
+    });
+    let dashboard = window.app.window().global::<DashboardAdapter>();
+    assert!(
+        dashboard
+            .get_summary()
+            .starts_with("All 3 hosts · 2 live · 1 lost"),
+        "nothing selected: every host is watched: {}",
+        dashboard.get_summary()
+    );
+    assert_eq!(dashboard.get_cells().row_count(), 3);
+    assert!(
+        !stream_free(&window, &b),
+        "the open view holds web2's stream"
+    );
+
+    // Sorting by name, then the other way; by a figure, highest first or
+    // reversed, the host without figures stays last.
+    window.click("Sort by Host");
+    let names = |window: &Window| -> Vec<String> {
+        dashboard_rows(window).into_iter().map(|r| r.0).collect()
+    };
+    assert_eq!(names(&window), ["down", "web1", "web2"]);
+    window.click("Sort by Host");
+    assert_eq!(names(&window), ["web2", "web1", "down"]);
+    assert!(dashboard.get_reversed());
+    window.click("Sort by Memory");
+    assert_eq!(
+        (dashboard.get_sort_key().as_str(), dashboard.get_reversed()),
+        ("memory", false)
+    );
+    assert_eq!(names(&window)[2], "down");
+    window.click("Sort by Memory");
+    assert!(dashboard.get_reversed());
+    assert_eq!(names(&window)[2], "down");
+
+    // A threshold every live host crosses marks them hot, and is kept for
+    // the next window; a wrong one is refused with its reason.
+    dashboard.invoke_thresholds_edited("cpu=0".into());
+    let rows = dashboard_rows(&window);
+    assert!(
+        rows.iter()
+            .all(|(name, _, _, hot)| *hot == (name != "down")),
+        "{rows:?}"
+    );
+    assert_eq!(dashboard.get_thresholds(), "cpu=0,memory=90,load=8,disk=90");
+    assert!(dashboard.get_cells().iter().filter(|c| c.hot).count() == 2);
+    let saved = Settings::load(&window.dir.path().join("gui.toml"));
+    assert_eq!(saved.thresholds.cpu, 0.0);
+    dashboard.invoke_thresholds_edited("cpu=lots".into());
+    assert!(
+        dashboard
+            .get_thresholds_error()
+            .contains("must be a number"),
+        "{}",
+        dashboard.get_thresholds_error()
+    );
+
+    window.type_into("Dashboard filter", "WEB1");
+    assert_eq!(names(&window), ["web1"]);
+
+    // Choosing a host selects it: the view watches the selection only,
+    // keeping what it knew of it.
+    window.click_host("web1");
+    assert!(
+        dashboard
+            .get_summary()
+            .starts_with("1 selected host · 1 live"),
+        "{}",
+        dashboard.get_summary()
+    );
+    window.wait_until("web2's stream is given back", |_| stream_free(&window, &b));
+    window.click_host("web1");
+    window.wait_until("every host is watched again", |_| {
+        dashboard.get_summary().starts_with("All 3 hosts") && !stream_free(&window, &b)
+    });
+
+    // Leaving by another view's button ends the streams; coming back opens
+    // them again.
+    window.click("Output");
+    assert_eq!(dashboard.get_rows().row_count(), 0);
+    window.wait_until("the left view's streams end", |_| stream_free(&window, &b));
+    window.click("Dashboard");
+    window.wait_until("the view streams again", |_| {
+        dashboard_rows(&window).len() == 1 && !stream_free(&window, &b)
+    });
+
+    // Clicking a host's line opens its chart and closes the view: its
+    // streams end.
+    let line = ElementHandle::find_by_accessible_label(window.app.window(), "web1")
+        .find(|e| e.accessible_role() == Some(i_slint_backend_testing::AccessibleRole::ListItem))
+        .expect("web1's line in the table");
+    line.invoke_accessible_default_action();
+    assert_eq!(window.app.window().get_view(), 3);
+    assert_eq!(
+        window.app.window().global::<ChartAdapter>().get_host(),
+        "web1"
+    );
+    assert_eq!(dashboard.get_rows().row_count(), 0);
+    window.wait_until("the closed view's streams end", |_| {
+        stream_free(&window, &b)
+    });
 }

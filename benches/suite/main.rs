@@ -119,6 +119,9 @@ fn main() {
         agents::AgentFarm::serve(count, args.next().map(PathBuf::from));
         return;
     }
+    // As the CLI and vigie-gui do at start, before the client library
+    // sizes its connection budget: one connection per host.
+    let _ = vigie::rlimit::raise_open_files();
     let options = match Options::parse() {
         Ok(options) => options,
         Err(message) => {

@@ -42,7 +42,7 @@ impl Reading {
             disk: sample
                 .fullest_disk
                 .as_ref()
-                .map(|d| (d.used_percent(), d.mount_point.clone())),
+                .map(|d| (d.used_percent(), bounded(&d.mount_point))),
         }
     }
 
@@ -54,6 +54,18 @@ impl Reading {
             Metric::Load => self.load,
             Metric::Disk => self.disk.as_ref().map(|(p, _)| *p),
         }
+    }
+}
+
+/// The longest text (a mount point, a failure's reason) a board keeps of a
+/// host, in characters: a hostile agent could send megabytes in every
+/// sample, and a dashboard keeps them for every host.
+const TEXT_MAX: usize = 256;
+
+fn bounded(text: &str) -> String {
+    match text.char_indices().nth(TEXT_MAX) {
+        None => text.to_owned(),
+        Some((end, _)) => format!("{}…", &text[..end]),
     }
 }
 
@@ -159,6 +171,17 @@ impl Thresholds {
     }
 }
 
+/// The form [`Thresholds::parse`] reads: `cpu=90,memory=90,load=8,disk=90`.
+impl std::fmt::Display for Thresholds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cpu={},memory={},load={},disk={}",
+            self.cpu, self.memory, self.load, self.disk
+        )
+    }
+}
+
 /// How a watched host stands.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Live {
@@ -233,15 +256,32 @@ impl Board {
         }
     }
 
-    /// Takes in what the feed said of a host.
-    pub fn update(&mut self, host: usize, news: Feed) {
+    /// Takes over from `old` (a board of the same fleet): the last news
+    /// of every host they share, the order and the filter, so that a view
+    /// watching a new selection neither blanks the hosts it was already
+    /// showing nor forgets how it was sorted.
+    pub fn take_over(&mut self, old: &Board) {
+        for row in &mut self.rows {
+            if let Some(&i) = old.by_host.get(&row.host) {
+                row.live = old.rows[i].live.clone();
+            }
+        }
+        self.sort = old.sort;
+        self.reversed = old.reversed;
+        self.filter.clone_from(&old.filter);
+        self.stale = true;
+    }
+
+    /// Takes in what the feed said of a host (a [`Feed`], or the
+    /// [`News`] made of it).
+    pub fn update(&mut self, host: usize, news: impl Into<News>) {
         let Some(&row) = self.by_host.get(&host) else {
             return;
         };
         let live = &mut self.rows[row].live;
-        *live = match news {
-            Feed::Sample(sample) => Live::Reading(Reading::of(&sample)),
-            Feed::Lost(reason) => Live::Lost(reason, live.reading().cloned()),
+        *live = match news.into() {
+            News::Reading(reading) => Live::Reading(reading),
+            News::Lost(reason) => Live::Lost(reason, live.reading().cloned()),
         };
         self.stale = true;
     }
@@ -426,6 +466,25 @@ pub enum Feed {
     Lost(String),
 }
 
+/// What a board keeps of a [`Feed`]: the figures of a sample, or a
+/// failure's reason, each bounded in size, whatever the agent sent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum News {
+    /// The figures of a new sample.
+    Reading(Reading),
+    /// Why the stream failed.
+    Lost(String),
+}
+
+impl From<Feed> for News {
+    fn from(feed: Feed) -> Self {
+        match feed {
+            Feed::Sample(sample) => News::Reading(Reading::of(&sample)),
+            Feed::Lost(reason) => News::Lost(bounded(&reason)),
+        }
+    }
+}
+
 /// The longest pause before a failed stream is opened again; a stream
 /// that lived this long before failing starts the pauses again from one
 /// second.
@@ -447,26 +506,56 @@ pub fn feed(
     interval: Duration,
     stop: CancellationToken,
 ) -> mpsc::Receiver<(usize, Feed)> {
-    let (tx, rx) = mpsc::channel(1024);
-    let opening = std::sync::Arc::new(tokio::sync::Semaphore::new(
-        super::fleet::DEFAULT_CONCURRENCY,
-    ));
-    // Streams to every host cannot all be open: each host gets its turn.
-    let one_each = fleet.connection_limit().is_some();
+    let (feeder, rx) = Feeder::new(fleet, interval);
     for &index in selection {
-        let Some(host) = fleet.host(index).cloned() else {
-            continue;
+        feeder.watch(fleet, index, stop.clone());
+    }
+    rx
+}
+
+/// What [`feed`] is made of, for a view whose hosts come and go while it
+/// runs (the desktop client's dashboard follows the selection): each host
+/// is watched until its own token is cancelled, all into one channel, with
+/// one bound on the streams being opened at once.
+#[derive(Debug, Clone)]
+pub struct Feeder {
+    tx: mpsc::Sender<(usize, Feed)>,
+    opening: std::sync::Arc<tokio::sync::Semaphore>,
+    interval: Duration,
+    /// Streams to every host cannot all be open: each host gets its turn.
+    one_each: bool,
+}
+
+impl Feeder {
+    /// A feeder for hosts of `fleet`, and the receiving end of its news.
+    pub fn new(fleet: &Fleet, interval: Duration) -> (Self, mpsc::Receiver<(usize, Feed)>) {
+        let (tx, rx) = mpsc::channel(1024);
+        let feeder = Self {
+            tx,
+            opening: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                super::fleet::DEFAULT_CONCURRENCY,
+            )),
+            interval,
+            one_each: fleet.connection_limit().is_some(),
         };
-        let (tx, stop, opening) = (tx.clone(), stop.clone(), opening.clone());
+        (feeder, rx)
+    }
+
+    /// Watches the host at `index` until `stop` (or until the receiver
+    /// goes). Must be called within a tokio runtime.
+    pub fn watch(&self, fleet: &Fleet, index: usize, stop: CancellationToken) {
+        let Some(host) = fleet.host(index).cloned() else {
+            return;
+        };
+        let (tx, opening) = (self.tx.clone(), self.opening.clone());
+        let (interval, one_each) = (self.interval, self.one_each);
         tokio::spawn(async move {
-            let stopped = stop.clone();
             tokio::select! {
-                () = stopped.cancelled() => {}
+                () = stop.cancelled() => {}
                 () = watch_host(&host, index, interval, one_each, &tx, &opening) => {}
             }
         });
     }
-    rx
 }
 
 /// One host's part of [`feed`], until its receiver goes (the caller's
@@ -661,5 +750,41 @@ mod tests {
                 .unwrap_err()
                 .contains("not a metric")
         );
+    }
+
+    #[test]
+    fn thresholds_print_as_they_are_read() {
+        let t = Thresholds::parse("cpu=75.5,load=3").unwrap();
+        assert_eq!(t.to_string(), "cpu=75.5,memory=90,load=3,disk=90");
+        assert_eq!(Thresholds::parse(&t.to_string()).unwrap(), t);
+    }
+
+    #[test]
+    fn a_new_board_takes_over_the_news_order_and_filter_of_the_old() {
+        let mut old = board();
+        old.sort_by(SortKey::Name);
+        old.sort_by(SortKey::Name);
+        old.set_filter("WEB");
+        let mut new = Board::new(
+            [(1, "web2".into()), (7, "web8".into())],
+            Thresholds::default(),
+        );
+        new.take_over(&old);
+        assert!(matches!(&new.rows()[0].live, Live::Reading(r) if r.cpu == 95.0));
+        assert_eq!(new.rows()[1].live, Live::Waiting);
+        assert_eq!((new.sort(), new.filter()), ((SortKey::Name, true), "web"));
+    }
+
+    #[test]
+    fn a_board_keeps_a_bounded_mount_point_and_reason_whatever_the_agent_sends() {
+        let mut long = sample(1.0, 1, 1.0, 1);
+        long.fullest_disk.as_mut().unwrap().mount_point = "é".repeat(100_000);
+        let (_, mount) = Reading::of(&long).disk.unwrap();
+        assert_eq!(mount.chars().count(), TEXT_MAX + 1);
+        assert!(mount.ends_with('…'));
+        let News::Lost(reason) = News::from(Feed::Lost("x".repeat(1 << 20))) else {
+            panic!("a loss stays a loss");
+        };
+        assert_eq!(reason.chars().count(), TEXT_MAX + 1);
     }
 }

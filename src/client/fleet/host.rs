@@ -217,12 +217,18 @@ impl Host {
     pub fn observe<T>(&self, result: &Result<T, Error>) {
         match result {
             Ok(_) | Err(Error::Status(_)) => {
-                self.status.send_modify(|s| {
+                // Watchers hear of a change of state only: a dashboard's
+                // samples, each an answer, would otherwise wake every view
+                // of the host with every sample.
+                self.status.send_if_modified(|s| {
                     s.last_seen = Some(SystemTime::now());
-                    if !matches!(s.state, HostState::Online(_)) {
+                    if matches!(s.state, HostState::Online(_) | HostState::Connecting) {
+                        false
+                    } else {
                         // Online, but with no description yet: keep it
                         // connecting until a probe fills it in.
                         s.state = HostState::Connecting;
+                        true
                     }
                 });
             }

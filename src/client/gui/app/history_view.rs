@@ -157,7 +157,7 @@ impl App {
                 true,
             ),
         }
-        self.inner.window.set_view(0);
+        self.show_view(0);
     }
 
     /// The recent-commands combo box: a title, then the newest first.

@@ -22,18 +22,22 @@ impl App {
         hosts.on_toggle(with_app!(self, move |app, index| {
             app.inner.state.borrow_mut().hosts.toggle(index as usize);
             app.refresh_hosts();
+            app.follow_selection();
         }));
         hosts.on_select_all(with_app!(self, move |app| {
             app.inner.state.borrow_mut().hosts.select_all();
             app.refresh_hosts();
+            app.follow_selection();
         }));
         hosts.on_select_none(with_app!(self, move |app| {
             app.inner.state.borrow_mut().hosts.select_none();
             app.refresh_hosts();
+            app.follow_selection();
         }));
         hosts.on_select_group(with_app!(self, move |app, tag| {
             app.inner.state.borrow_mut().hosts.select_group(&tag);
             app.refresh_hosts();
+            app.follow_selection();
         }));
         hosts.on_show_host(with_app!(self, move |app, index| {
             app.show_host(index as usize);
@@ -80,6 +84,7 @@ impl App {
                     .set_window_title(format!("vigie — {}", path.display()).into());
                 self.watch_fleet();
                 self.refresh_hosts();
+                self.follow_selection();
                 let (count, notice) = {
                     let state = self.inner.state.borrow();
                     let fleet = state.hosts.fleet();
@@ -119,6 +124,7 @@ impl App {
                 }
                 self.watch_fleet();
                 self.refresh_hosts();
+                self.follow_selection();
                 self.status(
                     "no hosts file: this machine, through an agent started in this window. Open a hosts file to manage others.",
                     false,
@@ -133,6 +139,8 @@ impl App {
     pub(super) fn watch_fleet(&self) {
         let (fleet, stop, interval) = {
             let mut state = self.inner.state.borrow_mut();
+            // A new fleet: no row of the old one is kept.
+            state.host_items.clear();
             state.monitor_stop.cancel();
             state.monitor_stop = CancellationToken::new();
             (
@@ -143,7 +151,7 @@ impl App {
         };
         let _guard = self.inner.runtime.enter();
         fleet.monitor(interval, stop.clone());
-        for host in fleet.hosts() {
+        for (index, host) in fleet.hosts().iter().enumerate() {
             let mut changes = host.watch();
             let updates = self.inner.updates.clone();
             let stop = stop.clone();
@@ -155,7 +163,7 @@ impl App {
                             if changed.is_err() {
                                 return;
                             }
-                            updates.push(Update::HostsChanged);
+                            updates.push(Update::HostChanged { index });
                         }
                     }
                 }
@@ -163,41 +171,119 @@ impl App {
         }
     }
 
+    /// Shows the hosts list again after the filter, the selection or the
+    /// fleet changed: every row the filter lets through, from the cache of
+    /// rows (a host's row is made again only when its state changed).
     pub(super) fn refresh_hosts(&self) {
-        let state = self.inner.state.borrow();
-        let rows: Vec<HostItem> = state
-            .hosts
-            .rows()
-            .into_iter()
-            .map(|r| HostItem {
-                index: r.index as i32,
-                name: r.name.into(),
-                address: r.address.into(),
-                state: match r.state {
-                    StateKind::Unknown => "unknown",
-                    StateKind::Connecting => "connecting",
-                    StateKind::Online => "online",
-                    StateKind::Offline => "offline",
-                }
-                .into(),
-                os: r.os.into(),
-                detail: r.detail.into(),
-                tags: r.tags.into(),
-                selected: r.selected,
-            })
-            .collect();
-        update_model(&self.inner.models.hosts, rows);
-        // The combo box's first entry is its title.
-        let groups = state.hosts.groups();
-        let title = if groups.is_empty() {
-            "no groups"
-        } else {
-            "group…"
+        let rows: Vec<HostItem> = {
+            let mut state = self.inner.state.borrow_mut();
+            let state = &mut *state;
+            let count = state.hosts.fleet().hosts().len();
+            if state.host_items.len() != count {
+                state.host_items = vec![None; count];
+            }
+            let shown = state.hosts.shown();
+            state.host_rows = vec![usize::MAX; count];
+            for (row, &index) in shown.iter().enumerate() {
+                state.host_rows[index] = row;
+            }
+            shown
+                .iter()
+                .map(|&index| Self::host_item(state, index))
+                .collect()
         };
-        let tags: Vec<SharedString> = std::iter::once(title.into())
-            .chain(groups.into_iter().map(Into::into))
-            .collect();
-        update_model(&self.inner.models.groups_tags, tags);
+        update_model(&self.inner.models.hosts, rows);
+        self.refresh_hosts_summary(true);
+    }
+
+    /// After these hosts' states changed: their rows only, unless the
+    /// filter now lets through other hosts than it did.
+    pub(super) fn refresh_changed_hosts(&self, changed: &[usize]) {
+        let rows = {
+            let mut state = self.inner.state.borrow_mut();
+            let state = &mut *state;
+            Self::changed_rows(state, changed)
+        };
+        // None: the filter now lets through other hosts than it did.
+        let Some(rows) = rows else {
+            return self.refresh_hosts();
+        };
+        let model = &self.inner.models.hosts;
+        for (row, item) in rows {
+            if model.row_data(row).as_ref() != Some(&item) {
+                model.set_row_data(row, item);
+            }
+        }
+        self.refresh_hosts_summary(false);
+    }
+
+    fn changed_rows(state: &mut State, changed: &[usize]) -> Option<Vec<(usize, HostItem)>> {
+        if state.host_items.len() != state.hosts.fleet().hosts().len() {
+            return None;
+        }
+        let mut rows = Vec::with_capacity(changed.len());
+        for &index in changed {
+            let Some(slot) = state.host_items.get_mut(index) else {
+                continue;
+            };
+            *slot = None;
+            let row = state.host_rows[index];
+            // A host's state is part of what the filter reads (its OS).
+            if (row != usize::MAX) != state.hosts.matches(index) {
+                return None;
+            }
+            if row != usize::MAX {
+                rows.push((row, Self::host_item(state, index)));
+            }
+        }
+        Some(rows)
+    }
+
+    /// The row of a host, from the cache, with its selection.
+    fn host_item(state: &mut State, index: usize) -> HostItem {
+        let hosts = &state.hosts;
+        let mut item = state.host_items[index]
+            .get_or_insert_with(|| {
+                let r = hosts.row(index);
+                HostItem {
+                    index: r.index as i32,
+                    name: r.name.into(),
+                    address: r.address.into(),
+                    state: match r.state {
+                        StateKind::Unknown => "unknown",
+                        StateKind::Connecting => "connecting",
+                        StateKind::Online => "online",
+                        StateKind::Offline => "offline",
+                    }
+                    .into(),
+                    os: r.os.into(),
+                    detail: r.detail.into(),
+                    tags: r.tags.into(),
+                    selected: false,
+                }
+            })
+            .clone();
+        item.selected = hosts.is_selected(index);
+        item
+    }
+
+    /// The summary line, the current host and the selection's size; with
+    /// `groups`, the group list too (it changes only with the fleet).
+    fn refresh_hosts_summary(&self, groups: bool) {
+        let state = self.inner.state.borrow();
+        if groups {
+            // The combo box's first entry is its title.
+            let groups = state.hosts.groups();
+            let title = if groups.is_empty() {
+                "no groups"
+            } else {
+                "group…"
+            };
+            let tags: Vec<SharedString> = std::iter::once(title.into())
+                .chain(groups.into_iter().map(Into::into))
+                .collect();
+            update_model(&self.inner.models.groups_tags, tags);
+        }
         let adapter = self.inner.window.global::<HostsAdapter>();
         adapter.set_summary(state.hosts.summary().into());
         adapter.set_editable(state.hosts.path().is_some());
@@ -205,7 +291,7 @@ impl App {
         self.inner
             .window
             .global::<CommandAdapter>()
-            .set_selected_count(state.hosts.selection().len() as i32);
+            .set_selected_count(state.hosts.selected_count() as i32);
     }
 
     pub(super) fn add_host(&self, name: &str, address: &str, port: &str) -> bool {
@@ -222,6 +308,7 @@ impl App {
                 adapter.set_add_error(SharedString::new());
                 self.watch_fleet();
                 self.refresh_hosts();
+                self.follow_selection();
                 let path = self
                     .inner
                     .state
@@ -252,6 +339,7 @@ impl App {
             Ok(count) => {
                 self.watch_fleet();
                 self.refresh_hosts();
+                self.follow_selection();
                 self.status(&format!("removed {count} hosts from the hosts file"), false);
             }
             Err(e) => self.status(&e, true),

@@ -170,7 +170,7 @@ impl App {
             ),
             false,
         );
-        self.inner.window.set_view(0);
+        self.show_view(0);
     }
 
     /// Cancels a fleet job on each of its hosts, then shows their states.

@@ -24,6 +24,7 @@ macro_rules! with_app {
     }};
 }
 
+mod dashboard_view;
 mod files_view;
 mod history_view;
 mod hosts_view;
@@ -48,9 +49,9 @@ use slint::{ComponentHandle, Model, ModelRc, SharedString, VecModel};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    ChartAdapter, CommandAdapter, FileItem, FilesAdapter, GroupItem, HistoryAdapter, HistoryItem,
-    HostItem, HostsAdapter, InfoAdapter, InfoItem, LineItem, MainWindow, OutputAdapter,
-    StatusAdapter, TabItem,
+    ChartAdapter, CommandAdapter, DashRow, DashboardAdapter, FileItem, FilesAdapter, GroupItem,
+    HeatCell, HistoryAdapter, HistoryItem, HostItem, HostsAdapter, InfoAdapter, InfoItem, LineItem,
+    MainWindow, OutputAdapter, StatusAdapter, TabItem,
     controller::{
         chart::ChartController,
         files::FileBrowser,
@@ -91,7 +92,10 @@ pub struct Options {
 
 /// Something that happened in the background, for the UI thread.
 enum Update {
-    HostsChanged,
+    /// A host's state changed.
+    HostChanged {
+        index: usize,
+    },
     /// A host's output or status changed in the output controller.
     OutputChanged {
         slot: usize,
@@ -124,6 +128,11 @@ enum Update {
     JobsChanged,
     /// A file transfer progressed or ended.
     Transfer(transfers_view::TransferUpdate),
+    /// What the dashboard's streams said since the last batch.
+    Dashboard {
+        generation: u64,
+        news: Vec<(usize, crate::client::dashboard::News)>,
+    },
 }
 
 /// The queue between background tasks and the UI thread.
@@ -187,6 +196,8 @@ struct Models {
     files: Rc<VecModel<FileItem>>,
     recent: Rc<VecModel<SharedString>>,
     transfers: Rc<VecModel<super::TransferItem>>,
+    dash_rows: Rc<VecModel<DashRow>>,
+    dash_cells: Rc<VecModel<HeatCell>>,
 }
 
 struct State {
@@ -224,6 +235,17 @@ struct State {
     transfer: Option<transfers_view::Shown>,
     /// Counts transfers, so that a cut one's late news is ignored.
     transfer_generation: u64,
+    /// Each host's row of the hosts list, made when first shown and again
+    /// only when its state changed (by fleet index; the selection is set
+    /// on each copy shown).
+    host_items: Vec<Option<HostItem>>,
+    /// Each host's model row in the list (`usize::MAX`: filtered out).
+    host_rows: Vec<usize>,
+    /// What the dashboard watches while it is open.
+    dashboard: Option<dashboard_view::Watch>,
+    /// Counts the dashboard's watches, so that an ended one's late news is
+    /// ignored.
+    dashboard_generation: u64,
 }
 
 impl App {
@@ -266,6 +288,8 @@ impl App {
             files: Rc::new(VecModel::default()),
             recent: Rc::new(VecModel::default()),
             transfers: Rc::new(VecModel::default()),
+            dash_rows: Rc::new(VecModel::default()),
+            dash_cells: Rc::new(VecModel::default()),
         };
         // The recall fills when the history has been read, off this
         // thread (see `refresh_history`).
@@ -307,6 +331,10 @@ impl App {
                 files_purpose: Default::default(),
                 transfer: None,
                 transfer_generation: 0,
+                host_items: Vec::new(),
+                host_rows: Vec::new(),
+                dashboard: None,
+                dashboard_generation: 0,
             }),
             models,
         });
@@ -341,7 +369,7 @@ impl App {
         if updates.is_empty() {
             return;
         }
-        let mut hosts_changed = false;
+        let mut hosts_changed = Vec::new();
         let mut tabs_changed = BTreeSet::new();
         let mut run_ended = false;
         let mut history_changed = false;
@@ -350,11 +378,12 @@ impl App {
         let mut jobs_loaded = None;
         let mut jobs_changed = false;
         let mut transfers = Vec::new();
+        let mut dashboard_changed = false;
         {
             let mut state = self.inner.state.borrow_mut();
             for update in updates {
                 match update {
-                    Update::HostsChanged => hosts_changed = true,
+                    Update::HostChanged { index } => hosts_changed.push(index),
                     Update::OutputChanged { slot } => {
                         tabs_changed.insert(slot);
                     }
@@ -409,11 +438,16 @@ impl App {
                     Update::JobsLoaded { jobs } => jobs_loaded = Some(jobs),
                     Update::JobsChanged => jobs_changed = true,
                     Update::Transfer(update) => transfers.push(update),
+                    Update::Dashboard { generation, news } => {
+                        dashboard_changed |= self.dashboard_news(&mut state, generation, news);
+                    }
                 }
             }
         }
-        if hosts_changed {
-            self.refresh_hosts();
+        if !hosts_changed.is_empty() {
+            hosts_changed.sort_unstable();
+            hosts_changed.dedup();
+            self.refresh_changed_hosts(&hosts_changed);
         }
         if !tabs_changed.is_empty() || run_ended {
             self.refresh_output(&tabs_changed, run_ended);
@@ -438,6 +472,9 @@ impl App {
         }
         for update in transfers {
             self.transfer_update(update);
+        }
+        if dashboard_changed {
+            self.refresh_dashboard();
         }
     }
 
@@ -491,6 +528,7 @@ impl App {
         self.bind_jobs();
         self.bind_files();
         self.bind_transfers();
+        self.bind_dashboard();
     }
 }
 
@@ -499,6 +537,9 @@ impl Drop for Inner {
         let state = self.state.get_mut();
         state.monitor_stop.cancel();
         state.metrics_stop.cancel();
+        if let Some(watch) = &state.dashboard {
+            watch.stop();
+        }
         if let Some(run) = &state.run {
             run.cancel();
         }

@@ -51,6 +51,8 @@ pub struct HostsController {
     fleet: Fleet,
     selected: BTreeSet<String>,
     filter: String,
+    /// The filter in lower case, as matched.
+    needle: String,
 }
 
 /// The connection settings of a host, by its entry.
@@ -68,6 +70,7 @@ impl HostsController {
                 fleet,
                 selected: BTreeSet::new(),
                 filter: String::new(),
+                needle: String::new(),
             },
             errors,
         ))
@@ -81,6 +84,7 @@ impl HostsController {
             fleet: Fleet::new(entries, |_| ConnectionSettings::default()),
             selected,
             filter: String::new(),
+            needle: String::new(),
         }
     }
 
@@ -103,13 +107,15 @@ impl HostsController {
     /// (case-insensitive).
     pub fn set_filter(&mut self, text: &str) {
         text.trim().clone_into(&mut self.filter);
+        self.needle = self.filter.to_lowercase();
     }
 
-    fn matches(&self, index: usize) -> bool {
-        if self.filter.is_empty() {
+    /// True when the host at `index` passes the filter.
+    pub fn matches(&self, index: usize) -> bool {
+        if self.needle.is_empty() {
             return true;
         }
-        let needle = self.filter.to_lowercase();
+        let needle = &self.needle;
         let host = &self.fleet.hosts()[index];
         let entry = &host.entry;
         let os = match host.status().state {
@@ -123,15 +129,31 @@ impl HostsController {
             &entry.tags.join(","),
         ]
         .iter()
-        .any(|field| field.to_lowercase().contains(&needle))
+        .any(|field| field.to_lowercase().contains(needle.as_str()))
     }
 
     /// The rows to show: the hosts the filter lets through.
     pub fn rows(&self) -> Vec<HostRow> {
+        self.shown().into_iter().map(|i| self.row(i)).collect()
+    }
+
+    /// The indexes of the hosts the filter lets through, in file order.
+    pub fn shown(&self) -> Vec<usize> {
         (0..self.fleet.hosts().len())
             .filter(|&i| self.matches(i))
-            .map(|i| self.row(i))
             .collect()
+    }
+
+    /// True when the host at `index` is selected.
+    pub fn is_selected(&self, index: usize) -> bool {
+        self.fleet
+            .host(index)
+            .is_some_and(|h| self.selected.contains(&h.entry.name))
+    }
+
+    /// How many hosts are selected.
+    pub fn selected_count(&self) -> usize {
+        self.selected.len()
     }
 
     /// The row of the host at `index`.

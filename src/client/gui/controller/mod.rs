@@ -2,6 +2,7 @@
 //! tested without a window. `gui::app` adapts it to the `.slint` views.
 
 pub mod chart;
+pub mod dashboard;
 pub mod files;
 pub mod hosts;
 pub mod info;

@@ -1,18 +1,20 @@
 //! What the desktop client remembers between runs: the last hosts file and
-//! the theme, in `$XDG_CONFIG_HOME/vigie/gui.toml`.
+//! the theme, the dashboard's thresholds, in `$XDG_CONFIG_HOME/vigie/gui.toml`.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 /// The remembered settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
     /// The hosts file last loaded.
     pub last_hosts_file: Option<PathBuf>,
     /// Dark theme (the default) or light.
     pub light_theme: bool,
+    /// Where the dashboard marks a host hot.
+    pub thresholds: crate::client::dashboard::Thresholds,
 }
 
 impl Settings {
@@ -23,10 +25,16 @@ impl Settings {
 
     /// Reads the settings; missing or unreadable ones are the defaults.
     pub fn load(path: &Path) -> Self {
-        std::fs::read_to_string(path)
+        let mut settings: Self = std::fs::read_to_string(path)
             .ok()
             .and_then(|text| toml::from_str(&text).ok())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        // Thresholds edited by hand are held to what the window accepts
+        // (numbers, 0 or more).
+        if crate::client::dashboard::Thresholds::parse(&settings.thresholds.to_string()).is_err() {
+            settings.thresholds = Default::default();
+        }
+        settings
     }
 
     /// Writes the settings atomically.
@@ -51,9 +59,18 @@ mod tests {
         let settings = Settings {
             last_hosts_file: Some("/etc/vigie/hosts.csv".into()),
             light_theme: true,
+            thresholds: crate::client::dashboard::Thresholds::parse("cpu=50").unwrap(),
         };
         settings.save(&path).unwrap();
         assert_eq!(Settings::load(&path), settings);
+        std::fs::write(&path, "light_theme = true\n[thresholds]\ncpu = -3.0\n").unwrap();
+        let read = Settings::load(&path);
+        assert!(read.light_theme);
+        assert_eq!(
+            read.thresholds,
+            Default::default(),
+            "a negative threshold is refused"
+        );
         std::fs::write(&path, "not = [toml").unwrap();
         assert_eq!(Settings::load(&path), Settings::default());
     }
