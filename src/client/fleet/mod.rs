@@ -448,15 +448,18 @@ impl Fleet {
     /// One task and one timer for the whole fleet (the next check due),
     /// whatever its size, and at most [`MONITOR_AT_ONCE`] checks under way;
     /// each host's first check is spread over the first 200 ms. After the
-    /// first round, checks come at most [`MONITOR_PER_SECOND`] a second:
-    /// ten thousand hosts are checked every 50 s rather than every
+    /// first round, online hosts are checked [`MONITOR_PER_SECOND`] a second
+    /// at most on average: ten thousand hosts every 50 s rather than every
     /// `interval`, so that watching a large fleet costs it and the client
     /// a bounded load (any call to a host, and the dashboard's streams,
     /// still update its state at once). Stops when `stop` is cancelled.
     pub fn monitor(&self, interval: Duration, stop: CancellationToken) {
         let hosts = self.hosts.clone();
+        // A check's wait is jittered to between half and all of the
+        // interval, three quarters on average: the floor keeps the average
+        // rate at MONITOR_PER_SECOND.
         let interval = interval.max(Duration::from_secs_f64(
-            hosts.len() as f64 / MONITOR_PER_SECOND,
+            hosts.len() as f64 / (0.75 * MONITOR_PER_SECOND),
         ));
         tokio::spawn(async move {
             use std::{cmp::Reverse, collections::BinaryHeap};
@@ -514,8 +517,8 @@ impl Fleet {
 /// deadline) slow the round down only when there are hundreds of them.
 pub const MONITOR_AT_ONCE: usize = DEFAULT_CONCURRENCY;
 
-/// The most checks a second the monitor makes once every host had its
-/// first.
+/// The most checks a second, on average, the monitor makes of online
+/// hosts once every host had its first.
 pub const MONITOR_PER_SECOND: f64 = 200.0;
 
 /// Sleeps until `at`, or forever when nothing is due.

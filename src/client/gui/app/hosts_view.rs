@@ -68,9 +68,13 @@ impl App {
         };
         match loaded {
             Ok((hosts, errors)) => {
+                // The filter box keeps its text across files: what it says
+                // is what the list shows.
+                let filter = self.inner.window.global::<HostsAdapter>().get_filter();
                 {
                     let mut state = self.inner.state.borrow_mut();
                     state.hosts = hosts;
+                    state.hosts.set_filter(&filter);
                     state.local_agent = None;
                     state.settings.last_hosts_file = Some(path.to_owned());
                     self.save_settings(&state);
@@ -221,12 +225,17 @@ impl App {
         if state.host_items.len() != state.hosts.fleet().hosts().len() {
             return None;
         }
+        // Every changed row is made again, whichever way this returns.
+        for &index in changed {
+            if let Some(slot) = state.host_items.get_mut(index) {
+                *slot = None;
+            }
+        }
         let mut rows = Vec::with_capacity(changed.len());
         for &index in changed {
-            let Some(slot) = state.host_items.get_mut(index) else {
+            if index >= state.host_items.len() {
                 continue;
-            };
-            *slot = None;
+            }
             let row = state.host_rows[index];
             // A host's state is part of what the filter reads (its OS).
             if (row != usize::MAX) != state.hosts.matches(index) {
