@@ -631,11 +631,23 @@ async fn watch_host(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::types::{DiskUsage, LoadAverage, Memory};
 
     fn sample(cpu: f32, used: u64, load: f64, disk_free: u64) -> MetricsSample {
+        sample_on(cpu, used, load, disk_free, "/var")
+    }
+
+    /// A sample of a host with 100 bytes of memory and a disk of 100
+    /// bytes mounted at `mount` (the views' tests use it too).
+    pub(crate) fn sample_on(
+        cpu: f32,
+        used: u64,
+        load: f64,
+        disk_free: u64,
+        mount: &str,
+    ) -> MetricsSample {
         MetricsSample {
             timestamp_ms: 0,
             cpu_usage_percent: cpu,
@@ -651,7 +663,7 @@ mod tests {
                 fifteen: 0.0,
             }),
             fullest_disk: Some(DiskUsage {
-                mount_point: "/var".into(),
+                mount_point: mount.into(),
                 total_bytes: 100,
                 available_bytes: disk_free,
             }),

@@ -522,7 +522,7 @@ pub const MONITOR_AT_ONCE: usize = DEFAULT_CONCURRENCY;
 pub const MONITOR_PER_SECOND: f64 = 200.0;
 
 /// Sleeps until `at`, or forever when nothing is due.
-async fn sleep_until(at: Option<tokio::time::Instant>) {
+pub(crate) async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

@@ -309,7 +309,7 @@ impl App {
 
 /// Two handles on the same fleet (the same hosts, so the same indexes).
 fn same_fleet(a: &Fleet, b: &Fleet) -> bool {
-    std::ptr::eq(a.hosts().as_ptr(), b.hosts().as_ptr()) && a.hosts().len() == b.hosts().len()
+    std::ptr::eq(a.hosts(), b.hosts())
 }
 
 /// Forwards the feed's news to the window in batches, one every
@@ -326,13 +326,6 @@ async fn gather(
     let mut batch: HashMap<usize, News> = HashMap::new();
     let mut due: Option<tokio::time::Instant> = None;
     loop {
-        let at = due;
-        let flush = async move {
-            match at {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             () = stop.cancelled() => return,
             news = receiver.recv() => match news {
@@ -342,7 +335,7 @@ async fn gather(
                 }
                 None => return,
             },
-            () = flush => {
+            () = crate::client::fleet::sleep_until(due) => {
                 due = None;
                 updates.push(Update::Dashboard {
                     generation,

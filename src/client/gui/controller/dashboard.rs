@@ -214,31 +214,12 @@ fn ratio(value: f64, threshold: f64) -> f64 {
 mod tests {
     use super::*;
     use crate::{
-        client::dashboard::{Feed, Thresholds},
-        types::{DiskUsage, LoadAverage, Memory, MetricsSample},
+        client::dashboard::{Feed, Thresholds, tests::sample_on},
+        types::MetricsSample,
     };
 
     fn sample(cpu: f32, used: u64, mount: &str) -> MetricsSample {
-        MetricsSample {
-            timestamp_ms: 0,
-            cpu_usage_percent: cpu,
-            cpu_usage_per_core: Vec::new(),
-            memory: Memory {
-                total_bytes: 100,
-                used_bytes: used,
-                ..Memory::default()
-            },
-            load_average: Some(LoadAverage {
-                one: 0.5,
-                five: 0.0,
-                fifteen: 0.0,
-            }),
-            fullest_disk: Some(DiskUsage {
-                mount_point: mount.into(),
-                total_bytes: 100,
-                available_bytes: 60,
-            }),
-        }
+        sample_on(cpu, used, 0.5, 60, mount)
     }
 
     fn board() -> Board {

@@ -132,11 +132,6 @@ impl HostsController {
         .any(|field| field.to_lowercase().contains(needle.as_str()))
     }
 
-    /// The rows to show: the hosts the filter lets through.
-    pub fn rows(&self) -> Vec<HostRow> {
-        self.shown().into_iter().map(|i| self.row(i)).collect()
-    }
-
     /// The indexes of the hosts the filter lets through, in file order.
     pub fn shown(&self) -> Vec<usize> {
         (0..self.fleet.hosts().len())
@@ -307,6 +302,11 @@ fn host_row(index: usize, entry: &HostEntry, state: &HostState, selected: bool) 
 mod tests {
     use super::*;
 
+    /// The rows the list shows: the hosts the filter lets through.
+    fn rows(hosts: &HostsController) -> Vec<HostRow> {
+        hosts.shown().into_iter().map(|i| hosts.row(i)).collect()
+    }
+
     fn controller(text: &str) -> (tempfile::TempDir, HostsController) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hosts.csv");
@@ -322,10 +322,9 @@ mod tests {
         let (_dir, mut hosts) = controller(
             "name,address,tags\nweb1,10.0.0.1,web\nweb2,10.0.0.2,web\ndb1,10.0.0.3,db\n",
         );
-        assert_eq!(hosts.rows().len(), 3);
+        assert_eq!(rows(&hosts).len(), 3);
         assert!(
-            hosts
-                .rows()
+            rows(&hosts)
                 .iter()
                 .all(|r| r.state == StateKind::Unknown && !r.selected)
         );
@@ -334,8 +333,7 @@ mod tests {
         assert_eq!(hosts.selection(), vec![0, 1]);
         hosts.set_filter("DB");
         assert_eq!(
-            hosts
-                .rows()
+            rows(&hosts)
                 .iter()
                 .map(|r| r.name.as_str())
                 .collect::<Vec<_>>(),
@@ -361,7 +359,7 @@ mod tests {
         hosts
             .add(HostEntry::new("db9", "10.0.0.9", 7421), &settings)
             .unwrap();
-        assert_eq!(hosts.rows().len(), 2);
+        assert_eq!(rows(&hosts).len(), 2);
         let text = std::fs::read_to_string(dir.path().join("hosts.csv")).unwrap();
         assert!(text.ends_with("db9,10.0.0.9,\n"), "{text}");
         assert!(
