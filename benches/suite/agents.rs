@@ -188,6 +188,7 @@ impl AgentFarm {
     /// Lowers the farm's scheduling priority, so that a client measured
     /// beside it on the same cores is served first, as it would be with
     /// its agents on other machines.
+    #[cfg_attr(not(feature = "gui"), allow(dead_code))]
     pub fn yield_cpu(&self) {
         for child in &self.children {
             // SAFETY: setpriority reads its arguments only; a failure

@@ -113,6 +113,14 @@ impl Run {
 }
 
 fn main() {
+    // cargo runs benchmarks with its own library path (the toolchain's and
+    // the build's directories). Every process started from here would
+    // inherit it, and the dynamic loader of each `sh` would search those
+    // directories first: about 95 failed opens per spawn, a tenth of a
+    // millisecond added to every floor and every command. No agent runs
+    // like that, so neither do the figures.
+    // SAFETY: no other thread exists yet.
+    unsafe { std::env::remove_var("LD_LIBRARY_PATH") };
     let mut args = std::env::args().skip(1);
     if args.next().as_deref() == Some("--agent-farm") {
         let count = args.next().and_then(|n| n.parse().ok()).unwrap_or(1);

@@ -2,10 +2,7 @@
 //! Then the same command through the agent (plaintext, then mTLS + token)
 //! and through OpenSSH (its default cipher, and AES-GCM, its fastest here).
 
-use std::{
-    process::{Command, Stdio},
-    time::Instant,
-};
+use std::{process::Command, time::Instant};
 
 use futures::StreamExt;
 use vigie::{
@@ -42,19 +39,32 @@ pub fn run(run: &mut Run) {
     });
     // The floor and both transports take turns, run after run, so that all
     // three see the same machine: on a shared machine the load drifts.
-    let (mut pipe, mut vigie_plain, mut vigie_tls) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut pipe, mut small_pipe) = (Vec::new(), Vec::new());
+    let (mut vigie_plain, mut vigie_tls) = (Vec::new(), Vec::new());
     for _ in 0..runs {
-        pipe.push(through_pipe(&command, bytes));
+        pipe.push(through_pipe(&command, bytes, Some(AGENT_PIPE)));
+        small_pipe.push(through_pipe(&command, bytes, None));
         vigie_plain.push(through_agent(run, &plain_client, bytes));
         vigie_tls.push(through_agent(run, &tls_client, bytes));
     }
     let pipe = median_f64(&mut pipe);
+    let small_pipe = median_f64(&mut small_pipe);
     let vigie_plain = median_f64(&mut vigie_plain);
     let vigie_tls = median_f64(&mut vigie_tls);
     let plain_peak = status_kib(plain.pid(), "VmHWM:");
     run.report.add(
-        Figure::new("pipe", format!("local pipe, {label}"), "MB/s", pipe)
-            .note(format!("floor; runs={runs}, 1 MB = 10^6 B")),
+        Figure::new("pipe", format!("local pipe, {label}"), "MB/s", pipe).note(format!(
+            "floor: a 1 MiB pipe, as the agent's; runs={runs}, 1 MB = 10^6 B"
+        )),
+    );
+    run.report.add(
+        Figure::new(
+            "pipe_default",
+            format!("local pipe, {label}, default 64 KiB pipe"),
+            "MB/s",
+            small_pipe,
+        )
+        .note(format!("the floor of earlier runs; runs={runs}")),
     );
 
     let ssh_runs = if run.options.smoke { 1 } else { 3 };
@@ -80,12 +90,13 @@ pub fn run(run: &mut Run) {
         vigie_plain,
     )
     .ratio("local pipe", Some(pipe))
+    .ratio("default pipe", Some(small_pipe))
     .ratio("OpenSSH (faster cipher)", best_ssh)
     .note(format!("runs={runs}; agent peak RSS {plain_peak} KiB"));
-    let target = ">= 1500 MB/s and >= 2x OpenSSH";
+    let target = ">= 0.95x local pipe and >= 2x OpenSSH";
     figure = figure.target(
         target,
-        vigie_plain >= 1500.0 && best_ssh.is_none_or(|s| vigie_plain >= 2.0 * s),
+        vigie_plain >= 0.95 * pipe && best_ssh.is_none_or(|s| vigie_plain >= 2.0 * s),
     );
     run.report.add(figure);
     run.report.add(
@@ -97,7 +108,7 @@ pub fn run(run: &mut Run) {
         )
         .ratio("plaintext", Some(vigie_plain))
         .ratio("OpenSSH (faster cipher)", best_ssh)
-        .target(">= 1000 MB/s", vigie_tls >= 1000.0)
+        .target(">= 0.9x plaintext", vigie_tls >= 0.9 * vigie_plain)
         .note(format!("runs={runs}")),
     );
     for (name, value) in by_ssh {
@@ -118,15 +129,28 @@ pub fn run(run: &mut Run) {
     }
 }
 
-/// Reads `command`'s stdout through a local pipe; MB/s.
-fn through_pipe(command: &str, bytes: u64) -> f64 {
+/// The size the agent gives its commands' output pipes.
+const AGENT_PIPE: usize = 1 << 20;
+
+/// Reads `command`'s stdout through a local pipe of `size` (the default
+/// when none); MB/s.
+///
+/// The floor is a pipe of the agent's size, the best this machine does on
+/// the same path: against the default 64 KiB pipe, which needs sixteen
+/// times the wake-ups, the agent's larger pipe alone looked faster than
+/// the floor.
+fn through_pipe(command: &str, bytes: u64, size: Option<usize>) -> f64 {
     let t = Instant::now();
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    if let Some(size) = size {
+        rustix::pipe::fcntl_setpipe_size(&reader, size).expect("the pipe resized");
+    }
     let mut child = Command::new("sh")
         .args(["-c", command])
-        .stdout(Stdio::piped())
+        .stdout(writer)
         .spawn()
         .expect("head runs");
-    let total = ssh::drain(child.stdout.take().expect("piped"));
+    let total = ssh::drain(reader);
     assert!(child.wait().expect("reaped").success());
     assert_eq!(total, bytes);
     rate(bytes, t)

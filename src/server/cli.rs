@@ -309,6 +309,15 @@ pub fn main() -> ExitCode {
 /// in a profile of a 1 GiB stream that was a tenth of the agent's CPU time.
 /// Serving them from the heap, and giving memory back only past 16 MiB of
 /// free space at its top, removes that at a bounded memory cost.
+///
+/// The bound holds for one arena. By default glibc gives each thread that
+/// allocates its own arena, each keeping its own free space: with 100
+/// commands streaming at once, the two worker threads' arenas held 22 MiB
+/// each, and the agent's peak RSS was 52 MiB against 25 MB of live heap.
+/// With one arena shared by all threads it was 33 MiB, at no cost in
+/// throughput: the agent allocates once or twice per chunk of up to
+/// 256 KiB, so even many worker threads rarely meet on the arena's lock.
+/// An operator's `MALLOC_ARENA_MAX` is left as it is.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; it is called
@@ -316,6 +325,9 @@ fn tune_allocator() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
+        if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
     }
 }
 

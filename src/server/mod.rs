@@ -30,6 +30,7 @@ pub mod net;
 pub mod policy;
 pub mod processes;
 pub mod security;
+pub mod serve;
 pub mod service;
 pub mod session;
 pub mod streams;
@@ -47,7 +48,7 @@ use tokio::{net::TcpListener, sync::watch};
 
 use net::{ListenAddr, Listener};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tonic::transport::Server;
+use tower::Layer;
 
 pub use crate::wire::DEFAULT_PORT;
 pub use config::AgentConfig;
@@ -352,43 +353,41 @@ impl Agent {
         let agent_service = RemoteAgentServer::new(service::Service::new(state.clone()))
             .max_decoding_message_size(config.max_request_bytes);
 
-        let stopping = CancellationToken::new();
-        let server = Server::builder()
-            .layer(layer::GateLayer::new(self.security.gate.clone()))
-            .http2_keepalive_interval(Some(Duration::from_millis(config.keepalive_interval_ms)))
-            .http2_keepalive_timeout(Some(Duration::from_millis(config.keepalive_timeout_ms)))
-            // Bounded work per connection: calls at once, header sizes, and
-            // hyper's guards against rapid-reset floods (streams opened and
-            // reset before they are served, or reset by errors) kept on.
-            .max_concurrent_streams(Some(config.max_concurrent_streams_per_connection))
-            .http2_max_header_list_size(Some(MAX_HEADER_LIST))
-            .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
-            .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
-            .initial_stream_window_size(Some(crate::wire::STREAM_WINDOW))
-            .initial_connection_window_size(Some(crate::wire::CONNECTION_WINDOW))
-            .max_frame_size(Some(crate::wire::MAX_FRAME))
+        let mut routes = tonic::service::Routes::builder();
+        routes
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(agent_service)
-            .serve_with_incoming_shutdown(
-                net::incoming(
-                    self.listener.clone(),
-                    sessions,
-                    self.connections.clone(),
-                    self.security.tls.clone(),
-                ),
-                stopping.clone().cancelled_owned(),
-            );
+            .add_service(agent_service);
+        let service =
+            layer::GateLayer::new(self.security.gate.clone()).layer(routes.routes().prepare());
+        let http2 = serve::Http2Settings {
+            keepalive_interval: Duration::from_millis(config.keepalive_interval_ms),
+            keepalive_timeout: Duration::from_millis(config.keepalive_timeout_ms),
+            max_concurrent_streams: config.max_concurrent_streams_per_connection,
+        };
+        let stopping = CancellationToken::new();
+        let server = serve::serve(
+            service,
+            net::incoming(
+                self.listener.clone(),
+                sessions,
+                self.connections.clone(),
+                self.security.tls.clone(),
+            ),
+            &http2,
+            stopping.clone(),
+        );
         tokio::pin!(server);
         tracing::info!(address = %self.local_addr, boot_id = %boot_id, "agent serving");
 
         let outcome = tokio::select! {
-            result = &mut server => {
-                // The server only returns on its own if accepting failed.
-                return result
-                    .map(|()| Outcome::Shutdown)
-                    .map_err(|e| StartError::Serve(e.to_string()));
+            // The incoming stream never ends on its own (accept errors are
+            // retried there): if it did, the agent could no longer be
+            // reached, and exits with an error so that its supervisor
+            // restarts it.
+            () = &mut server => {
+                return Err(StartError::Serve("the agent stopped accepting connections".into()));
             }
             outcome = requested.wait_for(Option::is_some) => {
                 outcome.ok().and_then(|o| *o).unwrap_or(Outcome::Shutdown)
@@ -438,17 +437,6 @@ impl Agent {
         }
     }
 }
-
-/// Largest header block a request may send (the defaults of hyper allow
-/// 16 MiB); vigie's requests carry a few hundred bytes of metadata.
-const MAX_HEADER_LIST: u32 = 64 * 1024;
-/// Streams a client may open and reset before the server has accepted
-/// them, after which the connection is closed (hyper's default, 20, made
-/// explicit so that it cannot be lost).
-const MAX_PENDING_RESETS: usize = 20;
-/// Streams the server may reset because of a client's errors before it
-/// closes the connection.
-const MAX_LOCAL_ERROR_RESETS: usize = 256;
 
 /// Resolves and binds the configured address (refusing exposure the
 /// security settings do not cover), or adopts the socket a restarting agent

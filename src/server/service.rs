@@ -257,7 +257,7 @@ impl RemoteAgent for Service {
             return self.execute_detached(&ctx, &request);
         }
         let audit = |event: &'static str| self.call_record(&ctx, "Execute", event);
-        let (spawned, slot) = match self.start_command(&ctx, &request) {
+        let (mut spawned, slot) = match self.start_command(&ctx, &request) {
             Ok(started) => started,
             Err(error) => {
                 let status = Status::from(error);
@@ -296,6 +296,7 @@ impl RemoteAgent for Service {
         };
         let audit_log = self.state.audit.clone();
         let (tx, rx) = mpsc::channel(self.state.tuning.channel_capacity);
+        spawned.announce(&tx);
         let stops = Stops {
             session: ctx.session.token.clone(),
             agent: self.state.agent_token.clone(),

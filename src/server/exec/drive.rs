@@ -36,19 +36,21 @@ pub async fn drive(
         spec,
         started,
         started_at,
+        announced,
     } = spawned;
     // If this future is dropped before the end (the runtime shuts down, the
     // task is aborted), the guard still kills and reaps the command.
     let mut guard = DropGuard { pid, armed: true };
-    let mut client_gone = events
-        .send(Event::Started {
-            pid: pid.as_raw_nonzero().get(),
-            argv: spec.display_argv(),
-            started_at,
-            job_id: None,
-        })
-        .await
-        .is_err();
+    let mut client_gone = !announced
+        && events
+            .send(Event::Started {
+                pid: pid.as_raw_nonzero().get(),
+                argv: spec.display_argv(),
+                started_at,
+                job_id: None,
+            })
+            .await
+            .is_err();
 
     let mut stdout = Some(Reader::new(stdout, OutputStream::Stdout));
     let mut stderr = Some(Reader::new(stderr, OutputStream::Stderr));

@@ -92,7 +92,10 @@ impl Default for ExecTuning {
             kill_grace: Duration::from_secs(2),
             channel_capacity: 4,
             max_chunk: 256 * 1024,
-            budget: OutputBudget::new(4 << 20),
+            // Enough for one command streaming at full speed (its read and
+            // a full channel of the largest chunks, 1.25 MiB); 4 MiB made
+            // 100 commands at once hold 2 MiB more, with no gain for one.
+            budget: OutputBudget::new(2 << 20),
         }
     }
 }

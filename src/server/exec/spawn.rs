@@ -25,6 +25,8 @@ pub struct Spawned {
     pub(super) spec: CommandSpec,
     pub(super) started: Instant,
     pub(super) started_at: SystemTime,
+    /// True once [`Spawned::announce`] has queued the `started` event.
+    pub(super) announced: bool,
 }
 
 impl Spawned {
@@ -36,6 +38,23 @@ impl Spawned {
     /// The plan it runs.
     pub fn spec(&self) -> &CommandSpec {
         &self.spec
+    }
+
+    /// Queues the `started` event on a channel that has room (a new one),
+    /// so that [`drive`](super::drive) does not send it.
+    ///
+    /// A call's response headers go out as soon as its handler returns. When
+    /// the event is already queued then, the headers and the event leave in
+    /// one write, and the client wakes once for both instead of twice.
+    pub fn announce(&mut self, events: &tokio::sync::mpsc::Sender<super::Event>) {
+        let started = super::Event::Started {
+            pid: self.pid(),
+            argv: self.spec.display_argv(),
+            started_at: self.started_at,
+            job_id: None,
+        };
+        // A full or closed channel only means that drive sends it instead.
+        self.announced = events.try_send(started).is_ok();
     }
 }
 
@@ -131,6 +150,7 @@ pub fn spawn(spec: CommandSpec) -> Result<Spawned, ExecError> {
             spec,
             started,
             started_at,
+            announced: false,
         }),
         Err(e) => {
             let _ = rustix::process::kill_process_group(pid, Signal::KILL);
