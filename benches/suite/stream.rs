@@ -8,6 +8,7 @@ use futures::StreamExt;
 use vigie::{
     client::{AgentClient, ConnectionSettings},
     command::{Event, ExecRequest},
+    server::exec::OUTPUT_PIPE,
 };
 
 use crate::{
@@ -42,7 +43,7 @@ pub fn run(run: &mut Run) {
     let (mut pipe, mut small_pipe) = (Vec::new(), Vec::new());
     let (mut vigie_plain, mut vigie_tls) = (Vec::new(), Vec::new());
     for _ in 0..runs {
-        pipe.push(through_pipe(&command, bytes, Some(AGENT_PIPE)));
+        pipe.push(through_pipe(&command, bytes, Some(OUTPUT_PIPE)));
         small_pipe.push(through_pipe(&command, bytes, None));
         vigie_plain.push(through_agent(run, &plain_client, bytes));
         vigie_tls.push(through_agent(run, &tls_client, bytes));
@@ -128,9 +129,6 @@ pub fn run(run: &mut Run) {
         );
     }
 }
-
-/// The size the agent gives its commands' output pipes.
-const AGENT_PIPE: usize = 1 << 20;
 
 /// Reads `command`'s stdout through a local pipe of `size` (the default
 /// when none); MB/s.

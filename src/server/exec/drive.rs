@@ -27,6 +27,7 @@ pub async fn drive(
     stops: Stops,
     tuning: ExecTuning,
 ) -> Exit {
+    let started_event = (!spawned.announced).then(|| spawned.started_event());
     let Spawned {
         pid,
         exit,
@@ -35,22 +36,15 @@ pub async fn drive(
         stderr,
         spec,
         started,
-        started_at,
-        announced,
+        ..
     } = spawned;
     // If this future is dropped before the end (the runtime shuts down, the
     // task is aborted), the guard still kills and reaps the command.
     let mut guard = DropGuard { pid, armed: true };
-    let mut client_gone = !announced
-        && events
-            .send(Event::Started {
-                pid: pid.as_raw_nonzero().get(),
-                argv: spec.display_argv(),
-                started_at,
-                job_id: None,
-            })
-            .await
-            .is_err();
+    let mut client_gone = match started_event {
+        Some(event) => events.send(event).await.is_err(),
+        None => false,
+    };
 
     let mut stdout = Some(Reader::new(stdout, OutputStream::Stdout));
     let mut stderr = Some(Reader::new(stderr, OutputStream::Stderr));

@@ -31,7 +31,7 @@ mod spawn;
 
 pub use drive::drive;
 pub use plan::{CommandSpec, Host, plan};
-pub use spawn::{Spawned, spawn};
+pub use spawn::{OUTPUT_PIPE, Spawned, spawn};
 
 /// Why a command could not be planned or started.
 #[derive(Debug, thiserror::Error)]

@@ -14,6 +14,9 @@ use tokio::net::unix::pipe;
 
 use super::{CommandSpec, ExecError};
 
+/// The size asked for each command's stdout and stderr pipes (Linux).
+pub const OUTPUT_PIPE: usize = 1 << 20;
+
 /// A spawned command, not yet driven.
 #[derive(Debug)]
 pub struct Spawned {
@@ -40,6 +43,16 @@ impl Spawned {
         &self.spec
     }
 
+    /// The `started` event of this command.
+    pub(super) fn started_event(&self) -> super::Event {
+        super::Event::Started {
+            pid: self.pid(),
+            argv: self.spec.display_argv(),
+            started_at: self.started_at,
+            job_id: None,
+        }
+    }
+
     /// Queues the `started` event on a channel that has room (a new one),
     /// so that [`drive`](super::drive) does not send it.
     ///
@@ -47,14 +60,8 @@ impl Spawned {
     /// the event is already queued then, the headers and the event leave in
     /// one write, and the client wakes once for both instead of twice.
     pub fn announce(&mut self, events: &tokio::sync::mpsc::Sender<super::Event>) {
-        let started = super::Event::Started {
-            pid: self.pid(),
-            argv: self.spec.display_argv(),
-            started_at: self.started_at,
-            job_id: None,
-        };
         // A full or closed channel only means that drive sends it instead.
-        self.announced = events.try_send(started).is_ok();
+        self.announced = events.try_send(self.started_event()).is_ok();
     }
 }
 
@@ -191,7 +198,7 @@ impl OwnedPipe {
         // A larger pipe means fewer wake-ups per megabyte for bulk output.
         // The kernel may refuse (per-user pipe limits); the default then stays.
         #[cfg(target_os = "linux")]
-        let _ = rustix::pipe::fcntl_setpipe_size(&self.0, 1 << 20);
+        let _ = rustix::pipe::fcntl_setpipe_size(&self.0, OUTPUT_PIPE);
         pipe::Receiver::from_owned_fd(self.0)
     }
 }
